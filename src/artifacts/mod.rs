@@ -1,0 +1,351 @@
+//! The expiring temporary area for task file outputs.
+//!
+//! Layout under `temp_dir`: `staging/task-*/` (one directory per running task
+//! that writes files, see [`Stage`]) and `files/<token>` (published files,
+//! flat, named by their download token). A task's files are published only
+//! when it completes, by `rename` within one filesystem, so a half-written
+//! file is never visible. Each published file expires `file_ttl` later: the
+//! expiry loop ([`expiry`]) unlinks it and leaves a tombstone so its link
+//! answers `410` for another `file_ttl`, then forgets it (`404`).
+//!
+//! **Architecture Invariant:** nothing outside `temp_dir` is ever served or
+//! deleted; names from clients never become paths (files on disk are named
+//! by token); download tokens never reach a log.
+//!
+//! Bounds: `max_temp_bytes` over staged and published bytes (every file
+//! counts at least 4 KiB, which also bounds the number of files and
+//! tombstones); writes past it fail the task with `storage_full`.
+
+mod expiry;
+mod stage;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use stage::{MAX_NAME_BYTES, Stage, StageError, StagedFile, clean_name, is_storage_full};
+
+use crate::auth::{hex, random_bytes};
+use crate::config::FilesConfig;
+use crate::task::PublishedFile;
+
+/// A download token: 128 random bits, the capability in a file's link.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DownloadToken([u8; 16]);
+
+impl DownloadToken {
+    fn generate() -> std::io::Result<DownloadToken> {
+        random_bytes::<16>()
+            .map(DownloadToken)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Parses the token part of a link; anything else is not a token.
+    pub fn parse(text: &str) -> Option<DownloadToken> {
+        if text.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(DownloadToken(bytes))
+    }
+
+    pub fn to_text(self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl std::fmt::Debug for DownloadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DownloadToken(<redacted>)")
+    }
+}
+
+/// The running total of staged and published bytes against `max_temp_bytes`.
+#[derive(Debug)]
+pub(crate) struct Quota {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl Quota {
+    fn reserve(&self, bytes: u64) -> Result<(), StageError> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|after| *after <= self.max)
+            })
+            .map(|_| ())
+            .map_err(|_| StageError::StorageFull { max: self.max })
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
+
+/// What a download link points at now.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(ServedFile),
+    /// It existed and expired (`410`).
+    Expired,
+    /// Never existed, or expired long ago (`404`).
+    Missing,
+}
+
+/// A published file, as the download route needs it.
+#[derive(Clone, Debug)]
+pub struct ServedFile {
+    /// The file's name on disk, relative to [`Artifacts::served_dir`].
+    pub disk_name: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+}
+
+#[derive(Debug)]
+enum Entry {
+    Live {
+        file: ServedFile,
+        charged: u64,
+        path: PathBuf,
+    },
+    Expired,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactsError {
+    #[error("cannot prepare the temp dir {path}: {source}")]
+    Setup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Handle to the temporary area; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    staging: PathBuf,
+    served: PathBuf,
+    quota: Arc<Quota>,
+    ttl: Duration,
+    /// Lookups by the download route (many readers, short writes, no await
+    /// while held: a sharded map fits).
+    entries: DashMap<DownloadToken, Entry>,
+    expiry: mpsc::Sender<(Instant, DownloadToken)>,
+    /// The directory we made ourselves, removed when the last handle drops.
+    _owned_root: Option<TempDir>,
+    /// A given `temp_dir`: our subdirectories in it are removed at exit.
+    given_root: Option<PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.given_root.is_some() {
+            let _ = std::fs::remove_dir_all(&self.staging);
+            let _ = std::fs::remove_dir_all(&self.served);
+        }
+    }
+}
+
+impl Artifacts {
+    /// Prepares the area and starts its expiry loop (tracked, ending with
+    /// `stop`). Leftovers of a crashed run in a given `temp_dir` are removed.
+    pub fn start(
+        config: &FilesConfig,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+        metrics: crate::telemetry::Metrics,
+    ) -> Result<Artifacts, ArtifactsError> {
+        let setup = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ArtifactsError::Setup { path, source }
+        };
+        let (owned_root, root) = match &config.temp_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(setup(dir))?;
+                (None, dir.clone())
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("taskwire-")
+                    .tempdir()
+                    .map_err(setup(&std::env::temp_dir()))?;
+                let path = dir.path().to_owned();
+                (Some(dir), path)
+            }
+        };
+        let staging = root.join("staging");
+        let served = root.join("files");
+        for dir in [&staging, &served] {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(setup(dir)(e)),
+            }
+            std::fs::create_dir_all(dir).map_err(setup(dir))?;
+        }
+        let (expiry_tx, expiry_rx) = mpsc::channel(1024);
+        let artifacts = Artifacts {
+            inner: Arc::new(Inner {
+                staging,
+                served,
+                quota: Arc::new(Quota {
+                    used: AtomicU64::new(0),
+                    max: config.max_temp_bytes,
+                }),
+                ttl: config.file_ttl,
+                entries: DashMap::new(),
+                expiry: expiry_tx,
+                given_root: owned_root.is_none().then_some(root),
+                _owned_root: owned_root,
+            }),
+        };
+        tracker.spawn(expiry::run(
+            Arc::downgrade(&artifacts.inner),
+            expiry_rx,
+            stop,
+            metrics,
+        ));
+        Ok(artifacts)
+    }
+
+    /// A new, empty stage for one task (no IO until its first file).
+    pub fn stage(&self) -> Stage {
+        Stage::new(self.inner.staging.clone(), Arc::clone(&self.inner.quota))
+    }
+
+    /// Where published files live.
+    pub fn served_dir(&self) -> &Path {
+        &self.inner.served
+    }
+
+    /// Bytes of staged and published files now.
+    pub fn used_bytes(&self) -> u64 {
+        self.inner.quota.used.load(Ordering::Acquire)
+    }
+
+    /// Publishes every finished file of a completed task: blocking renames,
+    /// then the links go live. On error nothing is published.
+    pub async fn publish(&self, mut stage: Stage) -> std::io::Result<Vec<PublishedFile>> {
+        if stage.is_empty() {
+            return Ok(Vec::new());
+        }
+        let served = self.inner.served.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            let mut moved = Vec::with_capacity(stage.entries.len());
+            for entry in &stage.entries {
+                let token = DownloadToken::generate()?;
+                let target = served.join(token.to_text());
+                if let Err(e) = std::fs::rename(&entry.path, &target) {
+                    for (_, path) in &moved {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e);
+                }
+                moved.push((token, target));
+            }
+            // The quota charge moves from the stage to the published entries.
+            let entries = std::mem::take(&mut stage.entries);
+            Ok((entries, moved))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+
+        let (entries, moved) = moved;
+        let now = Instant::now();
+        let expires_at = SystemTime::now() + self.inner.ttl;
+        let mut published = Vec::with_capacity(entries.len());
+        for (entry, (token, path)) in entries.into_iter().zip(moved) {
+            let token_text = token.to_text();
+            let file = ServedFile {
+                disk_name: token_text.clone(),
+                name: entry.name.clone(),
+                content_type: entry.content_type.clone(),
+                size: entry.size,
+            };
+            self.inner.entries.insert(
+                token,
+                Entry::Live {
+                    file,
+                    charged: entry.charged,
+                    path: path.clone(),
+                },
+            );
+            // The loop only ends at shutdown, when nothing needs expiring.
+            let _ = self.inner.expiry.send((now + self.inner.ttl, token)).await;
+            published.push(PublishedFile {
+                name: entry.name,
+                size: entry.size,
+                content_type: entry.content_type,
+                sha256: hex(&entry.sha256),
+                token: token_text,
+                expires_at,
+                path,
+            });
+        }
+        Ok(published)
+    }
+
+    /// Expires published files now, off this thread (their task ended some
+    /// other way in the same instant, e.g. cancelled while publishing). Never
+    /// waits: if the expiry loop is swamped, they expire at their deadline.
+    pub fn discard(&self, files: &[PublishedFile]) {
+        for file in files {
+            if let Some(token) = DownloadToken::parse(&file.token) {
+                if self.inner.expiry.try_send((Instant::now(), token)).is_err() {
+                    tracing::warn!("expiry queue full; a discarded file waits for its deadline");
+                }
+            }
+        }
+    }
+
+    /// What the link `token` points at.
+    pub fn lookup(&self, token: &str, name: &str) -> Lookup {
+        let Some(token) = DownloadToken::parse(token) else {
+            return Lookup::Missing;
+        };
+        match self.inner.entries.get(&token).as_deref() {
+            Some(Entry::Live { file, .. }) if file.name == name => Lookup::Found(file.clone()),
+            Some(Entry::Expired) => Lookup::Expired,
+            Some(Entry::Live { .. }) | None => Lookup::Missing,
+        }
+    }
+
+    /// Unlinks a live file and leaves a tombstone; blocking IO.
+    fn expire(&self, token: DownloadToken) {
+        if let Some(Entry::Live { charged, path, .. }) =
+            self.inner.entries.insert(token, Entry::Expired)
+        {
+            // Unlinking does not disturb downloads already reading it.
+            let _ = std::fs::remove_file(&path);
+            self.inner.quota.release(charged);
+        }
+    }
+
+    /// Drops a tombstone: the link now answers `404`.
+    fn forget(&self, token: DownloadToken) {
+        self.inner
+            .entries
+            .remove_if(&token, |_, entry| matches!(entry, Entry::Expired));
+    }
+}

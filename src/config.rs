@@ -1,0 +1,635 @@
+//! The service configuration: defaults < TOML file < `TASKWIRE_*` env < flags.
+//!
+//! Every knob is read here and nowhere else (no `std::env::var` elsewhere),
+//! validated once into a typed [`Config`] with `Duration`s in code and units
+//! in the key names. A problem stops startup with a message naming the key.
+//! README's knob table repeats each default and what happens at its bound.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Flags of `taskwire serve` and `taskwire config`; each also reads
+/// `TASKWIRE_<NAME>` from the environment (a flag wins over the variable).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file.
+    #[arg(long, env = "TASKWIRE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "TASKWIRE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Tasks running at once (default: CPU count).
+    #[arg(long, env = "TASKWIRE_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Tasks waiting to run, not counting running ones (default 1024).
+    #[arg(long, env = "TASKWIRE_QUEUE_CAPACITY", value_name = "N")]
+    pub queue_capacity: Option<usize>,
+    /// Seconds a finished task and its events are held (default 3600).
+    #[arg(long, env = "TASKWIRE_RESULT_TTL_S", value_name = "N")]
+    pub result_ttl_s: Option<u64>,
+    /// Seconds a WebSocket may stay unauthenticated (default 10).
+    #[arg(long, env = "TASKWIRE_AUTH_TIMEOUT_S", value_name = "N")]
+    pub auth_timeout_s: Option<u64>,
+    /// Largest message or REST body, in bytes (default 64 MiB).
+    #[arg(long, env = "TASKWIRE_MAX_MESSAGE_BYTES", value_name = "N")]
+    pub max_message_bytes: Option<u64>,
+    /// Longest running time a task may ask for (default 3600).
+    #[arg(long, env = "TASKWIRE_MAX_TIMEOUT_S", value_name = "N")]
+    pub max_timeout_s: Option<u64>,
+    /// Seconds running tasks get to finish on shutdown (default 30).
+    #[arg(long, env = "TASKWIRE_SHUTDOWN_GRACE_S", value_name = "N")]
+    pub shutdown_grace_s: Option<u64>,
+    /// Seconds a file output can be downloaded (default 3600).
+    #[arg(long, env = "TASKWIRE_FILE_TTL_S", value_name = "N")]
+    pub file_ttl_s: Option<u64>,
+    /// Directory for staged and published files (default: a fresh one under
+    /// the system temp dir, removed on exit).
+    #[arg(long, env = "TASKWIRE_TEMP_DIR", value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// Public base URL, making download links absolute.
+    #[arg(long, env = "TASKWIRE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Log format: text or json (default text).
+    #[arg(long, env = "TASKWIRE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Open WebSocket and SSE connections (default 10000).
+    #[arg(long, env = "TASKWIRE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Messages queued for one connection before it counts as a slow reader
+    /// and is closed with 1013 (default 4096).
+    #[arg(long, env = "TASKWIRE_SEND_QUEUE", value_name = "N")]
+    pub send_queue: Option<usize>,
+    /// Events held per task for replay (default 1000).
+    #[arg(long, env = "TASKWIRE_MAX_TASK_EVENTS", value_name = "N")]
+    pub max_task_events: Option<usize>,
+    /// Tasks held in memory, finished ones included (default 100000).
+    #[arg(long, env = "TASKWIRE_MAX_HELD_TASKS", value_name = "N")]
+    pub max_held_tasks: Option<usize>,
+    /// Bytes of staged and published files (default 1 GiB).
+    #[arg(long, env = "TASKWIRE_MAX_TEMP_BYTES", value_name = "N")]
+    pub max_temp_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The TOML file: the same names in snake_case, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    workers: Option<usize>,
+    queue_capacity: Option<usize>,
+    result_ttl_s: Option<u64>,
+    auth_timeout_s: Option<u64>,
+    max_message_bytes: Option<u64>,
+    max_timeout_s: Option<u64>,
+    shutdown_grace_s: Option<u64>,
+    file_ttl_s: Option<u64>,
+    temp_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    log_format: Option<LogFormat>,
+    max_connections: Option<usize>,
+    send_queue: Option<usize>,
+    max_task_events: Option<usize>,
+    max_held_tasks: Option<usize>,
+    max_temp_bytes: Option<u64>,
+    max_token_ttl_s: Option<u64>,
+    allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    api_keys: Vec<FileApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApiKey {
+    name: String,
+    sha256: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// One accepted API key, as its SHA-256 digest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyConfig {
+    pub name: String,
+    pub digest: [u8; 32],
+    pub admin: bool,
+    pub source: KeySource,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("name", &self.name)
+            .field("admin", &self.admin)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    File,
+    Env,
+    Demo,
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub limits: Limits,
+    pub files: FilesConfig,
+    pub security: SecurityConfig,
+    pub log_format: LogFormat,
+}
+
+/// The bounds the scheduler, the worker pool and the connections enforce.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub result_ttl: Duration,
+    pub max_message_bytes: usize,
+    pub max_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub send_queue: usize,
+    pub max_task_events: usize,
+    pub max_held_tasks: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    pub file_ttl: Duration,
+    pub temp_dir: Option<PathBuf>,
+    /// Without a trailing slash.
+    pub public_url: Option<String>,
+    pub max_temp_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    pub api_keys: Vec<KeyConfig>,
+    /// Origins (`scheme://host[:port]`) allowed besides the server's own.
+    pub allowed_origins: Vec<String>,
+    pub auth_timeout: Duration,
+    /// Longest life of a browser token (`POST /v1/tokens`).
+    pub max_token_ttl: Duration,
+}
+
+/// Why the configuration cannot be used; names every offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n{}", .problems.join("\n"))]
+    Invalid { problems: Vec<String> },
+}
+
+impl Config {
+    /// Reads the file named by `overrides.config` (if any), applies the
+    /// environment's `TASKWIRE_API_KEY` and the overrides, and validates.
+    pub fn load(overrides: &Overrides, env_api_key: Option<&str>) -> Result<Config, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::from_layers(file, overrides, env_api_key)
+    }
+
+    /// Parses a TOML text as a config file (used by tests).
+    pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = parse_file(text, Path::new("<inline>"))?;
+        Config::from_layers(file, overrides, None)
+    }
+
+    /// Everything at its default, with the given keys (tests and embedding).
+    pub fn with_keys(keys: Vec<KeyConfig>) -> Config {
+        let mut config = Config::from_layers(FileConfig::default(), &Overrides::default(), None)
+            .unwrap_or_else(|_| unreachable!("the defaults are valid"));
+        config.security.api_keys = keys;
+        config
+    }
+
+    fn from_layers(
+        file: FileConfig,
+        o: &Overrides,
+        env_api_key: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+        let listen_text = pick(o.listen.clone(), file.listen, "127.0.0.1:8080".to_owned());
+        let listen = listen_text.parse().unwrap_or_else(|_| {
+            problems.push(format!(
+                "listen: `{listen_text}` is not an address like 127.0.0.1:8080"
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+
+        let mut check = |key: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                problems.push(format!("{key}: {value} is out of range {min}..={max}"));
+            }
+            value
+        };
+        let workers = check("workers", pick(o.workers, file.workers, cpus) as u64, 1, 4096);
+        let queue_capacity = check(
+            "queue_capacity",
+            pick(o.queue_capacity, file.queue_capacity, 1024) as u64,
+            1,
+            10_000_000,
+        );
+        let result_ttl_s = check(
+            "result_ttl_s",
+            pick(o.result_ttl_s, file.result_ttl_s, 3600),
+            1,
+            7 * 86_400,
+        );
+        let auth_timeout_s = check(
+            "auth_timeout_s",
+            pick(o.auth_timeout_s, file.auth_timeout_s, 10),
+            1,
+            3600,
+        );
+        let max_message_bytes = check(
+            "max_message_bytes",
+            pick(o.max_message_bytes, file.max_message_bytes, 64 * MIB),
+            1024,
+            1024 * MIB,
+        );
+        let max_timeout_s = check(
+            "max_timeout_s",
+            pick(o.max_timeout_s, file.max_timeout_s, 3600),
+            1,
+            7 * 86_400,
+        );
+        let shutdown_grace_s = check(
+            "shutdown_grace_s",
+            pick(o.shutdown_grace_s, file.shutdown_grace_s, 30),
+            0,
+            3600,
+        );
+        let file_ttl_s = check(
+            "file_ttl_s",
+            pick(o.file_ttl_s, file.file_ttl_s, 3600),
+            1,
+            7 * 86_400,
+        );
+        let max_connections = check(
+            "max_connections",
+            pick(o.max_connections, file.max_connections, 10_000) as u64,
+            1,
+            1_000_000,
+        );
+        let send_queue = check(
+            "send_queue",
+            pick(o.send_queue, file.send_queue, 4096) as u64,
+            16,
+            1_000_000,
+        );
+        let max_task_events = check(
+            "max_task_events",
+            pick(o.max_task_events, file.max_task_events, 1000) as u64,
+            8,
+            1_000_000,
+        );
+        let max_held_tasks = check(
+            "max_held_tasks",
+            pick(o.max_held_tasks, file.max_held_tasks, 100_000) as u64,
+            1,
+            100_000_000,
+        );
+        let max_temp_bytes = check(
+            "max_temp_bytes",
+            pick(o.max_temp_bytes, file.max_temp_bytes, 1024 * MIB),
+            0,
+            u64::MAX / 2,
+        );
+        let max_token_ttl_s = check(
+            "max_token_ttl_s",
+            file.max_token_ttl_s.unwrap_or(3600),
+            1,
+            86_400,
+        );
+
+        let public_url = pick(o.public_url.clone(), file.public_url, String::new());
+        let public_url = if public_url.is_empty() {
+            None
+        } else {
+            match normalize_public_url(&public_url) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    problems.push(format!("public_url: {why}"));
+                    None
+                }
+            }
+        };
+
+        let mut allowed_origins = Vec::new();
+        for origin in file.allowed_origins.unwrap_or_default() {
+            match normalize_origin(&origin) {
+                Ok(origin) => allowed_origins.push(origin),
+                Err(why) => problems.push(format!("allowed_origins: `{origin}`: {why}")),
+            }
+        }
+
+        let mut api_keys = Vec::new();
+        for (i, key) in file.api_keys.into_iter().enumerate() {
+            if let Err(why) = check_key_name(&key.name) {
+                problems.push(format!("api_keys[{i}].name: {why}"));
+            }
+            match parse_digest(&key.sha256) {
+                Some(digest) => api_keys.push(KeyConfig {
+                    name: key.name,
+                    digest,
+                    admin: key.admin,
+                    source: KeySource::File,
+                }),
+                None => problems.push(format!(
+                    "api_keys[{i}].sha256: expected 64 hex digits, optionally after `sha256:`"
+                )),
+            }
+        }
+        if let Some(key) = env_api_key.filter(|k| !k.is_empty()) {
+            api_keys.push(KeyConfig {
+                name: "env".to_owned(),
+                digest: crate::auth::digest(key),
+                admin: false,
+                source: KeySource::Env,
+            });
+        }
+        for (i, a) in api_keys.iter().enumerate() {
+            if api_keys[..i]
+                .iter()
+                .any(|b| b.name == a.name && b.admin != a.admin)
+            {
+                problems.push(format!(
+                    "api_keys: entries named `{}` disagree on `admin` (keys sharing a name are one client)",
+                    a.name
+                ));
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        let secs = Duration::from_secs;
+        Ok(Config {
+            listen,
+            limits: Limits {
+                workers: workers as usize,
+                queue_capacity: queue_capacity as usize,
+                result_ttl: secs(result_ttl_s),
+                max_message_bytes: max_message_bytes as usize,
+                max_timeout: secs(max_timeout_s),
+                shutdown_grace: secs(shutdown_grace_s),
+                max_connections: max_connections as usize,
+                send_queue: send_queue as usize,
+                max_task_events: max_task_events as usize,
+                max_held_tasks: max_held_tasks as usize,
+            },
+            files: FilesConfig {
+                file_ttl: secs(file_ttl_s),
+                temp_dir: o.temp_dir.clone().or(file.temp_dir),
+                public_url,
+                max_temp_bytes,
+            },
+            security: SecurityConfig {
+                api_keys,
+                allowed_origins,
+                auth_timeout: secs(auth_timeout_s),
+                max_token_ttl: secs(max_token_ttl_s),
+            },
+            log_format: pick(o.log_format, file.log_format, LogFormat::Text),
+        })
+    }
+
+    /// The effective configuration as TOML, without secrets (key digests are
+    /// left out; names, roles and where each key came from are shown).
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            listen: String,
+            workers: usize,
+            queue_capacity: usize,
+            result_ttl_s: u64,
+            auth_timeout_s: u64,
+            max_message_bytes: usize,
+            max_timeout_s: u64,
+            shutdown_grace_s: u64,
+            file_ttl_s: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            temp_dir: Option<&'a Path>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            public_url: Option<&'a str>,
+            log_format: LogFormat,
+            max_connections: usize,
+            send_queue: usize,
+            max_task_events: usize,
+            max_held_tasks: usize,
+            max_temp_bytes: u64,
+            max_token_ttl_s: u64,
+            allowed_origins: &'a [String],
+        }
+        let shown = Shown {
+            listen: self.listen.to_string(),
+            workers: self.limits.workers,
+            queue_capacity: self.limits.queue_capacity,
+            result_ttl_s: self.limits.result_ttl.as_secs(),
+            auth_timeout_s: self.security.auth_timeout.as_secs(),
+            max_message_bytes: self.limits.max_message_bytes,
+            max_timeout_s: self.limits.max_timeout.as_secs(),
+            shutdown_grace_s: self.limits.shutdown_grace.as_secs(),
+            file_ttl_s: self.files.file_ttl.as_secs(),
+            temp_dir: self.files.temp_dir.as_deref(),
+            public_url: self.files.public_url.as_deref(),
+            log_format: self.log_format,
+            max_connections: self.limits.max_connections,
+            send_queue: self.limits.send_queue,
+            max_task_events: self.limits.max_task_events,
+            max_held_tasks: self.limits.max_held_tasks,
+            max_temp_bytes: self.files.max_temp_bytes,
+            max_token_ttl_s: self.security.max_token_ttl.as_secs(),
+            allowed_origins: &self.security.allowed_origins,
+        };
+        let mut out = toml::to_string(&shown).unwrap_or_default();
+        if self.security.api_keys.is_empty() {
+            out.push_str("\n# api_keys: none (serve makes a demo key for its run)\n");
+        }
+        for key in &self.security.api_keys {
+            let source = match key.source {
+                KeySource::File => "config file",
+                KeySource::Env => "TASKWIRE_API_KEY",
+                KeySource::Demo => "demo",
+            };
+            let _ = write!(
+                out,
+                "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nadmin = {}\n",
+                key.name, key.admin
+            );
+        }
+        out
+    }
+}
+
+fn pick<T>(flag_or_env: Option<T>, file: Option<T>, default: T) -> T {
+    flag_or_env.or(file).unwrap_or(default)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// `sha256:<hex>` or `<hex>`, 64 hex digits, either case.
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(digest)
+}
+
+fn check_key_name(name: &str) -> Result<(), &'static str> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("1 to 64 characters from A-Z a-z 0-9 . _ -")
+    }
+}
+
+/// `scheme://host[:port]`, lowercased, without a path; `*` is refused.
+pub(crate) fn normalize_origin(origin: &str) -> Result<String, &'static str> {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("expected scheme://host[:port]");
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err("scheme must be http or https");
+    }
+    if rest.is_empty() || rest.contains(['/', '*', '?', '#', '@', ' ']) {
+        return Err("expected scheme://host[:port] without path or wildcard");
+    }
+    Ok(origin)
+}
+
+fn normalize_public_url(url: &str) -> Result<String, &'static str> {
+    let url = url.trim().trim_end_matches('/');
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected http(s)://host[:port][/path]");
+    };
+    if (scheme != "http" && scheme != "https") || rest.is_empty() || rest.starts_with('/') {
+        return Err("expected http(s)://host[:port][/path]");
+    }
+    if rest.contains(['?', '#', ' ']) {
+        return Err("no query, fragment or spaces allowed");
+    }
+    Ok(url.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(text: &str) -> String {
+        match Config::from_toml(text, &Overrides::default()) {
+            Ok(_) => panic!("accepted {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::from_toml("", &Overrides::default()).expect("defaults");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.limits.queue_capacity, 1024);
+        assert_eq!(config.limits.max_message_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.limits.result_ttl, Duration::from_secs(3600));
+        assert_eq!(config.security.auth_timeout, Duration::from_secs(10));
+        assert!(config.limits.workers >= 1);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let overrides = Overrides {
+            workers: Some(3),
+            ..Overrides::default()
+        };
+        let config = Config::from_toml("workers = 7\nqueue_capacity = 5", &overrides).expect("ok");
+        assert_eq!(config.limits.workers, 3);
+        assert_eq!(config.limits.queue_capacity, 5);
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        assert!(invalid("wrokers = 2").contains("wrokers"));
+        assert!(invalid("workers = 0").contains("workers: 0 is out of range"));
+        assert!(invalid("workers = \"two\"").contains("workers"));
+        assert!(invalid("listen = \"nowhere\"").contains("listen"));
+        assert!(invalid("allowed_origins = [\"*\"]").contains("allowed_origins"));
+        let e = invalid("[[api_keys]]\nname = \"a\"\nsha256 = \"zz\"");
+        assert!(e.contains("api_keys[0].sha256"), "{e}");
+        let e = invalid("[[api_keys]]\nname = \"a b\"\nsha256 = \"sha256:".to_owned().as_str());
+        assert!(e.contains("api_keys"), "{e}");
+    }
+
+    #[test]
+    fn keys_accept_both_digest_spellings() {
+        let hex = "ab".repeat(32);
+        let text = format!(
+            "[[api_keys]]\nname = \"a\"\nsha256 = \"{hex}\"\n[[api_keys]]\nname = \"b\"\nsha256 = \"sha256:{hex}\"\nadmin = true"
+        );
+        let config = Config::from_toml(&text, &Overrides::default()).expect("ok");
+        assert_eq!(config.security.api_keys.len(), 2);
+        assert_eq!(config.security.api_keys[0].digest, [0xab; 32]);
+        assert!(config.security.api_keys[1].admin);
+        assert!(!config.to_toml().contains(&hex));
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        assert_eq!(
+            normalize_origin("HTTPS://Indico.Example.org/").as_deref(),
+            Ok("https://indico.example.org")
+        );
+        assert!(normalize_origin("https://a.org/path").is_err());
+        assert!(normalize_origin("ftp://a.org").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! taskwire: a compute-task service. See `ARCHITECTURE.md` for the map.
+
+pub mod artifacts;
+pub mod auth;
+pub mod booklet;
+pub mod catalog;
+pub mod config;
+pub mod protocol;
+pub mod scheduler;
+pub mod server;
+pub mod task;
+pub mod telemetry;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::artifacts::{Artifacts, ArtifactsError};
+use crate::auth::{Authenticator, KeyStore, OriginPolicy, Tokens};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::scheduler::Scheduler;
+use crate::server::AppState;
+use crate::telemetry::Metrics;
+
+/// How long connections get to flush their last events at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactsError),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where `static/` is: `TASKWIRE_STATIC_DIR`, else next to the sources
+/// (the checkout this binary was built from).
+pub fn static_dir() -> PathBuf {
+    std::env::var_os("TASKWIRE_STATIC_DIR")
+        .map_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")), PathBuf::from)
+}
+
+/// Runs the whole service on `listener` until `shutdown` resolves, then
+/// drains: `readyz` turns 503, submits are refused, queued tasks are
+/// cancelled, running ones get `shutdown_grace`, every client receives its
+/// tasks' terminal events and a `1001` close.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = Metrics::new();
+    let background = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let artifacts = Artifacts::start(&config.files, &background, stop.clone(), metrics.clone())?;
+    let catalog = Arc::new(Catalog::builtin(config.files.max_temp_bytes));
+    let scheduler = Scheduler::start(
+        &config.limits,
+        Arc::clone(&catalog),
+        artifacts.clone(),
+        metrics.clone(),
+        &background,
+        stop.clone(),
+    );
+    let draining = CancellationToken::new();
+    let drained = CancellationToken::new();
+    let streams = TaskTracker::new();
+    let state = AppState::new(server::Inner {
+        welcome: server::welcome(&catalog, &config),
+        auth: Authenticator {
+            keys: KeyStore::new(config.security.api_keys.clone()),
+            tokens: Tokens::new(config.security.max_token_ttl),
+        },
+        origins: OriginPolicy::new(
+            config.security.allowed_origins.clone(),
+            config.files.public_url.as_deref(),
+        ),
+        links: server::encode::Links {
+            public_url: config.files.public_url.clone(),
+        },
+        config,
+        catalog,
+        scheduler: scheduler.clone(),
+        artifacts,
+        metrics,
+        connections: AtomicUsize::new(0),
+        draining: draining.clone(),
+        drained: drained.clone(),
+        streams: streams.clone(),
+        static_dir: static_dir(),
+    });
+    let app = server::router(state.clone());
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(draining.clone().cancelled_owned())
+        .into_future();
+    let server = tokio::spawn(server);
+
+    shutdown.await;
+    tracing::info!("shutdown: draining");
+    draining.cancel();
+    scheduler.drain().await;
+    tracing::info!("shutdown: every task has ended; closing connections");
+    drained.cancel();
+    streams.close();
+    if tokio::time::timeout(CLOSE_GRACE, streams.wait()).await.is_err() {
+        tracing::warn!("shutdown: some connections did not close in time");
+    }
+    match tokio::time::timeout(CLOSE_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("shutdown: HTTP connections did not close in time"),
+    }
+    stop.cancel();
+    background.close();
+    let _ = tokio::time::timeout(CLOSE_GRACE, background.wait()).await;
+    drop(state);
+    tracing::info!("shutdown: done");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

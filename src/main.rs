@@ -1,0 +1,139 @@
+//! The `taskwire` command: `serve`, `config`, `keygen`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use taskwire::config::{Config, KeyConfig, KeySource, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(name = "taskwire", version, about = "A compute-task service: submit tasks over WebSocket or REST, follow their events, download their files.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the service (WebSocket, REST, downloads, demo and monitoring pages).
+    Serve(Overrides),
+    /// Prints the effective configuration (no secrets).
+    Config(Overrides),
+    /// Prints a new API key and its `[[api_keys]]` block for the config file.
+    Keygen {
+        /// The key's name (the client its tasks belong to).
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// May watch and cancel every client's tasks (monitoring page).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(overrides) => serve(&overrides),
+        Command::Config(overrides) => match load(&overrides) {
+            Ok(config) => {
+                print(&config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Keygen { name, admin } => keygen(&name, admin),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print(text: &str) {
+    print!("{text}");
+}
+
+fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
+    let env_key = std::env::var("TASKWIRE_API_KEY").ok().filter(|k| !k.is_empty());
+    Config::load(overrides, env_key.as_deref()).map_err(|e| {
+        eprintln!("taskwire: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn keygen(name: &str, admin: bool) -> ExitCode {
+    let key = match taskwire::auth::generate_key() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("taskwire: no randomness available: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let digest = taskwire::auth::hex(&taskwire::auth::digest(&key));
+    let name = toml::Value::String(name.to_owned());
+    print(&format!(
+        "# The key (give it to the client; it is not stored anywhere):\n# {key}\n\n[[api_keys]]\nname = {name}\nsha256 = \"{digest}\"\nadmin = {admin}\n"
+    ));
+    ExitCode::SUCCESS
+}
+
+fn serve(overrides: &Overrides) -> ExitCode {
+    let mut config = match load(overrides) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    taskwire::telemetry::init_logging(config.log_format);
+    let demo_key = if config.security.api_keys.is_empty() {
+        match taskwire::auth::generate_key() {
+            Ok(key) => {
+                config.security.api_keys.push(KeyConfig {
+                    name: "demo".to_owned(),
+                    digest: taskwire::auth::digest(&key),
+                    admin: true,
+                    source: KeySource::Demo,
+                });
+                Some(key)
+            }
+            Err(e) => {
+                eprintln!("taskwire: no randomness available: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("taskwire: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("taskwire: cannot listen on {}: {e}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let address = listener.local_addr().unwrap_or(config.listen);
+        tracing::info!(%address, workers = config.limits.workers, "listening");
+        if let Some(key) = demo_key {
+            let host = if address.ip().is_unspecified() {
+                format!("127.0.0.1:{}", address.port())
+            } else {
+                address.to_string()
+            };
+            eprintln!(
+                "\nNo API key is configured, so this run has a demo key (admin, for this run only).\n\
+                 Demo page:       http://{host}/#key={key}\n\
+                 Monitoring page: http://{host}/monitor#key={key}\n\
+                 Configure keys with `taskwire keygen` for real use.\n"
+            );
+        }
+        match taskwire::serve(listener, config, taskwire::signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("taskwire: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

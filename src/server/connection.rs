@@ -1,0 +1,560 @@
+//! One WebSocket connection: a single task that reads client messages,
+//! writes what the scheduler pushes into its [`Mailbox`], and streams files.
+//!
+//! Writes are batched: everything waiting in the mailbox is fed to the
+//! socket, then flushed once. The mailbox is bounded; when the scheduler
+//! finds it full the connection is closed with `1013` (the client may come
+//! back and `subscribe` with `after_seq`: nothing is lost, and neither a
+//! worker nor another client ever waited on it).
+//!
+//! **Architecture Invariant:** this task never holds a lock across an
+//! `.await`, and never waits on the scheduler while the scheduler could be
+//! waiting on it (the scheduler only ever `try_send`s to the mailbox).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::SinkExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
+
+use super::{AppState, ConnectionSlot, encode, prepare};
+use crate::auth::Principal;
+use crate::protocol::client::{self, ClientMessage};
+use crate::protocol::server::ServerMessage;
+use crate::protocol::{CloseCode, ErrorCode, WireError};
+use crate::scheduler::{Command, Mailbox, Outbound, Reply};
+use crate::task::{EventRecord, PublishedFile, TaskEvent, TaskId};
+
+/// Mailbox messages taken per write burst.
+const BURST: usize = 128;
+/// Bytes of file per binary frame in stream delivery (4-byte header extra).
+const STREAM_CHUNK: usize = 64 * 1024;
+/// A ping when the connection was quiet this long.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a close frame may take to go out.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+enum End {
+    Close(CloseCode),
+    /// The peer went away or the socket broke: nothing more to send.
+    Gone,
+}
+
+/// A file delivery in progress.
+struct StreamJob {
+    record: Arc<EventRecord>,
+    reference: Option<Box<str>>,
+    files: Vec<PublishedFile>,
+    next_file: usize,
+    current: Option<(u32, tokio::fs::File)>,
+}
+
+struct Conn {
+    state: AppState,
+    principal: Option<Principal>,
+    origin: Option<String>,
+    mailbox: Mailbox,
+    /// Tasks this connection follows and that have not ended.
+    following: HashSet<TaskId>,
+    /// Frames waiting to be written in this turn.
+    out: Vec<Message>,
+    streams: VecDeque<StreamJob>,
+    next_stream: u32,
+    watching: bool,
+}
+
+pub(super) async fn run(
+    mut socket: WebSocket,
+    state: AppState,
+    principal: Option<Principal>,
+    origin: Option<String>,
+    _slot: ConnectionSlot,
+) {
+    let gauge = state.metrics.connections("ws");
+    gauge.inc();
+    let (mailbox, mut inbox, overflow) = Mailbox::new(state.config.limits.send_queue);
+    let mut conn = Conn {
+        state: state.clone(),
+        principal,
+        origin,
+        mailbox,
+        following: HashSet::new(),
+        out: Vec::new(),
+        streams: VecDeque::new(),
+        next_stream: 1,
+        watching: false,
+    };
+    let who = conn.client_name();
+    tracing::info!(client = %who, "websocket connected");
+    if conn.principal.is_some() {
+        conn.out.push(Message::Text(state.welcome.clone()));
+    }
+    let end = conn.serve(&mut socket, &mut inbox, &overflow).await;
+    let code = match end {
+        End::Close(code) => {
+            let frame = CloseFrame {
+                code: code.code(),
+                reason: code.reason().into(),
+            };
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+            Some(code.code())
+        }
+        End::Gone => None,
+    };
+    tracing::info!(client = %conn.client_name(), close = ?code, "websocket closed");
+    gauge.dec();
+    conn.leave().await;
+}
+
+impl Conn {
+    fn client_name(&self) -> String {
+        self.principal
+            .as_ref()
+            .map_or_else(|| "(unauthenticated)".to_owned(), |p| p.client.to_string())
+    }
+
+    async fn serve(
+        &mut self,
+        socket: &mut WebSocket,
+        inbox: &mut mpsc::Receiver<Outbound>,
+        overflow: &CancellationToken,
+    ) -> End {
+        let auth_deadline = Instant::now() + self.state.config.security.auth_timeout;
+        let drained = self.state.drained.clone();
+        let mut burst = Vec::with_capacity(BURST);
+        let mut last_heard = Instant::now();
+        loop {
+            if !self.out.is_empty() {
+                if let Err(end) = self.write_out(socket, overflow).await {
+                    return end;
+                }
+            }
+            let heartbeat = last_heard + HEARTBEAT;
+            tokio::select! {
+                biased;
+                () = overflow.cancelled() => return End::Close(CloseCode::TryAgainLater),
+                () = drained.cancelled() => {
+                    // Every task has ended and its events are in the inbox.
+                    while let Ok(message) = inbox.try_recv() {
+                        self.outbound(message);
+                    }
+                    while !self.streams.is_empty() {
+                        if let Err(end) = self.write_out(socket, overflow).await {
+                            return end;
+                        }
+                        self.stream_step().await;
+                    }
+                    if let Err(end) = self.write_out(socket, overflow).await {
+                        return end;
+                    }
+                    return End::Close(CloseCode::GoingAway);
+                }
+                () = tokio::time::sleep_until(auth_deadline), if self.principal.is_none() => {
+                    self.state.metrics.rejected(ErrorCode::Unauthorized);
+                    tracing::info!(client = "unknown", "no auth message in time");
+                    return End::Close(CloseCode::AuthTimeout);
+                }
+                received = socket.recv() => {
+                    last_heard = Instant::now();
+                    match received {
+                        Some(Ok(message)) => {
+                            if let Some(end) = self.on_frame(message).await {
+                                return end;
+                            }
+                        }
+                        Some(Err(error)) => return read_error(error),
+                        None => return End::Gone,
+                    }
+                }
+                n = inbox.recv_many(&mut burst, BURST) => {
+                    if n == 0 {
+                        return End::Gone;
+                    }
+                    for message in burst.drain(..) {
+                        self.outbound(message);
+                    }
+                }
+                () = self.stream_step(), if !self.streams.is_empty() => {}
+                () = tokio::time::sleep_until(heartbeat) => {
+                    last_heard = Instant::now();
+                    self.out.push(Message::Ping(Bytes::new()));
+                }
+            }
+        }
+    }
+
+    /// Writes and flushes everything in `out`; gives up on a slow reader.
+    async fn write_out(&mut self, socket: &mut WebSocket, overflow: &CancellationToken) -> Result<(), End> {
+        let frames = std::mem::take(&mut self.out);
+        let mut bytes = 0u64;
+        let write = async {
+            for frame in frames {
+                bytes += frame_len(&frame);
+                socket.feed(frame).await?;
+            }
+            socket.flush().await
+        };
+        let result = tokio::select! {
+            result = write => result,
+            () = overflow.cancelled() => return Err(End::Close(CloseCode::TryAgainLater)),
+        };
+        self.state.metrics.bytes_sent.inc_by(bytes);
+        result.map_err(|_| End::Gone)
+    }
+
+    /// Handles one frame from the client; `Some` ends the connection.
+    async fn on_frame(&mut self, message: Message) -> Option<End> {
+        match message {
+            Message::Text(text) => {
+                self.state.metrics.bytes_received.inc_by(text.len() as u64);
+                self.on_text(&text).await
+            }
+            Message::Binary(data) => {
+                self.state.metrics.bytes_received.inc_by(data.len() as u64);
+                self.reply_error(None, ErrorCode::BadMessage, "binary frames are not accepted");
+                None
+            }
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => Some(End::Close(CloseCode::Normal)),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Option<End> {
+        let request = match client::decode(text) {
+            Ok(request) => request,
+            Err(e) => {
+                self.reply_error(e.reference.map(String::into_boxed_str), ErrorCode::BadMessage, &e.message);
+                return None;
+            }
+        };
+        let reference = request.reference.map(String::into_boxed_str);
+        let Some(principal) = self.principal.clone() else {
+            return match request.message {
+                ClientMessage::Auth { key } => self.authenticate(&key),
+                other => {
+                    let message = format!("send an auth message before {}", other.kind());
+                    self.reply_error(reference, ErrorCode::Unauthorized, &message);
+                    None
+                }
+            };
+        };
+        let scheduler = self.state.scheduler.clone();
+        match request.message {
+            ClientMessage::Auth { .. } => {
+                self.reply_error(reference, ErrorCode::BadMessage, "already authenticated");
+            }
+            ClientMessage::Ping => {
+                let pong = ServerMessage::Pong {
+                    reference: reference.as_deref(),
+                }
+                .to_json();
+                self.out.push(Message::Text(pong.into()));
+            }
+            ClientMessage::Submit(submit) => match prepare(&self.state, &principal, &submit) {
+                Ok(spec) => {
+                    let command = Command::Submit {
+                        spec,
+                        owner: principal.client.clone(),
+                        reply: Reply::Mailbox {
+                            mailbox: self.mailbox.clone(),
+                            reference,
+                        },
+                    };
+                    if !scheduler.send(command).await {
+                        return Some(End::Close(CloseCode::GoingAway));
+                    }
+                }
+                Err(error) => {
+                    self.state.metrics.rejected(error.code);
+                    let message = ServerMessage::Rejected {
+                        reference: reference.as_deref(),
+                        error: &error,
+                    }
+                    .to_json();
+                    self.out.push(Message::Text(message.into()));
+                }
+            },
+            ClientMessage::Cancel { task_id } => {
+                let Ok(task_id) = task_id.parse::<TaskId>() else {
+                    self.reply_error(reference, ErrorCode::NotFound, "no such task");
+                    return None;
+                };
+                let reply = Reply::Mailbox {
+                    mailbox: self.mailbox.clone(),
+                    reference,
+                };
+                scheduler.send(Command::Cancel { task_id, principal, reply }).await;
+            }
+            ClientMessage::Subscribe { task_id, after_seq } => {
+                let Ok(task_id) = task_id.parse::<TaskId>() else {
+                    self.reply_error(reference, ErrorCode::NotFound, "no such task");
+                    return None;
+                };
+                self.following.insert(task_id);
+                let command = Command::Subscribe {
+                    task_id,
+                    principal,
+                    after_seq,
+                    mailbox: self.mailbox.clone(),
+                    reference,
+                };
+                scheduler.send(command).await;
+            }
+            ClientMessage::Unsubscribe { task_id } => match task_id.parse::<TaskId>() {
+                Ok(task_id) => {
+                    self.following.remove(&task_id);
+                    let command = Command::Unsubscribe {
+                        task_id,
+                        mailbox: self.mailbox.clone(),
+                        reference,
+                    };
+                    scheduler.send(command).await;
+                }
+                Err(_) => {
+                    let message = ServerMessage::Unsubscribed {
+                        reference: reference.as_deref(),
+                        task_id: &task_id,
+                    }
+                    .to_json();
+                    self.out.push(Message::Text(message.into()));
+                }
+            },
+            ClientMessage::Watch => {
+                if !principal.admin {
+                    self.state.metrics.rejected(ErrorCode::Unauthorized);
+                    self.reply_error(reference, ErrorCode::Unauthorized, "watch needs an admin key");
+                    return None;
+                }
+                self.watching = true;
+                let command = Command::Watch {
+                    mailbox: self.mailbox.clone(),
+                    reference,
+                };
+                scheduler.send(command).await;
+            }
+            ClientMessage::Unwatch => {
+                self.watching = false;
+                scheduler
+                    .send(Command::Unwatch {
+                        mailbox: self.mailbox.id(),
+                    })
+                    .await;
+            }
+        }
+        None
+    }
+
+    fn authenticate(&mut self, key: &str) -> Option<End> {
+        match self.state.auth.authenticate(key, self.origin.as_deref()) {
+            Some(principal) => {
+                tracing::info!(client = %principal.client, "websocket authenticated");
+                self.principal = Some(principal);
+                self.out.push(Message::Text(self.state.welcome.clone()));
+                None
+            }
+            None => {
+                self.state.metrics.rejected(ErrorCode::Unauthorized);
+                tracing::info!(client = "unknown", "websocket authentication failed");
+                Some(End::Close(CloseCode::Unauthorized))
+            }
+        }
+    }
+
+    fn reply_error(&mut self, reference: Option<Box<str>>, code: ErrorCode, message: &str) {
+        if code == ErrorCode::BadMessage {
+            self.state.metrics.rejected(code);
+        }
+        let error = WireError::new(code, message);
+        let text = ServerMessage::Error {
+            reference: reference.as_deref(),
+            error: &error,
+        }
+        .to_json();
+        self.out.push(Message::Text(text.into()));
+    }
+
+    /// Turns one scheduler message into frames (or a stream job).
+    fn outbound(&mut self, message: Outbound) {
+        match message {
+            Outbound::Event {
+                record,
+                reference,
+                duplicate,
+                stream,
+            } => {
+                if stream {
+                    if let TaskEvent::Completed { files, .. } = &record.event {
+                        let files = files.clone();
+                        self.streams.push_back(StreamJob {
+                            record,
+                            reference,
+                            files,
+                            next_file: 0,
+                            current: None,
+                        });
+                        return;
+                    }
+                }
+                self.event(&record, reference.as_deref(), duplicate);
+            }
+            Outbound::Replay(records) => {
+                for record in records {
+                    self.event(&record, None, false);
+                }
+            }
+            Outbound::Rejected { reference, error } => {
+                let text = ServerMessage::Rejected {
+                    reference: reference.as_deref(),
+                    error: &error,
+                }
+                .to_json();
+                self.out.push(Message::Text(text.into()));
+            }
+            Outbound::Error { reference, error } => {
+                let text = ServerMessage::Error {
+                    reference: reference.as_deref(),
+                    error: &error,
+                }
+                .to_json();
+                self.out.push(Message::Text(text.into()));
+            }
+            Outbound::Unsubscribed { reference, task_id } => {
+                let id = task_id.hex();
+                let text = ServerMessage::Unsubscribed {
+                    reference: reference.as_deref(),
+                    task_id: id.as_str(),
+                }
+                .to_json();
+                self.out.push(Message::Text(text.into()));
+            }
+            Outbound::Watching { reference, tasks, stats } => {
+                let text = encode::watching(reference.as_deref(), &tasks, &stats);
+                self.out.push(Message::Text(text.into()));
+            }
+            Outbound::TaskUpdate(view) => {
+                if self.watching {
+                    self.out.push(Message::Text(encode::task_update(&view).into()));
+                }
+            }
+            Outbound::Stats(stats) => {
+                if self.watching {
+                    self.out.push(Message::Text(encode::stats_message(&stats).into()));
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, record: &EventRecord, reference: Option<&str>, duplicate: bool) {
+        let links = &self.state.links;
+        let bytes = if reference.is_some() || duplicate {
+            encode::event(record, reference, duplicate, links)
+        } else {
+            encode::shared_event(record, links)
+        };
+        if record.event.is_terminal() {
+            self.following.remove(&record.task_id);
+        } else {
+            self.following.insert(record.task_id);
+        }
+        match Utf8Bytes::try_from(bytes) {
+            Ok(text) => self.out.push(Message::Text(text)),
+            Err(_) => tracing::error!("an encoded event was not UTF-8"),
+        }
+    }
+
+    /// Sends the next piece of the first stream job: a `stream_begin`, a
+    /// binary chunk, a `stream_end`, or (after the last file) the event.
+    async fn stream_step(&mut self) {
+        let Some(job) = self.streams.front_mut() else { return };
+        let task_id = job.record.task_id.hex();
+        if let Some((stream, file)) = &mut job.current {
+            let stream = *stream;
+            let mut buffer = BytesMut::with_capacity(4 + STREAM_CHUNK);
+            buffer.put_u32(stream);
+            let mut chunk = vec![0u8; STREAM_CHUNK];
+            match file.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    let sha = job.files.get(job.next_file - 1).map_or("", |f| f.sha256.as_str());
+                    let end = ServerMessage::StreamEnd {
+                        task_id: task_id.as_str(),
+                        stream,
+                        sha256: sha,
+                    }
+                    .to_json();
+                    job.current = None;
+                    self.out.push(Message::Text(end.into()));
+                }
+                Ok(n) => {
+                    buffer.extend_from_slice(&chunk[..n]);
+                    self.out.push(Message::Binary(buffer.freeze()));
+                }
+            }
+            return;
+        }
+        if let Some(path) = job.files.get(job.next_file).map(|f| f.path.clone()) {
+            // Cancel-safe: the file counts as started only once it is open.
+            let opened = tokio::fs::File::open(&path).await;
+            let Some(file) = job.files.get(job.next_file) else { return };
+            job.next_file += 1;
+            match opened {
+                Ok(opened) => {
+                    let stream = self.next_stream;
+                    self.next_stream = self.next_stream.wrapping_add(1);
+                    let begin = ServerMessage::StreamBegin {
+                        task_id: task_id.as_str(),
+                        stream,
+                        name: &file.name,
+                        size: file.size,
+                        content_type: &file.content_type,
+                    }
+                    .to_json();
+                    job.current = Some((stream, opened));
+                    self.out.push(Message::Text(begin.into()));
+                }
+                Err(e) => tracing::warn!(error = %e, "a file to stream is gone"),
+            }
+            return;
+        }
+        if let Some(job) = self.streams.pop_front() {
+            self.event(&job.record, job.reference.as_deref(), false);
+        }
+    }
+
+    /// Tells the scheduler this connection is gone.
+    async fn leave(self) {
+        let command = Command::Disconnected {
+            mailbox: self.mailbox.id(),
+            tasks: self.following.into_iter().collect(),
+        };
+        let _ = self.state.scheduler.send(command).await;
+    }
+}
+
+fn frame_len(frame: &Message) -> u64 {
+    match frame {
+        Message::Text(t) => t.len() as u64,
+        Message::Binary(b) => b.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Maps a read error to the close code the client earned.
+fn read_error(error: axum::Error) -> End {
+    let inner = error.into_inner();
+    match inner.downcast::<tungstenite::Error>() {
+        Ok(error) => match *error {
+            tungstenite::Error::Capacity(_) => End::Close(CloseCode::MessageTooBig),
+            tungstenite::Error::Utf8(_) => End::Close(CloseCode::InvalidPayload),
+            tungstenite::Error::Protocol(_) => End::Close(CloseCode::ProtocolError),
+            _ => End::Gone,
+        },
+        Err(_) => End::Gone,
+    }
+}

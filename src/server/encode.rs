@@ -1,0 +1,292 @@
+//! Domain types to wire JSON: events, snapshots, monitoring views.
+//!
+//! An event shared by several subscribers is encoded once
+//! ([`EventRecord::encoded`]); only private copies (carrying a `ref` or
+//! `duplicate`) are encoded again.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::protocol::WireError;
+use crate::protocol::server::{EventHead, FileObject, ServerMessage, Snapshot};
+use crate::scheduler::{Stats, TaskView};
+use crate::task::{EventRecord, PublishedFile, TaskEvent, TaskFailure};
+
+/// Formats a time as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(at: SystemTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from(at)
+        .format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// How file links are written: a path, or absolute under `public_url`.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub public_url: Option<String>,
+}
+
+impl Links {
+    pub fn file_url(&self, file: &PublishedFile) -> String {
+        let base = self.public_url.as_deref().unwrap_or("");
+        format!("{base}/files/{}/{}", file.token, percent_encode(&file.name))
+    }
+
+    pub fn files<'a>(&self, files: &'a [PublishedFile], expires: &'a [String]) -> Vec<FileObject<'a>> {
+        files
+            .iter()
+            .zip(expires)
+            .map(|(f, expires_at)| FileObject {
+                name: &f.name,
+                size: f.size,
+                content_type: &f.content_type,
+                sha256: &f.sha256,
+                url: self.file_url(f),
+                expires_at,
+            })
+            .collect()
+    }
+}
+
+/// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
+pub fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+pub fn failure(failure: &TaskFailure) -> WireError {
+    let mut error = WireError::new(failure.kind.code(), failure.message.clone());
+    error.details.clone_from(&failure.details);
+    error
+}
+
+/// Encodes a task event; `reference` and `duplicate` only on private copies.
+pub fn event(record: &EventRecord, reference: Option<&str>, duplicate: bool, links: &Links) -> Bytes {
+    let at = rfc3339(record.at);
+    let task_id = record.task_id.hex();
+    let head = EventHead {
+        reference,
+        task_id: task_id.as_str(),
+        seq: record.seq,
+        at: &at,
+    };
+    let json = match &record.event {
+        TaskEvent::Accepted { position } => ServerMessage::Accepted {
+            head,
+            position: *position,
+            duplicate,
+        }
+        .to_json(),
+        TaskEvent::Started { worker } => ServerMessage::Started { head, worker }.to_json(),
+        TaskEvent::Progress(p) => ServerMessage::Progress {
+            head,
+            progress: p.fraction.filter(|f| f.is_finite()).map(|f| f.clamp(0.0, 1.0)),
+            message: p.message.as_deref(),
+            data: p.data.as_deref(),
+        }
+        .to_json(),
+        TaskEvent::Completed {
+            result,
+            files,
+            duration,
+        } => {
+            let expires: Vec<String> = files.iter().map(|f| rfc3339(f.expires_at)).collect();
+            let objects = links.files(files, &expires);
+            ServerMessage::Completed {
+                head,
+                result,
+                files: &objects,
+                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            }
+            .to_json()
+        }
+        TaskEvent::Failed(f) => ServerMessage::Failed {
+            head,
+            error: &failure(f),
+        }
+        .to_json(),
+        TaskEvent::Cancelled(reason) => ServerMessage::Cancelled {
+            head,
+            reason: reason.as_str(),
+        }
+        .to_json(),
+    };
+    Bytes::from(json)
+}
+
+/// The shared encoding of an event (made once per event).
+pub fn shared_event(record: &EventRecord, links: &Links) -> Bytes {
+    record.encoded(|r| event(r, None, false, links))
+}
+
+/// The REST snapshot of a task.
+pub fn snapshot(view: &TaskView, links: &Links) -> String {
+    let task_id = view.task_id.hex();
+    let created = rfc3339(view.created_at);
+    let started = view.started_at.map(rfc3339);
+    let finished = view.finished_at.map(rfc3339);
+    let terminal = view.terminal.as_deref().map(|r| &r.event);
+    let (result, files, error) = match terminal {
+        Some(TaskEvent::Completed { result, files, .. }) => (Some(&**result), Some(files), None),
+        Some(TaskEvent::Failed(f)) => (None, None, Some(failure(f))),
+        _ => (None, None, None),
+    };
+    let expires: Vec<String> = files
+        .map(|f| f.iter().map(|f| rfc3339(f.expires_at)).collect())
+        .unwrap_or_default();
+    let objects = files.map(|f| links.files(f, &expires));
+    let snapshot = Snapshot {
+        task_id: task_id.as_str(),
+        task: &view.task,
+        state: view.state.as_str(),
+        position: view.position,
+        progress: view.progress,
+        message: view.message.as_deref(),
+        result,
+        error: error.as_ref(),
+        files: objects.as_deref(),
+        created_at: &created,
+        started_at: started.as_deref(),
+        finished_at: finished.as_deref(),
+        last_seq: view.last_seq,
+    };
+    serde_json::to_string(&snapshot).unwrap_or_default()
+}
+
+/// A task as the monitoring page sees it (`docs/protocol.md`, Summary).
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    task_id: String,
+    task: &'a str,
+    client: &'a str,
+    state: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<WireError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+}
+
+pub fn summary(view: &TaskView) -> Summary<'_> {
+    let terminal = view.terminal.as_deref().map(|r| &r.event);
+    let duration_ms = view
+        .started_at
+        .zip(view.finished_at)
+        .and_then(|(s, f)| f.duration_since(s).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Summary {
+        task_id: view.task_id.to_string(),
+        task: &view.task,
+        client: view.client.as_str(),
+        state: view.state.as_str(),
+        position: view.position,
+        progress: view.progress,
+        message: view.message.as_deref(),
+        worker: view.worker.as_deref(),
+        error: match terminal {
+            Some(TaskEvent::Failed(f)) => Some(failure(f)),
+            _ => None,
+        },
+        reason: match terminal {
+            Some(TaskEvent::Cancelled(r)) => Some(r.as_str()),
+            _ => None,
+        },
+        created_at: rfc3339(view.created_at),
+        started_at: view.started_at.map(rfc3339),
+        finished_at: view.finished_at.map(rfc3339),
+        duration_ms,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsJson {
+    workers: u64,
+    workers_busy: u64,
+    queued: u64,
+    running: u64,
+    connections: u64,
+    tasks: serde_json::Map<String, serde_json::Value>,
+}
+
+pub fn stats(stats: &Stats) -> StatsJson {
+    let tasks = stats
+        .tasks
+        .iter()
+        .map(|(name, [completed, failed, cancelled])| {
+            (
+                name.to_string(),
+                serde_json::json!({"completed": completed, "failed": failed, "cancelled": cancelled}),
+            )
+        })
+        .collect();
+    StatsJson {
+        workers: stats.workers,
+        workers_busy: stats.workers_busy,
+        queued: stats.queued,
+        running: stats.running,
+        connections: stats.connections,
+        tasks,
+    }
+}
+
+/// The admin `watching` reply.
+pub fn watching(reference: Option<&str>, tasks: &[TaskView], s: &Stats) -> String {
+    #[derive(Serialize)]
+    struct Watching<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        tasks: Vec<Summary<'a>>,
+        stats: StatsJson,
+    }
+    serde_json::to_string(&Watching {
+        kind: "watching",
+        reference,
+        tasks: tasks.iter().map(summary).collect(),
+        stats: stats(s),
+    })
+    .unwrap_or_default()
+}
+
+pub fn task_update(view: &TaskView) -> String {
+    serde_json::to_string(&serde_json::json!({"type": "task_update", "task": summary(view)})).unwrap_or_default()
+}
+
+pub fn stats_message(s: &Stats) -> String {
+    serde_json::to_string(&serde_json::json!({"type": "stats", "stats": stats(s)})).unwrap_or_default()
+}
+
+/// `{"tasks": [...], "stats": {...}}` for `GET /v1/admin/tasks`.
+pub fn admin_list(tasks: &[TaskView], s: &Stats) -> String {
+    serde_json::to_string(&serde_json::json!({
+        "tasks": tasks.iter().map(summary).collect::<Vec<_>>(),
+        "stats": stats(s),
+    }))
+    .unwrap_or_default()
+}

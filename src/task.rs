@@ -1,0 +1,340 @@
+//! Domain nouns of a task: ids, what a client asked for, what happened to it.
+//!
+//! No IO and no serde derives: the scheduler, the worker pool and the
+//! handlers pass these Rust types; `server` turns them into wire messages.
+//! Task input and result are opaque JSON texts ([`RawValue`]) that only a
+//! task's handler decodes or produces.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+/// A task's id: 128 bits shown as 32 lowercase hex digits. The high half is
+/// random per server start, the low half a counter, so ids never repeat
+/// across restarts and are cheap to make.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u128);
+
+impl TaskId {
+    /// A new id, unique within this process and (by the random half) across
+    /// restarts and nodes.
+    pub fn generate() -> TaskId {
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        let prefix = *PREFIX.get_or_init(|| {
+            let mut bytes = [0u8; 8];
+            // Without OS randomness the ids are still unique in this process.
+            let _ = getrandom::fill(&mut bytes);
+            u64::from_be_bytes(bytes)
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        TaskId((u128::from(prefix) << 64) | u128::from(n))
+    }
+
+    /// The id as a stack string, for encoding without allocating.
+    pub fn hex(self) -> TaskIdText {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let nibble = (self.0 >> (124 - 4 * i)) & 0xf;
+            *slot = DIGITS[nibble as usize];
+        }
+        TaskIdText(out)
+    }
+}
+
+/// [`TaskId`] as text.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskIdText([u8; 32]);
+
+impl TaskIdText {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into the buffer.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.hex().as_str())
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({self})")
+    }
+}
+
+/// A task id that is not 32 hex digits names no task.
+#[derive(Debug, thiserror::Error)]
+#[error("not a task id")]
+pub struct BadTaskId;
+
+impl FromStr for TaskId {
+    type Err = BadTaskId;
+
+    fn from_str(text: &str) -> Result<TaskId, BadTaskId> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BadTaskId);
+        }
+        u128::from_str_radix(text, 16)
+            .map(TaskId)
+            .map_err(|_| BadTaskId)
+    }
+}
+
+/// Who owns a task: the name of the API key that submitted it (keys sharing a
+/// name are one client, which is how a key is rotated without losing access).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(Arc<str>);
+
+impl ClientId {
+    pub fn new(name: &str) -> ClientId {
+        ClientId(Arc::from(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientId({})", self.0)
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Queue priority; strict between levels, FIFO within one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Index into per-priority arrays, highest first.
+    pub fn rank(self) -> usize {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+}
+
+/// How a task's files reach the submitter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Only as download links in `completed.files`.
+    Link,
+    /// Also as bytes on the submitter's WebSocket before `completed`.
+    Stream,
+}
+
+/// What a client asked for, validated.
+#[derive(Debug)]
+pub struct TaskSpec {
+    /// The catalogue name, already known to exist.
+    pub name: Arc<str>,
+    /// Input accepted by the handler's `validate`.
+    pub input: Box<RawValue>,
+    pub options: TaskOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    /// Running time allowed, already capped by `max_timeout_s`.
+    pub timeout: Duration,
+    pub priority: Priority,
+    pub idempotency_key: Option<String>,
+    pub concurrency_key: Option<String>,
+    pub delivery: Delivery,
+    pub cancel_on_disconnect: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    Client,
+    Disconnect,
+    Shutdown,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Client => "client",
+            CancelReason::Disconnect => "disconnect",
+            CancelReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Why a task failed; `server` maps each kind to its wire code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// It ran past its `timeout_s`.
+    Timeout,
+    /// The handler returned an error or panicked.
+    TaskError,
+    /// The handler found its input unusable while running.
+    InvalidInput,
+    /// Writing its files would pass `max_temp_bytes`.
+    StorageFull,
+    /// Something on the server's side broke (a bug or an IO error).
+    Internal,
+}
+
+/// A task's failure, as reported in `failed.error`.
+#[derive(Clone, Debug)]
+pub struct TaskFailure {
+    pub kind: FailureKind,
+    pub message: String,
+    /// Machine-readable details (for `invalid_input`: `{path, reason}`).
+    pub details: Option<serde_json::Value>,
+}
+
+impl TaskFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> TaskFailure {
+        TaskFailure {
+            kind,
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+/// A published file output, as listed in `completed.files`.
+#[derive(Clone, Debug)]
+pub struct PublishedFile {
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    /// Lowercase hex.
+    pub sha256: String,
+    /// The download token's text (the capability in the link).
+    pub token: String,
+    pub expires_at: SystemTime,
+    /// Where the bytes are, for stream delivery.
+    pub path: PathBuf,
+}
+
+/// One progress report of a running task.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Fraction done, clamped to 0.0..=1.0.
+    pub fraction: Option<f64>,
+    pub message: Option<String>,
+    pub data: Option<Box<RawValue>>,
+}
+
+/// Something that happened to a task.
+#[derive(Debug)]
+pub enum TaskEvent {
+    Accepted {
+        position: u64,
+    },
+    Started {
+        worker: Arc<str>,
+    },
+    Progress(Progress),
+    Completed {
+        result: Box<RawValue>,
+        files: Vec<PublishedFile>,
+        duration: Duration,
+    },
+    Failed(TaskFailure),
+    Cancelled(CancelReason),
+}
+
+impl TaskEvent {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskEvent::Completed { .. } | TaskEvent::Failed(_) | TaskEvent::Cancelled(_)
+        )
+    }
+
+    /// The wire `type` of the event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskEvent::Accepted { .. } => "accepted",
+            TaskEvent::Started { .. } => "started",
+            TaskEvent::Progress(_) => "progress",
+            TaskEvent::Completed { .. } => "completed",
+            TaskEvent::Failed(_) => "failed",
+            TaskEvent::Cancelled(_) => "cancelled",
+        }
+    }
+}
+
+/// A task event with its place in the task's history. Shared (`Arc`) by the
+/// task's log and every subscriber's queue; encoded at most once.
+#[derive(Debug)]
+pub struct EventRecord {
+    pub task_id: TaskId,
+    /// 1, 2, 3 ... per task, without gaps.
+    pub seq: u64,
+    pub at: SystemTime,
+    pub event: TaskEvent,
+    /// The event's wire encoding, made by the first reader that needs it.
+    encoded: OnceLock<Bytes>,
+}
+
+impl EventRecord {
+    pub fn new(task_id: TaskId, seq: u64, event: TaskEvent) -> EventRecord {
+        EventRecord {
+            task_id,
+            seq,
+            at: SystemTime::now(),
+            event,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The encoded event, made by `encode` the first time it is asked for.
+    pub fn encoded(&self, encode: impl FnOnce(&EventRecord) -> Bytes) -> Bytes {
+        self.encoded.get_or_init(|| encode(self)).clone()
+    }
+}

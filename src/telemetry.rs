@@ -1,0 +1,254 @@
+//! Logs and metrics.
+//!
+//! Logs: `tracing` with dotted fields (`task.id`, `conn.id`, `client.id`),
+//! text or JSON, filtered by `RUST_LOG` (default `info`). Never a key, a
+//! token, an `Authorization` header, a task's input or result.
+//!
+//! Metrics: one Prometheus registry, every name `taskwire_*`. Per-task
+//! handles ([`TaskMetrics`]) are made once per task name and cloned into each
+//! task, so the hot path is an atomic add, not a label lookup.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. Logs go to stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskOutcome {
+    task: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskName {
+    task: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 100 µs .. ~1.8 h, ×2.5 per bucket.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.5, 18,
+    ))
+}
+
+/// Every metric of the service; cheap to clone (all handles are `Arc`s).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    outcomes: Family<TaskOutcome, Counter>,
+    submitted: Family<TaskName, Counter>,
+    durations: Family<TaskName, Histogram, fn() -> Histogram>,
+    rejections: Family<Code, Counter>,
+    connections: Family<Kind, Gauge>,
+    per_task: Arc<RwLock<HashMap<Arc<str>, TaskMetrics>>>,
+    pub queue_depth: Gauge,
+    pub tasks_running: Gauge,
+    pub tasks_held: Gauge,
+    pub workers: Gauge,
+    pub workers_busy: Gauge,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub slow_consumers: Counter,
+    pub temp_bytes: Gauge,
+}
+
+/// The metric handles of one task name.
+#[derive(Clone, Debug)]
+pub struct TaskMetrics {
+    pub submitted: Counter,
+    pub completed: Counter,
+    pub failed: Counter,
+    pub cancelled: Counter,
+    pub duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("taskwire");
+        let outcomes = Family::<TaskOutcome, Counter>::default();
+        let submitted = Family::<TaskName, Counter>::default();
+        let durations = Family::<TaskName, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let rejections = Family::<Code, Counter>::default();
+        let connections = Family::<Kind, Gauge>::default();
+        let metrics = Metrics {
+            registry: Arc::new(Registry::default()),
+            outcomes,
+            submitted,
+            durations,
+            rejections,
+            connections,
+            per_task: Arc::default(),
+            queue_depth: Gauge::default(),
+            tasks_running: Gauge::default(),
+            tasks_held: Gauge::default(),
+            workers: Gauge::default(),
+            workers_busy: Gauge::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            slow_consumers: Counter::default(),
+            temp_bytes: Gauge::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "tasks",
+            "Tasks that reached a terminal state, by task name and outcome",
+            m.outcomes.clone(),
+        );
+        registry.register(
+            "tasks_submitted",
+            "Tasks accepted into the queue, by task name",
+            m.submitted.clone(),
+        );
+        registry.register(
+            "task_duration_seconds",
+            "Running time of finished tasks, by task name",
+            m.durations.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests answered with an error, by error code",
+            m.rejections.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open WebSocket and SSE connections",
+            m.connections.clone(),
+        );
+        registry.register("queue_depth", "Tasks waiting to run", m.queue_depth.clone());
+        registry.register("tasks_running", "Tasks running now", m.tasks_running.clone());
+        registry.register(
+            "tasks_held",
+            "Tasks held in memory, finished ones included",
+            m.tasks_held.clone(),
+        );
+        registry.register("workers", "Size of the worker pool", m.workers.clone());
+        registry.register(
+            "workers_busy",
+            "Worker slots in use (a cancelled task holds its slot until its handler returns)",
+            m.workers_busy.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Bytes of WebSocket messages and REST bodies received",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Bytes of WebSocket messages, SSE events and downloads sent",
+            m.bytes_sent.clone(),
+        );
+        registry.register(
+            "slow_consumers",
+            "Connections closed because their send queue filled",
+            m.slow_consumers.clone(),
+        );
+        registry.register(
+            "temp_bytes",
+            "Bytes of staged and published files, against max_temp_bytes",
+            m.temp_bytes.clone(),
+        );
+        for code in crate::protocol::ErrorCode::ALL {
+            let _ = m.rejections.get_or_create(&Code {
+                code: code.as_str(),
+            });
+        }
+        for kind in ["ws", "sse"] {
+            let _ = m.connections.get_or_create(&Kind { kind });
+        }
+        Metrics {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    /// The handles of one task name (made on first use).
+    pub fn task(&self, name: &Arc<str>) -> TaskMetrics {
+        if let Ok(map) = self.per_task.read() {
+            if let Some(found) = map.get(name) {
+                return found.clone();
+            }
+        }
+        let outcome = |outcome| {
+            self.outcomes
+                .get_or_create_owned(&TaskOutcome {
+                    task: Arc::clone(name),
+                    outcome,
+                })
+        };
+        let made = TaskMetrics {
+            submitted: self.submitted.get_or_create_owned(&TaskName {
+                task: Arc::clone(name),
+            }),
+            completed: outcome("completed"),
+            failed: outcome("failed"),
+            cancelled: outcome("cancelled"),
+            duration: self.durations.get_or_create_owned(&TaskName {
+                task: Arc::clone(name),
+            }),
+        };
+        if let Ok(mut map) = self.per_task.write() {
+            map.insert(Arc::clone(name), made.clone());
+        }
+        made
+    }
+
+    /// Counts a request answered with `code`.
+    pub fn rejected(&self, code: crate::protocol::ErrorCode) {
+        self.rejections
+            .get_or_create(&Code {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    /// The open-connections gauge of a kind (`ws` or `sse`).
+    pub fn connections(&self, kind: &'static str) -> Gauge {
+        self.connections.get_or_create_owned(&Kind { kind })
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

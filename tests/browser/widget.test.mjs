@@ -1,0 +1,180 @@
+// <taskwire-button> in Debian chromium against a real `taskwire serve`.
+
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  DEADLINE_MS,
+  ROOT,
+  downloadSha256,
+  freePort,
+  launchBrowser,
+  recordWidgetEvents,
+  servePage,
+  startProxy,
+  startServer,
+  widgetEvent,
+  widgetPage,
+} from './support.mjs';
+
+const T = { timeout: 90_000 };
+const SCREENSHOTS = process.env.SCREENSHOTS === '1';
+
+describe('<taskwire-button>', () => {
+  let server;
+  let proxy;
+  let browser;
+
+  before(async () => {
+    // The proxy's origin serves a test page too, so it is allowed.
+    const proxyPort = await freePort();
+    server = await startServer({ allowedOrigins: [`http://127.0.0.1:${proxyPort}`] });
+    proxy = await startProxy(server.port, { port: proxyPort });
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.cleanup();
+    await proxy?.close();
+    await server?.stop();
+  });
+
+  /** A page on `origin` (the server's own by default) with one widget. */
+  async function open({ task, input, origin = server.url, serverUrl = origin, attrs = {}, label = `Run ${task}` }) {
+    const page = await browser.newPage();
+    page.setDefaultTimeout(DEADLINE_MS);
+    await recordWidgetEvents(page);
+    const url = `${origin}/__widget-test.html`;
+    await servePage(page, url, widgetPage(origin, { server: serverUrl, task, token: server.keys.test, ...attrs }, label));
+    await page.goto(url);
+    await page.evaluate(async (value) => {
+      await customElements.whenDefined('taskwire-button');
+      document.querySelector('taskwire-button').input = value;
+    }, input);
+    return page;
+  }
+
+  const host = (page) => page.locator('taskwire-button');
+  const button = (page) => page.locator('taskwire-button').locator('button');
+
+  test('goes busy, shows progress, then is enabled again with focus kept', T, async () => {
+    const page = await open({ task: 'sleep', input: { ms: 2500, steps: 10 } });
+    assert.equal(await button(page).textContent(), 'Run sleep');
+    assert.equal(await button(page).isEnabled(), true);
+    await button(page).click();
+    await page.waitForFunction(() => {
+      const el = document.querySelector('taskwire-button');
+      return el.getAttribute('aria-busy') === 'true' && el.shadowRoot.querySelector('button').disabled;
+    });
+    const spinner = host(page).locator('[part="spinner"]');
+    assert.equal(await spinner.isVisible(), true, 'the spinner shows while busy');
+    // Progress: the bar fills and the status says how far.
+    await page.waitForFunction(() => {
+      const root = document.querySelector('taskwire-button').shadowRoot;
+      const bar = root.querySelector('progress');
+      return !bar.hidden && bar.hasAttribute('value') && bar.value > 0 && /%/.test(root.querySelector('[part="status"]').textContent);
+    });
+    const progress = await widgetEvent(page, 'taskwire-progress');
+    assert.ok(['queued', 'running'].includes(progress.state));
+    if (SCREENSHOTS) {
+      await host(page).evaluate((el) => {
+        document.body.style.padding = '24px';
+        el.style.setProperty('--taskwire-progress-width', '16em');
+      });
+      await page.setViewportSize({ width: 520, height: 220 });
+      await page.screenshot({ path: path.join(ROOT, 'docs/screenshot-widget-busy.png') });
+    }
+    const done = await widgetEvent(page, 'taskwire-done');
+    assert.equal(done.type, 'completed');
+    await page.waitForFunction(() => {
+      const el = document.querySelector('taskwire-button');
+      return !el.hasAttribute('aria-busy') && !el.shadowRoot.querySelector('button').disabled;
+    });
+    assert.equal(await spinner.isVisible(), false);
+    assert.match(await host(page).locator('[part="status"]').textContent(), /Done/);
+    const focused = await page.evaluate(() => {
+      const el = document.querySelector('taskwire-button');
+      return document.activeElement === el && el.shadowRoot.activeElement === el.shadowRoot.querySelector('button');
+    });
+    assert.equal(focused, true, 'focus is back on the button');
+    const progressEvents = await page.evaluate(() => window.__taskwireEvents.filter((e) => e.type === 'taskwire-progress').map((e) => e.detail));
+    assert.ok(progressEvents.some((d) => d.progress > 0 && d.progress < 1), 'intermediate progress was dispatched');
+    await page.close();
+  });
+
+  test('downloads the first file through its link; the bytes match its sha256', T, async () => {
+    const page = await open({ task: 'blob', input: { size: 300_000, name: 'widget.bin' } });
+    const downloaded = page.waitForEvent('download');
+    await button(page).click();
+    const download = await downloaded;
+    const done = await widgetEvent(page, 'taskwire-done');
+    const [file] = done.files;
+    assert.equal(download.suggestedFilename(), 'widget.bin');
+    assert.equal(file.size, 300_000);
+    assert.equal(await downloadSha256(download), file.sha256);
+    assert.ok(download.url().endsWith(file.url), `${download.url()} is the file link ${file.url}`);
+    assert.equal(await host(page).locator('[part="link"]').getAttribute('download'), 'widget.bin');
+    await page.waitForFunction(() => !document.querySelector('taskwire-button').shadowRoot.querySelector('button').disabled);
+    await page.close();
+  });
+
+  test('abstract_booklet with the bundled sample event downloads an .odt', T, async () => {
+    const sample = await (await fetch(`${server.url}/sample-event.json`)).json();
+    const page = await open({ task: 'abstract_booklet', input: { event: sample } });
+    const downloaded = page.waitForEvent('download', { timeout: 60_000 });
+    await button(page).click();
+    const download = await downloaded;
+    const done = await widgetEvent(page, 'taskwire-done', 60_000);
+    const [file] = done.files;
+    assert.match(file.name, /\.odt$/);
+    assert.equal(download.suggestedFilename(), file.name);
+    assert.equal(await downloadSha256(download), file.sha256);
+    await page.close();
+  });
+
+  test('a failing task shows its error in an alert and dispatches taskwire-error', T, async () => {
+    const page = await open({ task: 'sleep', input: { ms: 200, steps: 2, fail: true } });
+    await button(page).click();
+    const error = await widgetEvent(page, 'taskwire-error');
+    assert.equal(error.code, 'task_error');
+    const alert = host(page).getByRole('alert');
+    await alert.waitFor();
+    assert.ok((await alert.textContent()).includes(error.message), 'the alert shows the message');
+    assert.match(await alert.textContent(), /task_error/);
+    await page.waitForFunction(() => {
+      const el = document.querySelector('taskwire-button');
+      return !el.hasAttribute('aria-busy') && !el.shadowRoot.querySelector('button').disabled;
+    });
+    assert.equal(await page.evaluate(() => window.__taskwireEvents.some((e) => e.type === 'taskwire-done')), false);
+    await page.close();
+  });
+
+  test('a connection dropped mid-task reconnects, resumes and still ends completed', T, async () => {
+    const page = await open({ task: 'sleep', input: { ms: 3000, steps: 12 }, origin: proxy.url });
+    await button(page).click();
+    await page.waitForFunction(() => window.__taskwireEvents.some((e) => e.type === 'taskwire-progress' && e.detail.progress > 0));
+    const before = proxy.accepted;
+    proxy.cut(); // resets the page's WebSocket, as a dead network would
+    await proxy.acceptedMoreThan(before, 'the widget to reconnect');
+    const done = await widgetEvent(page, 'taskwire-done');
+    assert.equal(done.type, 'completed');
+    const seqs = await page.evaluate(() =>
+      window.__taskwireEvents.filter((e) => e.type === 'taskwire-progress').map((e) => e.detail.event.seq),
+    );
+    for (let i = 1; i < seqs.length; i += 1) assert.ok(seqs[i] > seqs[i - 1], `seqs strictly increase: ${seqs}`);
+    assert.ok(done.seq > seqs.at(-1));
+    await page.waitForFunction(() => !document.querySelector('taskwire-button').hasAttribute('aria-busy'));
+    await page.close();
+  });
+
+  test('an unreachable server fails cleanly', T, async () => {
+    const port = await freePort();
+    const page = await open({ task: 'echo', input: 1, serverUrl: `http://127.0.0.1:${port}` });
+    await button(page).click();
+    const error = await widgetEvent(page, 'taskwire-error');
+    assert.equal(error.code, 'connection_failed');
+    await host(page).getByRole('alert').waitFor();
+    await page.waitForFunction(() => !document.querySelector('taskwire-button').shadowRoot.querySelector('button').disabled);
+    await page.close();
+  });
+});
