@@ -119,7 +119,7 @@ export async function startServer({ allowedOrigins = [], port, args = [], extraT
     async stop() {
       if (!early) {
         child.kill('SIGTERM');
-        const stopped = await Promise.race([exited, new Promise((r) => setTimeout(() => r(null), 10_000))]);
+        const stopped = await deadline(exited, 'taskwire serve to stop', 10_000).catch(() => null);
         if (!stopped) {
           child.kill('SIGKILL');
           await exited;

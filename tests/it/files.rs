@@ -1,0 +1,1 @@
+//! File outputs: links, headers, ranges, expiry, quota, stream delivery.

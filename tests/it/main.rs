@@ -1,0 +1,7 @@
+//! Integration tests: one binary, real servers on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod protocol;
+mod files;

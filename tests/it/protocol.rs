@@ -1,0 +1,1 @@
+//! The WebSocket protocol: auth, envelope, errors, close codes.
