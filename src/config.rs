@@ -250,7 +250,12 @@ impl Config {
             }
             value
         };
-        let workers = check("workers", pick(o.workers, file.workers, cpus) as u64, 1, 4096);
+        let workers = check(
+            "workers",
+            pick(o.workers, file.workers, cpus) as u64,
+            1,
+            4096,
+        );
         let queue_capacity = check(
             "queue_capacity",
             pick(o.queue_capacity, file.queue_capacity, 1024) as u64,
@@ -606,7 +611,11 @@ mod tests {
         assert!(invalid("allowed_origins = [\"*\"]").contains("allowed_origins"));
         let e = invalid("[[api_keys]]\nname = \"a\"\nsha256 = \"zz\"");
         assert!(e.contains("api_keys[0].sha256"), "{e}");
-        let e = invalid("[[api_keys]]\nname = \"a b\"\nsha256 = \"sha256:".to_owned().as_str());
+        let e = invalid(
+            "[[api_keys]]\nname = \"a b\"\nsha256 = \"sha256:"
+                .to_owned()
+                .as_str(),
+        );
         assert!(e.contains("api_keys"), "{e}");
     }
 

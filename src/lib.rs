@@ -44,8 +44,10 @@ pub enum ServeError {
 /// Where `static/` is: `TASKWIRE_STATIC_DIR`, else next to the sources
 /// (the checkout this binary was built from).
 pub fn static_dir() -> PathBuf {
-    std::env::var_os("TASKWIRE_STATIC_DIR")
-        .map_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")), PathBuf::from)
+    std::env::var_os("TASKWIRE_STATIC_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")),
+        PathBuf::from,
+    )
 }
 
 /// Runs the whole service on `listener` until `shutdown` resolves, then
@@ -57,11 +59,22 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let catalog = Catalog::builtin(config.files.max_temp_bytes);
+    serve_with(listener, config, catalog, shutdown).await
+}
+
+/// [`serve`] with a given task catalogue (embedding, tests).
+pub async fn serve_with(
+    listener: TcpListener,
+    config: Config,
+    catalog: Catalog,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let metrics = Metrics::new();
     let background = TaskTracker::new();
     let stop = CancellationToken::new();
     let artifacts = Artifacts::start(&config.files, &background, stop.clone(), metrics.clone())?;
-    let catalog = Arc::new(Catalog::builtin(config.files.max_temp_bytes));
+    let catalog = Arc::new(catalog);
     let scheduler = Scheduler::start(
         &config.limits,
         Arc::clone(&catalog),
@@ -113,7 +126,10 @@ pub async fn serve(
     tracing::info!("shutdown: every task has ended; closing connections");
     drained.cancel();
     streams.close();
-    if tokio::time::timeout(CLOSE_GRACE, streams.wait()).await.is_err() {
+    if tokio::time::timeout(CLOSE_GRACE, streams.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown: some connections did not close in time");
     }
     match tokio::time::timeout(CLOSE_GRACE, server).await {

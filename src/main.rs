@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use taskwire::config::{Config, KeyConfig, KeySource, Overrides};
 
 #[derive(Parser, Debug)]
-#[command(name = "taskwire", version, about = "A compute-task service: submit tasks over WebSocket or REST, follow their events, download their files.")]
+#[command(
+    name = "taskwire",
+    version,
+    about = "A compute-task service: submit tasks over WebSocket or REST, follow their events, download their files."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,9 @@ fn print(text: &str) {
 }
 
 fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
-    let env_key = std::env::var("TASKWIRE_API_KEY").ok().filter(|k| !k.is_empty());
+    let env_key = std::env::var("TASKWIRE_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
     Config::load(overrides, env_key.as_deref()).map_err(|e| {
         eprintln!("taskwire: {e}");
         ExitCode::from(2)
@@ -98,7 +104,10 @@ fn serve(overrides: &Overrides) -> ExitCode {
     } else {
         None
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("taskwire: cannot start the runtime: {e}");

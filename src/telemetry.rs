@@ -154,7 +154,11 @@ impl Metrics {
             m.connections.clone(),
         );
         registry.register("queue_depth", "Tasks waiting to run", m.queue_depth.clone());
-        registry.register("tasks_running", "Tasks running now", m.tasks_running.clone());
+        registry.register(
+            "tasks_running",
+            "Tasks running now",
+            m.tasks_running.clone(),
+        );
         registry.register(
             "tasks_held",
             "Tasks held in memory, finished ones included",
@@ -208,11 +212,10 @@ impl Metrics {
             }
         }
         let outcome = |outcome| {
-            self.outcomes
-                .get_or_create_owned(&TaskOutcome {
-                    task: Arc::clone(name),
-                    outcome,
-                })
+            self.outcomes.get_or_create_owned(&TaskOutcome {
+                task: Arc::clone(name),
+                outcome,
+            })
         };
         let made = TaskMetrics {
             submitted: self.submitted.get_or_create_owned(&TaskName {

@@ -67,7 +67,11 @@ impl Stage {
     }
 
     /// Opens a new file; blocking IO. The name is cleaned (see [`clean_name`]).
-    pub fn create_file(&mut self, name: &str, content_type: &str) -> Result<StagedFile, StageError> {
+    pub fn create_file(
+        &mut self,
+        name: &str,
+        content_type: &str,
+    ) -> Result<StagedFile, StageError> {
         self.quota.reserve(MIN_FILE_CHARGE)?;
         let opened = self.open_next();
         let (path, file) = match opened {

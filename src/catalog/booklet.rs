@@ -67,7 +67,11 @@ impl TaskHandler for AbstractBooklet {
         booklet::check(input.get()).map_err(invalid)
     }
 
-    fn run(&self, input: Box<RawValue>, ctx: TaskCtx) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
+    fn run(
+        &self,
+        input: Box<RawValue>,
+        ctx: TaskCtx,
+    ) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
         Box::pin(async move {
             let work = ctx.clone();
             ctx.spawn_blocking(move || build(&work, &input)).await?

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::{Catalog, FileWriter, InvalidInput, TaskCtx, TaskError, TaskHandler, TaskOutput, decode_input};
+use super::{
+    Catalog, FileWriter, InvalidInput, TaskCtx, TaskError, TaskHandler, TaskOutput, decode_input,
+};
 use crate::task::Progress;
 
 pub(super) fn register(catalog: &mut Catalog, max_temp_bytes: u64) {
@@ -40,7 +42,11 @@ impl TaskHandler for Echo {
         Ok(())
     }
 
-    fn run(&self, input: Box<RawValue>, _ctx: TaskCtx) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
+    fn run(
+        &self,
+        input: Box<RawValue>,
+        _ctx: TaskCtx,
+    ) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
         Box::pin(std::future::ready(Ok(TaskOutput { result: input })))
     }
 }
@@ -105,7 +111,11 @@ impl TaskHandler for Sleep {
         SleepInput::parse(input).map(drop)
     }
 
-    fn run(&self, input: Box<RawValue>, ctx: TaskCtx) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
+    fn run(
+        &self,
+        input: Box<RawValue>,
+        ctx: TaskCtx,
+    ) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
         Box::pin(async move {
             let input = SleepInput::parse(&input).map_err(|e| TaskError::invalid_input(&e))?;
             let start = tokio::time::Instant::now();
@@ -169,7 +179,9 @@ impl Blob {
 fn blob_bytes(offset: u64, out: &mut [u8]) {
     let first = offset / 8;
     for (i, word) in out.chunks_mut(8).enumerate() {
-        let mut z = (first + i as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut z = (first + i as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
@@ -187,10 +199,12 @@ fn write_blob(ctx: &TaskCtx, input: &BlobInput) -> Result<(), TaskError> {
         if ctx.is_cancelled() {
             return Err(TaskError::task("cancelled"));
         }
-        let n = usize::try_from(input.size - written).map_or(BLOB_CHUNK, |left| left.min(BLOB_CHUNK));
+        let n =
+            usize::try_from(input.size - written).map_or(BLOB_CHUNK, |left| left.min(BLOB_CHUNK));
         let chunk = &mut buffer[..n];
         blob_bytes(written, chunk);
-        file.write_all(chunk).map_err(|e| FileWriter::write_error(&e))?;
+        file.write_all(chunk)
+            .map_err(|e| FileWriter::write_error(&e))?;
         written += n as u64;
         if written >= next_report && written < input.size {
             next_report += BLOB_PROGRESS_EVERY;
@@ -228,13 +242,18 @@ impl TaskHandler for Blob {
         self.parse(input).map(drop)
     }
 
-    fn run(&self, input: Box<RawValue>, ctx: TaskCtx) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
+    fn run(
+        &self,
+        input: Box<RawValue>,
+        ctx: TaskCtx,
+    ) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
         let parsed = self.parse(&input);
         Box::pin(async move {
             let input = parsed.map_err(|e| TaskError::invalid_input(&e))?;
             let size = input.size;
             let work = ctx.clone();
-            ctx.spawn_blocking(move || write_blob(&work, &input)).await??;
+            ctx.spawn_blocking(move || write_blob(&work, &input))
+                .await??;
             TaskOutput::json(&json!({"size": size}))
         })
     }

@@ -124,7 +124,10 @@ impl TaskCtx {
     }
 
     fn lock_stage(&self) -> std::sync::MutexGuard<'_, Option<Stage>> {
-        self.inner.stage.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .stage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The worker's side: the files, once the task completed.

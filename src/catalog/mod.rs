@@ -20,8 +20,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::value::RawValue;
 
-pub use ctx::{FileWriter, TaskCtx};
 pub(crate) use ctx::panic_message;
+pub use ctx::{FileWriter, TaskCtx};
 
 use crate::task::{FailureKind, TaskFailure};
 
@@ -60,7 +60,9 @@ impl InvalidInput {
 }
 
 /// Decodes a task input with serde, naming the failing path.
-pub fn decode_input<'de, T: serde::Deserialize<'de>>(input: &'de RawValue) -> Result<T, InvalidInput> {
+pub fn decode_input<'de, T: serde::Deserialize<'de>>(
+    input: &'de RawValue,
+) -> Result<T, InvalidInput> {
     let mut de = serde_json::Deserializer::from_str(input.get());
     serde_path_to_error::deserialize(&mut de).map_err(|e| InvalidInput::from_serde(&e))
 }
@@ -113,7 +115,11 @@ pub trait TaskHandler: Send + Sync + 'static {
     fn validate(&self, input: &RawValue) -> Result<(), InvalidInput>;
     /// Runs the task. CPU-heavy or blocking work goes through
     /// [`TaskCtx::spawn_blocking`], never on the async threads.
-    fn run(&self, input: Box<RawValue>, ctx: TaskCtx) -> BoxFuture<'static, Result<TaskOutput, TaskError>>;
+    fn run(
+        &self,
+        input: Box<RawValue>,
+        ctx: TaskCtx,
+    ) -> BoxFuture<'static, Result<TaskOutput, TaskError>>;
 }
 
 /// A catalogue entry: the handler and what `welcome` shows of it.

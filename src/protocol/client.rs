@@ -25,11 +25,20 @@ pub struct Request<'a> {
 /// Every client message type of PROTOCOL.md.
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
-    Auth { key: String },
+    Auth {
+        key: String,
+    },
     Submit(Submit<'a>),
-    Cancel { task_id: String },
-    Subscribe { task_id: String, after_seq: u64 },
-    Unsubscribe { task_id: String },
+    Cancel {
+        task_id: String,
+    },
+    Subscribe {
+        task_id: String,
+        after_seq: u64,
+    },
+    Unsubscribe {
+        task_id: String,
+    },
     Ping,
     /// Admin extension (`docs/protocol.md`): follow every task.
     Watch,
@@ -286,7 +295,10 @@ mod tests {
             (r#"{"type":"auth","key":"k"}"#, "auth"),
             (r#"{"type":"submit","task":"echo","input":null}"#, "submit"),
             (r#"{"type":"cancel","task_id":"x"}"#, "cancel"),
-            (r#"{"type":"subscribe","task_id":"x","after_seq":3}"#, "subscribe"),
+            (
+                r#"{"type":"subscribe","task_id":"x","after_seq":3}"#,
+                "subscribe",
+            ),
             (r#"{"type":"unsubscribe","task_id":"x"}"#, "unsubscribe"),
             (r#"{"type":"ping","ref":"r1"}"#, "ping"),
         ];
@@ -298,8 +310,8 @@ mod tests {
 
     #[test]
     fn input_is_kept_verbatim_and_null_counts_as_present() {
-        let request = decode(r#"{"type":"submit","task":"echo","input": {"a" : [1, 2]}}"#)
-            .expect("valid");
+        let request =
+            decode(r#"{"type":"submit","task":"echo","input": {"a" : [1, 2]}}"#).expect("valid");
         let ClientMessage::Submit(submit) = request.message else {
             panic!("not a submit")
         };
@@ -322,9 +334,17 @@ mod tests {
         assert_eq!(e.reference.as_deref(), Some("r8"));
         assert_eq!(e.message, "cancel: missing field `task_id`");
         let e = bad(r#"{"type":"subscribe","task_id":"t","after_seq":"x","ref":"r9"}"#);
-        assert!(e.message.starts_with("subscribe: field `after_seq`"), "{}", e.message);
+        assert!(
+            e.message.starts_with("subscribe: field `after_seq`"),
+            "{}",
+            e.message
+        );
         let e = bad(r#"{"type":"submit","task":"echo","input":1,"options":{"priority":"urgent"}}"#);
-        assert!(e.message.starts_with("submit: options.priority"), "{}", e.message);
+        assert!(
+            e.message.starts_with("submit: options.priority"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -332,7 +352,10 @@ mod tests {
         assert!(bad("{").message.starts_with("malformed JSON"));
         assert_eq!(bad("[1]").message, "a message must be a JSON object");
         assert_eq!(bad(r#"{"ref":"x"}"#).message, "missing field `type`");
-        assert_eq!(bad(r#"{"type":7}"#).message, "field `type` must be a string");
+        assert_eq!(
+            bad(r#"{"type":7}"#).message,
+            "field `type` must be a string"
+        );
         let long = "r".repeat(129);
         let e = bad(&format!(r#"{{"type":"ping","ref":"{long}"}}"#));
         assert!(e.reference.is_none());

@@ -152,7 +152,9 @@ impl CloseCode {
             CloseCode::ProtocolError => "protocol violation",
             CloseCode::InvalidPayload => "text frame is not UTF-8",
             CloseCode::MessageTooBig => "message too big",
-            CloseCode::TryAgainLater => "send queue full: read faster, then subscribe with after_seq",
+            CloseCode::TryAgainLater => {
+                "send queue full: read faster, then subscribe with after_seq"
+            }
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::AuthTimeout => "no auth message in time",
             CloseCode::TooManyConnections => "too many connections",

@@ -42,8 +42,8 @@ use crate::catalog::Catalog;
 use crate::config::Limits;
 use crate::protocol::{ErrorCode, WireError};
 use crate::task::{
-    CancelReason, ClientId, Delivery, EventRecord, FailureKind, Priority, Progress, PublishedFile, TaskEvent,
-    TaskFailure, TaskId, TaskSpec, TaskState,
+    CancelReason, ClientId, Delivery, EventRecord, FailureKind, Priority, Progress, PublishedFile,
+    TaskEvent, TaskFailure, TaskId, TaskSpec, TaskState,
 };
 use crate::telemetry::{Metrics, TaskMetrics};
 
@@ -62,7 +62,10 @@ pub enum Outcome {
 /// From running tasks to the scheduler.
 #[derive(Debug)]
 pub enum Report {
-    Progress { task_id: TaskId, progress: Progress },
+    Progress {
+        task_id: TaskId,
+        progress: Progress,
+    },
     /// The task ended; `release` is its slot if it is free already.
     Finished {
         task_id: TaskId,
@@ -70,7 +73,9 @@ pub enum Report {
         release: Option<usize>,
     },
     /// A slot whose task's blocking work outlived the task is free now.
-    Released { slot: usize },
+    Released {
+        slot: usize,
+    },
 }
 
 /// What the scheduler pushes to a connection.
@@ -205,18 +210,25 @@ pub enum Command {
     },
     /// A connection is gone: drop its subscriptions, cancel its
     /// `cancel_on_disconnect` tasks.
-    Disconnected { mailbox: u64, tasks: Vec<TaskId> },
+    Disconnected {
+        mailbox: u64,
+        tasks: Vec<TaskId>,
+    },
     Watch {
         mailbox: Mailbox,
         reference: Option<Box<str>>,
     },
-    Unwatch { mailbox: u64 },
+    Unwatch {
+        mailbox: u64,
+    },
     AdminList {
         reply: oneshot::Sender<(Vec<TaskView>, Stats)>,
     },
     /// Shutdown: stop taking tasks, cancel queued ones, give running ones
     /// `shutdown_grace`, answer when every task has ended.
-    Drain { reply: oneshot::Sender<()> },
+    Drain {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A task as the REST snapshot and the monitoring page show it.
@@ -519,7 +531,9 @@ impl Core {
     fn on_report(&mut self, report: Report) {
         match report {
             Report::Progress { task_id, progress } => {
-                let Some(task) = self.tasks.get_mut(&task_id) else { return };
+                let Some(task) = self.tasks.get_mut(&task_id) else {
+                    return;
+                };
                 if task.state != TaskState::Running || task.cancel_reason.is_some() {
                     return;
                 }
@@ -547,7 +561,9 @@ impl Core {
 
     fn on_finished(&mut self, task_id: TaskId, outcome: Outcome) {
         self.running = self.running.saturating_sub(1);
-        let Some(task) = self.tasks.get_mut(&task_id) else { return };
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
         if let Some(group) = task.group.take() {
             self.queue.release(&group);
         }
@@ -558,12 +574,20 @@ impl Core {
             .and_then(|at| at.elapsed().ok())
             .unwrap_or_default();
         let event = match outcome {
-            Outcome::Completed { result, files, duration } => {
+            Outcome::Completed {
+                result,
+                files,
+                duration,
+            } => {
                 task.metrics.completed.inc();
                 task.metrics.duration.observe(duration.as_secs_f64());
                 self.ewma_ms = 0.8 * self.ewma_ms + 0.2 * duration.as_secs_f64() * 1000.0;
                 tracing::debug!(task_id = %task_id, task = %task.name, "task completed");
-                TaskEvent::Completed { result, files, duration }
+                TaskEvent::Completed {
+                    result,
+                    files,
+                    duration,
+                }
             }
             Outcome::Failed(failure) => {
                 task.metrics.failed.inc();
@@ -595,7 +619,10 @@ impl Core {
             let result = if cancelled {
                 Ok(())
             } else {
-                Err(wire(ErrorCode::AlreadyFinished, "the task finished before it could be cancelled"))
+                Err(wire(
+                    ErrorCode::AlreadyFinished,
+                    "the task finished before it could be cancelled",
+                ))
             };
             request.send(result, &self.metrics, false);
         }
@@ -642,7 +669,14 @@ impl Core {
             Command::Watch { mailbox, reference } => {
                 let tasks = self.watch_list();
                 let stats = self.stats();
-                if mailbox.deliver(Outbound::Watching { reference, tasks, stats }, &self.metrics) {
+                if mailbox.deliver(
+                    Outbound::Watching {
+                        reference,
+                        tasks,
+                        stats,
+                    },
+                    &self.metrics,
+                ) {
                     self.watchers.retain(|w| w.id != mailbox.id);
                     self.watchers.push(mailbox);
                 }
@@ -662,15 +696,28 @@ impl Core {
             reply.send(Err(error), &metrics, true);
         };
         if self.drain.is_some() {
-            return reject(reply, wire(ErrorCode::ShuttingDown, "the server is shutting down"));
+            return reject(
+                reply,
+                wire(ErrorCode::ShuttingDown, "the server is shutting down"),
+            );
         }
         let Some(entry) = self.catalog.get(&spec.name) else {
-            return reject(reply, wire(ErrorCode::UnknownTask, format!("no task named {:?}", &*spec.name)));
+            return reject(
+                reply,
+                wire(
+                    ErrorCode::UnknownTask,
+                    format!("no task named {:?}", &*spec.name),
+                ),
+            );
         };
         let name = Arc::clone(&entry.name);
         let handler_metrics = self.metrics.task(&name);
         if let Some(key) = &spec.options.idempotency_key {
-            let lookup = (owner.clone(), Arc::clone(&name), Box::<str>::from(key.as_str()));
+            let lookup = (
+                owner.clone(),
+                Arc::clone(&name),
+                Box::<str>::from(key.as_str()),
+            );
             if let Some(&existing) = self.idempotency.get(&lookup) {
                 if self.tasks.contains_key(&existing) {
                     return self.duplicate(existing, reply);
@@ -693,7 +740,8 @@ impl Core {
             .map(|key| (owner.clone(), Box::<str>::from(key)));
         let idempotency_key = options.idempotency_key.as_deref().map(Box::<str>::from);
         if let Some(key) = &idempotency_key {
-            self.idempotency.insert((owner.clone(), Arc::clone(&name), key.clone()), id);
+            self.idempotency
+                .insert((owner.clone(), Arc::clone(&name), key.clone()), id);
         }
         handler_metrics.submitted.inc();
         let position = self.queue.push(id, options.priority, group.clone());
@@ -755,8 +803,12 @@ impl Core {
     /// A repeat of an idempotent submit: the first task's `accepted`
     /// (marked duplicate), what it did since, and its live events.
     fn duplicate(&mut self, id: TaskId, reply: Reply<Submitted>) {
-        let Some(task) = self.tasks.get_mut(&id) else { return };
-        let Some(first) = task.events.first().cloned() else { return };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(first) = task.events.first().cloned() else {
+            return;
+        };
         let position = match &first.event {
             TaskEvent::Accepted { position } => *position,
             _ => 0,
@@ -783,8 +835,13 @@ impl Core {
                 if !rest.is_empty() && !mailbox.deliver(Outbound::Replay(rest), &self.metrics) {
                     return;
                 }
-                if !task.state.is_terminal() && !task.subscribers.iter().any(|s| s.mailbox.id == mailbox.id) {
-                    task.subscribers.push(Subscriber { mailbox, stream: false });
+                if !task.state.is_terminal()
+                    && !task.subscribers.iter().any(|s| s.mailbox.id == mailbox.id)
+                {
+                    task.subscribers.push(Subscriber {
+                        mailbox,
+                        stream: false,
+                    });
                 }
             }
         }
@@ -799,7 +856,11 @@ impl Core {
     fn cancel(&mut self, id: TaskId, principal: &Principal, reply: Reply<()>) {
         let Some(task) = self.tasks.get_mut(&id).filter(|t| visible(t, principal)) else {
             self.metrics.rejected(ErrorCode::NotFound);
-            return reply.send(Err(wire(ErrorCode::NotFound, "no such task")), &self.metrics, false);
+            return reply.send(
+                Err(wire(ErrorCode::NotFound, "no such task")),
+                &self.metrics,
+                false,
+            );
         };
         match task.state {
             TaskState::Queued => {
@@ -822,7 +883,10 @@ impl Core {
             TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {
                 self.metrics.rejected(ErrorCode::AlreadyFinished);
                 reply.send(
-                    Err(wire(ErrorCode::AlreadyFinished, "the task has already finished")),
+                    Err(wire(
+                        ErrorCode::AlreadyFinished,
+                        "the task has already finished",
+                    )),
                     &self.metrics,
                     false,
                 );
@@ -831,7 +895,9 @@ impl Core {
     }
 
     fn cancel_running(&mut self, id: TaskId, reason: CancelReason, reply: Option<Reply<()>>) {
-        let Some(task) = self.tasks.get_mut(&id) else { return };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
         if task.cancel_reason.is_none() {
             task.cancel_reason = Some(reason);
         }
@@ -862,19 +928,30 @@ impl Core {
             );
             return;
         };
-        let replay: Vec<_> = task.events.iter().filter(|e| e.seq > after_seq).cloned().collect();
+        let replay: Vec<_> = task
+            .events
+            .iter()
+            .filter(|e| e.seq > after_seq)
+            .cloned()
+            .collect();
         if !replay.is_empty() && !mailbox.deliver(Outbound::Replay(replay), &self.metrics) {
             return;
         }
-        if !task.state.is_terminal() && !task.subscribers.iter().any(|s| s.mailbox.id == mailbox.id) {
-            task.subscribers.push(Subscriber { mailbox, stream: false });
+        if !task.state.is_terminal() && !task.subscribers.iter().any(|s| s.mailbox.id == mailbox.id)
+        {
+            task.subscribers.push(Subscriber {
+                mailbox,
+                stream: false,
+            });
         }
     }
 
     fn disconnected(&mut self, mailbox: u64, tasks: &[TaskId]) {
         self.watchers.retain(|w| w.id != mailbox);
         for id in tasks {
-            let Some(task) = self.tasks.get_mut(id) else { continue };
+            let Some(task) = self.tasks.get_mut(id) else {
+                continue;
+            };
             task.subscribers.retain(|s| s.mailbox.id != mailbox);
             if task.cancel_with != Some(mailbox) || task.state.is_terminal() {
                 continue;
@@ -907,7 +984,9 @@ impl Core {
         );
         let queued: Vec<TaskId> = self.queue.ids().collect();
         for id in queued {
-            let Some(task) = self.tasks.get_mut(&id) else { continue };
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
             self.queue.remove(id, task.priority, task.group.as_ref());
             task.group = None;
             task.state = TaskState::Cancelled;
@@ -973,7 +1052,9 @@ impl Core {
     /// Numbers, holds and delivers one event of a task; `copy_to` gets its
     /// own copy carrying its `ref` (instead of its subscriber copy).
     fn emit(&mut self, id: TaskId, event: TaskEvent, copy_to: Option<(Mailbox, Option<Box<str>>)>) {
-        let Some(task) = self.tasks.get_mut(&id) else { return };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
         let terminal = event.is_terminal();
         let is_progress = matches!(event, TaskEvent::Progress(_));
         let record = Arc::new(EventRecord::new(id, task.next_seq, event));
@@ -991,13 +1072,18 @@ impl Core {
         if task.events.len() < self.limits.max_task_events || terminal {
             task.events.push(Arc::clone(&record));
         } else if is_progress {
-            if let Some(last) = task.events.last_mut().filter(|e| matches!(e.event, TaskEvent::Progress(_))) {
+            if let Some(last) = task
+                .events
+                .last_mut()
+                .filter(|e| matches!(e.event, TaskEvent::Progress(_)))
+            {
                 *last = Arc::clone(&record);
             }
         }
         let copy_id = copy_to.as_ref().map(|(m, _)| m.id);
         let metrics = &self.metrics;
-        let streams = matches!(&record.event, TaskEvent::Completed { files, .. } if !files.is_empty());
+        let streams =
+            matches!(&record.event, TaskEvent::Completed { files, .. } if !files.is_empty());
         task.subscribers.retain(|sub| {
             if Some(sub.mailbox.id) == copy_id {
                 return true;
@@ -1013,7 +1099,11 @@ impl Core {
             )
         });
         if let Some((mailbox, reference)) = copy_to {
-            let stream = task.subscribers.iter().any(|s| s.mailbox.id == mailbox.id && s.stream) && streams;
+            let stream = task
+                .subscribers
+                .iter()
+                .any(|s| s.mailbox.id == mailbox.id && s.stream)
+                && streams;
             let delivered = mailbox.deliver(
                 Outbound::Event {
                     record: Arc::clone(&record),
@@ -1029,7 +1119,8 @@ impl Core {
         }
         if terminal {
             task.subscribers = Vec::new();
-            self.finished.push_back((Instant::now() + self.limits.result_ttl, id));
+            self.finished
+                .push_back((Instant::now() + self.limits.result_ttl, id));
         }
         if !self.watchers.is_empty() {
             self.watch_event(id, is_progress);
@@ -1039,12 +1130,20 @@ impl Core {
 
     fn watch_event(&mut self, id: TaskId, is_progress: bool) {
         let now = Instant::now();
-        let Some(task) = self.tasks.get_mut(&id) else { return };
-        if is_progress && task.watched_at.is_some_and(|at| now < at + WATCH_PROGRESS_EVERY) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if is_progress
+            && task
+                .watched_at
+                .is_some_and(|at| now < at + WATCH_PROGRESS_EVERY)
+        {
             return;
         }
         task.watched_at = Some(now);
-        let Some(task) = self.tasks.get(&id) else { return };
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
         let view = self.view(task);
         let metrics = &self.metrics;
         self.watchers
@@ -1058,7 +1157,10 @@ impl Core {
             client: task.owner.clone(),
             state: task.state,
             position: (task.state == TaskState::Queued)
-                .then(|| self.queue.position(task.id, task.priority, task.group.as_ref()))
+                .then(|| {
+                    self.queue
+                        .position(task.id, task.priority, task.group.as_ref())
+                })
                 .flatten(),
             progress: task.progress,
             message: task.message.clone(),
@@ -1100,7 +1202,10 @@ impl Core {
             .iter()
             .map(|entry| {
                 let m = self.metrics.task(&entry.name);
-                (Arc::clone(&entry.name), [m.completed.get(), m.failed.get(), m.cancelled.get()])
+                (
+                    Arc::clone(&entry.name),
+                    [m.completed.get(), m.failed.get(), m.cancelled.get()],
+                )
             })
             .collect();
         tasks.sort_by(|a, b| a.0.cmp(&b.0));

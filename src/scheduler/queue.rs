@@ -61,7 +61,10 @@ impl Queue {
     /// Adds a task at the back of its lane; returns how many tasks are
     /// ahead of it.
     pub fn push(&mut self, id: TaskId, priority: Priority, group: Option<GroupKey>) -> u64 {
-        let ahead: usize = self.lanes[..=priority.rank()].iter().map(VecDeque::len).sum();
+        let ahead: usize = self.lanes[..=priority.rank()]
+            .iter()
+            .map(VecDeque::len)
+            .sum();
         self.next_order += 1;
         self.lanes[priority.rank()].push_back(Queued {
             order: self.next_order,
@@ -146,8 +149,16 @@ impl Queue {
 
     /// How many tasks are ahead of a queued one (parked tasks count the
     /// tasks ahead of them in their lane).
-    pub fn position(&self, id: TaskId, priority: Priority, group: Option<&GroupKey>) -> Option<u64> {
-        let higher: usize = self.lanes[..priority.rank()].iter().map(VecDeque::len).sum();
+    pub fn position(
+        &self,
+        id: TaskId,
+        priority: Priority,
+        group: Option<&GroupKey>,
+    ) -> Option<u64> {
+        let higher: usize = self.lanes[..priority.rank()]
+            .iter()
+            .map(VecDeque::len)
+            .sum();
         let lane = &self.lanes[priority.rank()];
         if let Some(at) = lane.iter().position(|q| q.id == id) {
             return Some((higher + at) as u64);

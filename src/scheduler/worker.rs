@@ -56,7 +56,9 @@ impl Pool {
             reports,
             artifacts,
             tracker,
-            names: (1..=workers).map(|i| Arc::from(format!("local-{i}"))).collect(),
+            names: (1..=workers)
+                .map(|i| Arc::from(format!("local-{i}")))
+                .collect(),
         }
     }
 
@@ -67,7 +69,10 @@ impl Pool {
 
     /// The name a slot reports in `started.worker`.
     pub(crate) fn name(&self, slot: usize) -> Arc<str> {
-        self.names.get(slot).cloned().unwrap_or_else(|| Arc::from("local"))
+        self.names
+            .get(slot)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("local"))
     }
 
     pub(crate) fn start(&self, job: Job) {
@@ -87,11 +92,24 @@ async fn run(job: Job, reports: mpsc::Sender<Report>, artifacts: Artifacts) {
         slot,
     } = job;
     let started = Instant::now();
-    let deadline = started.checked_add(timeout).unwrap_or(started + Duration::from_secs(86_400 * 365));
-    let ctx = TaskCtx::new(id, reports.clone(), cancel.clone(), deadline, artifacts.stage());
+    let deadline = started
+        .checked_add(timeout)
+        .unwrap_or(started + Duration::from_secs(86_400 * 365));
+    let ctx = TaskCtx::new(
+        id,
+        reports.clone(),
+        cancel.clone(),
+        deadline,
+        artifacts.stage(),
+    );
     let handler_ctx = ctx.clone();
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(move || handler.run(input, handler_ctx))) {
-        Err(panic) => Outcome::Failed(TaskFailure::new(FailureKind::TaskError, panic_message(panic))),
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(move || {
+        handler.run(input, handler_ctx)
+    })) {
+        Err(panic) => Outcome::Failed(TaskFailure::new(
+            FailureKind::TaskError,
+            panic_message(panic),
+        )),
         Ok(future) => {
             tokio::select! {
                 biased;
@@ -133,9 +151,17 @@ async fn run(job: Job, reports: mpsc::Sender<Report>, artifacts: Artifacts) {
     }
 }
 
-async fn publish(ctx: &TaskCtx, artifacts: &Artifacts, result: Box<RawValue>, started: Instant) -> Outcome {
+async fn publish(
+    ctx: &TaskCtx,
+    artifacts: &Artifacts,
+    result: Box<RawValue>,
+    started: Instant,
+) -> Outcome {
     let Some(stage) = ctx.take_stage() else {
-        return Outcome::Failed(TaskFailure::new(FailureKind::Internal, "the task's files were lost"));
+        return Outcome::Failed(TaskFailure::new(
+            FailureKind::Internal,
+            "the task's files were lost",
+        ));
     };
     match artifacts.publish(stage).await {
         Ok(files) => Outcome::Completed {
@@ -145,7 +171,10 @@ async fn publish(ctx: &TaskCtx, artifacts: &Artifacts, result: Box<RawValue>, st
         },
         Err(e) => {
             tracing::error!(task_id = %ctx.task_id(), error = %e, "publishing files failed");
-            Outcome::Failed(TaskFailure::new(FailureKind::Internal, "publishing the task's files failed"))
+            Outcome::Failed(TaskFailure::new(
+                FailureKind::Internal,
+                "publishing the task's files failed",
+            ))
         }
     }
 }

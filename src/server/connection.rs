@@ -40,6 +40,8 @@ const STREAM_CHUNK: usize = 64 * 1024;
 const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How long a close frame may take to go out.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A slow reader's close frame waits behind what it has not read yet.
+const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 enum End {
     Close(CloseCode),
@@ -103,7 +105,11 @@ pub(super) async fn run(
                 code: code.code(),
                 reason: code.reason().into(),
             };
-            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+            let _ = tokio::time::timeout(
+                CLOSE_WRITE_TIMEOUT,
+                socket.send(Message::Close(Some(frame))),
+            )
+            .await;
             Some(code.code())
         }
         End::Gone => None,
@@ -191,7 +197,11 @@ impl Conn {
     }
 
     /// Writes and flushes everything in `out`; gives up on a slow reader.
-    async fn write_out(&mut self, socket: &mut WebSocket, overflow: &CancellationToken) -> Result<(), End> {
+    async fn write_out(
+        &mut self,
+        socket: &mut WebSocket,
+        overflow: &CancellationToken,
+    ) -> Result<(), End> {
         let frames = std::mem::take(&mut self.out);
         let mut bytes = 0u64;
         let write = async {
@@ -218,7 +228,11 @@ impl Conn {
             }
             Message::Binary(data) => {
                 self.state.metrics.bytes_received.inc_by(data.len() as u64);
-                self.reply_error(None, ErrorCode::BadMessage, "binary frames are not accepted");
+                self.reply_error(
+                    None,
+                    ErrorCode::BadMessage,
+                    "binary frames are not accepted",
+                );
                 None
             }
             Message::Ping(_) | Message::Pong(_) => None,
@@ -230,7 +244,11 @@ impl Conn {
         let request = match client::decode(text) {
             Ok(request) => request,
             Err(e) => {
-                self.reply_error(e.reference.map(String::into_boxed_str), ErrorCode::BadMessage, &e.message);
+                self.reply_error(
+                    e.reference.map(String::into_boxed_str),
+                    ErrorCode::BadMessage,
+                    &e.message,
+                );
                 return None;
             }
         };
@@ -290,7 +308,13 @@ impl Conn {
                     mailbox: self.mailbox.clone(),
                     reference,
                 };
-                scheduler.send(Command::Cancel { task_id, principal, reply }).await;
+                scheduler
+                    .send(Command::Cancel {
+                        task_id,
+                        principal,
+                        reply,
+                    })
+                    .await;
             }
             ClientMessage::Subscribe { task_id, after_seq } => {
                 let Ok(task_id) = task_id.parse::<TaskId>() else {
@@ -329,7 +353,11 @@ impl Conn {
             ClientMessage::Watch => {
                 if !principal.admin {
                     self.state.metrics.rejected(ErrorCode::Unauthorized);
-                    self.reply_error(reference, ErrorCode::Unauthorized, "watch needs an admin key");
+                    self.reply_error(
+                        reference,
+                        ErrorCode::Unauthorized,
+                        "watch needs an admin key",
+                    );
                     return None;
                 }
                 self.watching = true;
@@ -434,18 +462,24 @@ impl Conn {
                 .to_json();
                 self.out.push(Message::Text(text.into()));
             }
-            Outbound::Watching { reference, tasks, stats } => {
+            Outbound::Watching {
+                reference,
+                tasks,
+                stats,
+            } => {
                 let text = encode::watching(reference.as_deref(), &tasks, &stats);
                 self.out.push(Message::Text(text.into()));
             }
             Outbound::TaskUpdate(view) => {
                 if self.watching {
-                    self.out.push(Message::Text(encode::task_update(&view).into()));
+                    self.out
+                        .push(Message::Text(encode::task_update(&view).into()));
                 }
             }
             Outbound::Stats(stats) => {
                 if self.watching {
-                    self.out.push(Message::Text(encode::stats_message(&stats).into()));
+                    self.out
+                        .push(Message::Text(encode::stats_message(&stats).into()));
                 }
             }
         }
@@ -472,7 +506,9 @@ impl Conn {
     /// Sends the next piece of the first stream job: a `stream_begin`, a
     /// binary chunk, a `stream_end`, or (after the last file) the event.
     async fn stream_step(&mut self) {
-        let Some(job) = self.streams.front_mut() else { return };
+        let Some(job) = self.streams.front_mut() else {
+            return;
+        };
         let task_id = job.record.task_id.hex();
         if let Some((stream, file)) = &mut job.current {
             let stream = *stream;
@@ -481,7 +517,10 @@ impl Conn {
             let mut chunk = vec![0u8; STREAM_CHUNK];
             match file.read(&mut chunk).await {
                 Ok(0) | Err(_) => {
-                    let sha = job.files.get(job.next_file - 1).map_or("", |f| f.sha256.as_str());
+                    let sha = job
+                        .files
+                        .get(job.next_file - 1)
+                        .map_or("", |f| f.sha256.as_str());
                     let end = ServerMessage::StreamEnd {
                         task_id: task_id.as_str(),
                         stream,
@@ -501,7 +540,9 @@ impl Conn {
         if let Some(path) = job.files.get(job.next_file).map(|f| f.path.clone()) {
             // Cancel-safe: the file counts as started only once it is open.
             let opened = tokio::fs::File::open(&path).await;
-            let Some(file) = job.files.get(job.next_file) else { return };
+            let Some(file) = job.files.get(job.next_file) else {
+                return;
+            };
             job.next_file += 1;
             match opened {
                 Ok(opened) => {

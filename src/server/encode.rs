@@ -36,7 +36,11 @@ impl Links {
         format!("{base}/files/{}/{}", file.token, percent_encode(&file.name))
     }
 
-    pub fn files<'a>(&self, files: &'a [PublishedFile], expires: &'a [String]) -> Vec<FileObject<'a>> {
+    pub fn files<'a>(
+        &self,
+        files: &'a [PublishedFile],
+        expires: &'a [String],
+    ) -> Vec<FileObject<'a>> {
         files
             .iter()
             .zip(expires)
@@ -72,7 +76,12 @@ pub fn failure(failure: &TaskFailure) -> WireError {
 }
 
 /// Encodes a task event; `reference` and `duplicate` only on private copies.
-pub fn event(record: &EventRecord, reference: Option<&str>, duplicate: bool, links: &Links) -> Bytes {
+pub fn event(
+    record: &EventRecord,
+    reference: Option<&str>,
+    duplicate: bool,
+    links: &Links,
+) -> Bytes {
     let at = rfc3339(record.at);
     let task_id = record.task_id.hex();
     let head = EventHead {
@@ -91,7 +100,10 @@ pub fn event(record: &EventRecord, reference: Option<&str>, duplicate: bool, lin
         TaskEvent::Started { worker } => ServerMessage::Started { head, worker }.to_json(),
         TaskEvent::Progress(p) => ServerMessage::Progress {
             head,
-            progress: p.fraction.filter(|f| f.is_finite()).map(|f| f.clamp(0.0, 1.0)),
+            progress: p
+                .fraction
+                .filter(|f| f.is_finite())
+                .map(|f| f.clamp(0.0, 1.0)),
             message: p.message.as_deref(),
             data: p.data.as_deref(),
         }
@@ -275,11 +287,13 @@ pub fn watching(reference: Option<&str>, tasks: &[TaskView], s: &Stats) -> Strin
 }
 
 pub fn task_update(view: &TaskView) -> String {
-    serde_json::to_string(&serde_json::json!({"type": "task_update", "task": summary(view)})).unwrap_or_default()
+    serde_json::to_string(&serde_json::json!({"type": "task_update", "task": summary(view)}))
+        .unwrap_or_default()
 }
 
 pub fn stats_message(s: &Stats) -> String {
-    serde_json::to_string(&serde_json::json!({"type": "stats", "stats": stats(s)})).unwrap_or_default()
+    serde_json::to_string(&serde_json::json!({"type": "stats", "stats": stats(s)}))
+        .unwrap_or_default()
 }
 
 /// `{"tasks": [...], "stats": {...}}` for `GET /v1/admin/tasks`.

@@ -42,7 +42,10 @@ async fn download(
         Lookup::Missing => return (StatusCode::NOT_FOUND, "no such file\n").into_response(),
     };
     let (mut parts, body) = request.into_parts();
-    let Ok(uri) = Uri::builder().path_and_query(format!("/{}", file.disk_name)).build() else {
+    let Ok(uri) = Uri::builder()
+        .path_and_query(format!("/{}", file.disk_name))
+        .build()
+    else {
         return StatusCode::NOT_FOUND.into_response();
     };
     parts.uri = uri;
@@ -67,11 +70,23 @@ async fn download(
             headers.insert(header::CONTENT_DISPOSITION, value);
         }
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Response::from_parts(parts, Body::new(body))
 }
 
@@ -125,7 +140,10 @@ impl Backend for NoFollow {
         Box::pin(async move {
             let metadata = tokio::fs::symlink_metadata(&path).await?;
             if metadata.file_type().is_symlink() {
-                return Err(io::Error::new(io::ErrorKind::NotFound, "symlinks are not served"));
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "symlinks are not served",
+                ));
             }
             Ok(metadata)
         })
@@ -133,7 +151,11 @@ impl Backend for NoFollow {
 }
 
 impl AsyncRead for NoFollowFile {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
@@ -150,7 +172,8 @@ impl AsyncSeek for NoFollowFile {
 
 impl BackendFile for NoFollowFile {
     type Metadata = std::fs::Metadata;
-    type MetadataFuture<'a> = Pin<Box<dyn Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
+    type MetadataFuture<'a> =
+        Pin<Box<dyn Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
         Box::pin(async move { self.0.metadata().await })

@@ -84,7 +84,9 @@ impl AppState {
         let max = self.config.limits.max_connections;
         let taken = self
             .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
         taken.ok().map(|_| ConnectionSlot(self.clone()))
     }
 }
@@ -183,21 +185,26 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// A REST error response with the protocol's error body.
 pub fn error_response(status: StatusCode, error: &WireError) -> Response {
-    let body = serde_json::to_string(&crate::protocol::server::ErrorBody { error }).unwrap_or_default();
+    let body =
+        serde_json::to_string(&crate::protocol::server::ErrorBody { error }).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The HTTP status of an error code on REST.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::BadMessage | ErrorCode::InvalidInput | ErrorCode::UnknownTask => StatusCode::BAD_REQUEST,
+        ErrorCode::BadMessage | ErrorCode::InvalidInput | ErrorCode::UnknownTask => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::AlreadyFinished => StatusCode::CONFLICT,
         ErrorCode::QueueFull | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorCode::Timeout | ErrorCode::TaskError | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Timeout | ErrorCode::TaskError | ErrorCode::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 
@@ -222,13 +229,19 @@ pub fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Principal, Respon
     let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(secret) = secret else {
         state.metrics.rejected(ErrorCode::Unauthorized);
         return Err(error_response(
             StatusCode::UNAUTHORIZED,
-            &WireError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer <api key>"),
+            &WireError::new(
+                ErrorCode::Unauthorized,
+                "missing Authorization: Bearer <api key>",
+            ),
         ));
     };
     match state.auth.authenticate(secret, origin(headers)) {
@@ -259,7 +272,10 @@ pub fn prepare(
 
     let Some(entry) = state.catalog.get(&submit.task) else {
         let shown: String = submit.task.chars().take(64).collect();
-        return Err(WireError::new(ErrorCode::UnknownTask, format!("no task named {shown:?}")));
+        return Err(WireError::new(
+            ErrorCode::UnknownTask,
+            format!("no task named {shown:?}"),
+        ));
     };
     if !principal.may_run(&entry.name) {
         return Err(WireError::new(
@@ -271,7 +287,9 @@ pub fn prepare(
     let max = state.config.limits.max_timeout;
     let timeout = match options.timeout_s {
         None => max,
-        Some(t) if t.is_finite() && t > 0.0 => std::time::Duration::try_from_secs_f64(t).map_or(max, |d| d.min(max)),
+        Some(t) if t.is_finite() && t > 0.0 => {
+            std::time::Duration::try_from_secs_f64(t).map_or(max, |d| d.min(max))
+        }
         Some(_) => {
             return Err(WireError::new(
                 ErrorCode::BadMessage,
@@ -283,7 +301,10 @@ pub fn prepare(
         ("idempotency_key", &options.idempotency_key),
         ("concurrency_key", &options.concurrency_key),
     ] {
-        if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > MAX_OPTION_KEY_BYTES) {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.len() > MAX_OPTION_KEY_BYTES)
+        {
             return Err(WireError::new(
                 ErrorCode::BadMessage,
                 format!("options.{field} must be 1 to {MAX_OPTION_KEY_BYTES} bytes"),
@@ -291,7 +312,8 @@ pub fn prepare(
         }
     }
     entry.handler.validate(submit.input).map_err(|invalid| {
-        WireError::new(ErrorCode::InvalidInput, format!("invalid input: {invalid}")).with_details(invalid.details())
+        WireError::new(ErrorCode::InvalidInput, format!("invalid input: {invalid}"))
+            .with_details(invalid.details())
     })?;
     Ok(TaskSpec {
         name: std::sync::Arc::clone(&entry.name),

@@ -87,7 +87,11 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let principal = match caller(&state, &headers) {
         Ok(p) => p,
         Err(response) => return response,
@@ -98,13 +102,19 @@ async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Result<
             let status = rejection.status();
             return error_response(
                 status,
-                &WireError::new(ErrorCode::BadMessage, format!("cannot read the body: {rejection}")),
+                &WireError::new(
+                    ErrorCode::BadMessage,
+                    format!("cannot read the body: {rejection}"),
+                ),
             );
         }
     };
     state.metrics.bytes_received.inc_by(body.len() as u64);
     let Ok(text) = std::str::from_utf8(&body) else {
-        return fail(&state, &WireError::new(ErrorCode::BadMessage, "the body is not UTF-8"));
+        return fail(
+            &state,
+            &WireError::new(ErrorCode::BadMessage, "the body is not UTF-8"),
+        );
     };
     let (_, submit) = match decode_submit(text) {
         Ok(decoded) => decoded,
@@ -121,7 +131,10 @@ async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Result<
         reply: Reply::Rest(tx),
     };
     if !state.scheduler.send(command).await {
-        return fail(&state, &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"));
+        return fail(
+            &state,
+            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+        );
     }
     match rx.await {
         Ok(Ok(Submitted {
@@ -138,7 +151,10 @@ async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Result<
                 position,
                 duplicate,
             };
-            json(StatusCode::ACCEPTED, serde_json::to_string(&body).unwrap_or_default())
+            json(
+                StatusCode::ACCEPTED,
+                serde_json::to_string(&body).unwrap_or_default(),
+            )
         }
         // Rejections were counted by the scheduler.
         Ok(Err(error)) => {
@@ -150,7 +166,10 @@ async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Result<
             }
             response
         }
-        Err(_) => fail(&state, &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")),
+        Err(_) => fail(
+            &state,
+            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+        ),
     }
 }
 
@@ -167,7 +186,11 @@ async fn view(state: &AppState, principal: Principal, task_id: TaskId) -> Option
     rx.await.ok().flatten()
 }
 
-async fn snapshot(State(state): State<AppState>, headers: HeaderMap, Path(task_id): Path<String>) -> Response {
+async fn snapshot(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+) -> Response {
     let principal = match caller(&state, &headers) {
         Ok(p) => p,
         Err(response) => return response,
@@ -181,7 +204,11 @@ async fn snapshot(State(state): State<AppState>, headers: HeaderMap, Path(task_i
     }
 }
 
-async fn cancel(State(state): State<AppState>, headers: HeaderMap, Path(task_id): Path<String>) -> Response {
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+) -> Response {
     let principal = match caller(&state, &headers) {
         Ok(p) => p,
         Err(response) => return response,
@@ -196,7 +223,10 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, Path(task_id)
         reply: Reply::Rest(tx),
     };
     if !state.scheduler.send(command).await {
-        return fail(&state, &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"));
+        return fail(
+            &state,
+            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+        );
     }
     match rx.await {
         Ok(Ok(())) => {
@@ -207,13 +237,20 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, Path(task_id)
             )
         }
         Ok(Err(error)) => error_response(status_of(error.code), &error),
-        Err(_) => fail(&state, &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")),
+        Err(_) => fail(
+            &state,
+            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+        ),
     }
 }
 
 /// SSE: held events after `Last-Event-ID` (or `?after_seq`), then live
 /// ones; the stream ends after the terminal event.
-async fn events(State(state): State<AppState>, headers: HeaderMap, Path(task_id): Path<String>) -> Response {
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+) -> Response {
     let principal = match caller(&state, &headers) {
         Ok(p) => p,
         Err(response) => return response,
@@ -336,46 +373,79 @@ async fn mint(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
     } else {
         match serde_json::from_slice(&body) {
             Ok(request) => request,
-            Err(e) => return fail(&state, &WireError::new(ErrorCode::BadMessage, format!("bad token request: {e}"))),
+            Err(e) => {
+                return fail(
+                    &state,
+                    &WireError::new(ErrorCode::BadMessage, format!("bad token request: {e}")),
+                );
+            }
         }
     };
     if let Some(tasks) = &request.tasks {
         if let Some(unknown) = tasks.iter().find(|t| state.catalog.get(t).is_none()) {
             let shown: String = unknown.chars().take(64).collect();
-            return fail(&state, &WireError::new(ErrorCode::UnknownTask, format!("no task named {shown:?}")));
+            return fail(
+                &state,
+                &WireError::new(ErrorCode::UnknownTask, format!("no task named {shown:?}")),
+            );
         }
     }
-    let origin = match request.origin.as_deref().map(crate::config::normalize_origin) {
+    let origin = match request
+        .origin
+        .as_deref()
+        .map(crate::config::normalize_origin)
+    {
         None => None,
         Some(Ok(origin)) => Some(origin),
-        Some(Err(why)) => return fail(&state, &WireError::new(ErrorCode::BadMessage, format!("origin: {why}"))),
+        Some(Err(why)) => {
+            return fail(
+                &state,
+                &WireError::new(ErrorCode::BadMessage, format!("origin: {why}")),
+            );
+        }
     };
     if request.ttl_s == Some(0) {
-        return fail(&state, &WireError::new(ErrorCode::BadMessage, "ttl_s must be at least 1"));
+        return fail(
+            &state,
+            &WireError::new(ErrorCode::BadMessage, "ttl_s must be at least 1"),
+        );
     }
     let ttl = request.ttl_s.map(Duration::from_secs);
-    match state.auth.tokens.mint(&principal, ttl, request.tasks, origin) {
+    match state
+        .auth
+        .tokens
+        .mint(&principal, ttl, request.tasks, origin)
+    {
         Ok((token, expires)) => json(
             StatusCode::CREATED,
             serde_json::json!({"token": token, "expires_at": encode::rfc3339(expires)}).to_string(),
         ),
-        Err(crate::auth::MintError::NotAKey) => {
-            fail(&state, &WireError::new(ErrorCode::Unauthorized, "browser tokens cannot mint tokens"))
-        }
-        Err(crate::auth::MintError::TooMany) => {
-            fail(&state, &WireError::new(ErrorCode::RateLimited, "too many live tokens"))
-        }
+        Err(crate::auth::MintError::NotAKey) => fail(
+            &state,
+            &WireError::new(ErrorCode::Unauthorized, "browser tokens cannot mint tokens"),
+        ),
+        Err(crate::auth::MintError::TooMany) => fail(
+            &state,
+            &WireError::new(ErrorCode::RateLimited, "too many live tokens"),
+        ),
         Err(e) => fail(&state, &WireError::new(ErrorCode::Internal, e.to_string())),
     }
 }
 
-async fn revoke(State(state): State<AppState>, headers: HeaderMap, Path(token): Path<String>) -> Response {
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
     let principal = match caller(&state, &headers) {
         Ok(p) => p,
         Err(response) => return response,
     };
     if principal.via_token || !state.auth.tokens.revoke(&principal.client, &token) {
-        return fail(&state, &WireError::new(ErrorCode::NotFound, "no such token"));
+        return fail(
+            &state,
+            &WireError::new(ErrorCode::NotFound, "no such token"),
+        );
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -394,10 +464,16 @@ async fn admin_tasks(State(state): State<AppState>, headers: HeaderMap) -> Respo
     }
     let (tx, rx) = oneshot::channel();
     if !state.scheduler.send(Command::AdminList { reply: tx }).await {
-        return fail(&state, &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"));
+        return fail(
+            &state,
+            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+        );
     }
     match rx.await {
         Ok((tasks, stats)) => json(StatusCode::OK, encode::admin_list(&tasks, &stats)),
-        Err(_) => fail(&state, &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down")),
+        Err(_) => fail(
+            &state,
+            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+        ),
     }
 }

@@ -14,7 +14,11 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Bytes gathered before tungstenite writes to the socket.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if !origin_allowed(&state, &headers) {
         tracing::info!("websocket refused: origin not allowed");
         return error_response(
@@ -32,9 +36,10 @@ pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, u
         None
     };
     let origin = origin(&headers).map(str::to_owned);
-    let offered = upgrade
-        .requested_protocols()
-        .any(|p| p.to_str().is_ok_and(|p| p.split(',').any(|p| p.trim() == SUBPROTOCOL)));
+    let offered = upgrade.requested_protocols().any(|p| {
+        p.to_str()
+            .is_ok_and(|p| p.split(',').any(|p| p.trim() == SUBPROTOCOL))
+    });
     let mut upgrade = upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -65,4 +70,3 @@ pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, u
         })
         .into_response()
 }
-

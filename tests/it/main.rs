@@ -3,5 +3,6 @@
 
 mod support;
 
-mod protocol;
 mod files;
+mod protocol;
+mod tasks;

@@ -39,6 +39,7 @@ pub fn test_config() -> Config {
         key("ops", ADMIN, true),
     ]);
     config.limits.workers = 2;
+    config.limits.shutdown_grace = Duration::from_millis(200);
     config
 }
 
@@ -59,11 +60,13 @@ impl TestServer {
         let mut config = test_config();
         config.files.temp_dir = Some(temp.path().join("area"));
         change(&mut config);
+        let mut catalog = taskwire::catalog::Catalog::builtin(config.files.max_temp_bytes);
+        catalog.register(std::sync::Arc::new(Panics));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
-            taskwire::serve(listener, config, async move {
+            taskwire::serve_with(listener, config, catalog, async move {
                 let _ = stopped.await;
             })
             .await
@@ -94,15 +97,22 @@ impl TestServer {
     }
 
     /// Connected without reading anything; optional header key and Origin.
-    pub async fn ws_raw(&self, key: Option<&str>, origin: Option<&str>) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    pub async fn ws_raw(
+        &self,
+        key: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
         let mut request = self.ws_url().into_client_request().unwrap();
         if let Some(key) = key {
-            request
-                .headers_mut()
-                .insert("authorization", HeaderValue::from_str(&format!("Bearer {key}")).unwrap());
+            request.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+            );
         }
         if let Some(origin) = origin {
-            request.headers_mut().insert("origin", HeaderValue::from_str(origin).unwrap());
+            request
+                .headers_mut()
+                .insert("origin", HeaderValue::from_str(origin).unwrap());
         }
         let (stream, response) = tokio_tungstenite::connect_async(request).await?;
         Ok(Ws {
@@ -129,14 +139,26 @@ impl TestServer {
     }
 
     pub async fn get_json(&self, key: &str, path: &str) -> (u16, Value) {
-        let response = TestServer::http().get(self.url(path)).bearer_auth(key).send().await.unwrap();
+        let response = TestServer::http()
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body)
     }
 
     pub async fn metrics(&self) -> String {
-        TestServer::http().get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        TestServer::http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Shuts the server down and waits until `serve` returned.
@@ -145,7 +167,10 @@ impl TestServer {
             let _ = stop.send(());
         }
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -173,7 +198,10 @@ pub enum Frame {
 
 impl Ws {
     pub async fn send(&mut self, value: Value) {
-        self.stream.send(Message::Text(value.to_string().into())).await.unwrap();
+        self.stream
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -187,9 +215,13 @@ impl Ws {
                 .await
                 .expect("no frame before the deadline");
             match next {
-                Some(Ok(Message::Text(t))) => return Frame::Json(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Text(t))) => {
+                    return Frame::Json(serde_json::from_str(&t).unwrap());
+                }
                 Some(Ok(Message::Binary(b))) => return Frame::Binary(b.to_vec()),
-                Some(Ok(Message::Close(frame))) => return Frame::Closed(frame.map(|f| u16::from(f.code))),
+                Some(Ok(Message::Close(frame))) => {
+                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return Frame::Closed(None),
             }
@@ -246,7 +278,10 @@ impl Ws {
             if v["task_id"] != task_id || v["type"] == "stream_begin" || v["type"] == "stream_end" {
                 continue;
             }
-            let end = matches!(v["type"].as_str(), Some("completed" | "failed" | "cancelled"));
+            let end = matches!(
+                v["type"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            );
             events.push(v);
             if end {
                 return events;
@@ -276,7 +311,50 @@ where
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await; // poll with a deadline
+    }
+}
+
+/// A task that panics where its input says: `{"at": "run" | "future" | "blocking"}`.
+pub struct Panics;
+
+impl taskwire::catalog::TaskHandler for Panics {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+    fn description(&self) -> &'static str {
+        "test task that panics"
+    }
+    fn input_schema(&self) -> Value {
+        json!({})
+    }
+    fn validate(
+        &self,
+        _input: &serde_json::value::RawValue,
+    ) -> Result<(), taskwire::catalog::InvalidInput> {
+        Ok(())
+    }
+    fn run(
+        &self,
+        input: Box<serde_json::value::RawValue>,
+        ctx: taskwire::catalog::TaskCtx,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<taskwire::catalog::TaskOutput, taskwire::catalog::TaskError>,
+    > {
+        let at: Value = serde_json::from_str(input.get()).unwrap_or(Value::Null);
+        if at["at"] == "run" {
+            panic!("boom in run");
+        }
+        Box::pin(async move {
+            if at["at"] == "blocking" {
+                ctx.spawn_blocking(|| panic!("boom in blocking")).await?;
+            }
+            panic!("boom in future");
+        })
     }
 }
