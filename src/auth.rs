@@ -149,8 +149,7 @@ impl OriginPolicy {
         let Ok(origin) = normalize_origin(origin) else {
             return false;
         };
-        if self.allowed.iter().any(|a| *a == origin) || self.public_origin.as_ref() == Some(&origin)
-        {
+        if self.allowed.contains(&origin) || self.public_origin.as_ref() == Some(&origin) {
             return true;
         }
         // Same origin: the browser sets Host to the server it talks to.

@@ -115,7 +115,7 @@ pub async fn serve_with(
         let _ = tcp.set_nodelay(true);
     });
     let server = axum::serve(listener, app)
-        .with_graceful_shutdown(draining.clone().cancelled_owned())
+        .with_graceful_shutdown(drained.clone().cancelled_owned())
         .into_future();
     let server = tokio::spawn(server);
 

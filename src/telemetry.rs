@@ -26,7 +26,8 @@ pub fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -206,10 +207,10 @@ impl Metrics {
 
     /// The handles of one task name (made on first use).
     pub fn task(&self, name: &Arc<str>) -> TaskMetrics {
-        if let Ok(map) = self.per_task.read() {
-            if let Some(found) = map.get(name) {
-                return found.clone();
-            }
+        if let Ok(map) = self.per_task.read()
+            && let Some(found) = map.get(name)
+        {
+            return found.clone();
         }
         let outcome = |outcome| {
             self.outcomes.get_or_create_owned(&TaskOutcome {

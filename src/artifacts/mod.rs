@@ -311,10 +311,10 @@ impl Artifacts {
     /// waits: if the expiry loop is swamped, they expire at their deadline.
     pub fn discard(&self, files: &[PublishedFile]) {
         for file in files {
-            if let Some(token) = DownloadToken::parse(&file.token) {
-                if self.inner.expiry.try_send((Instant::now(), token)).is_err() {
-                    tracing::warn!("expiry queue full; a discarded file waits for its deadline");
-                }
+            if let Some(token) = DownloadToken::parse(&file.token)
+                && self.inner.expiry.try_send((Instant::now(), token)).is_err()
+            {
+                tracing::warn!("expiry queue full; a discarded file waits for its deadline");
             }
         }
     }

@@ -496,18 +496,18 @@ impl Core {
             self.finished.pop_front();
             self.forget(id);
         }
-        if let Some(drain) = &mut self.drain {
-            if drain.grace_until.is_some_and(|at| at <= now) {
-                drain.grace_until = None;
-                let running: Vec<TaskId> = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.state == TaskState::Running)
-                    .map(|t| t.id)
-                    .collect();
-                for id in running {
-                    self.cancel_running(id, CancelReason::Shutdown, None);
-                }
+        if let Some(drain) = &mut self.drain
+            && drain.grace_until.is_some_and(|at| at <= now)
+        {
+            drain.grace_until = None;
+            let running: Vec<TaskId> = self
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Running)
+                .map(|t| t.id)
+                .collect();
+            for id in running {
+                self.cancel_running(id, CancelReason::Shutdown, None);
             }
         }
         if self.stats_due.is_some_and(|at| at <= now) {
@@ -518,12 +518,12 @@ impl Core {
     }
 
     fn forget(&mut self, id: TaskId) {
-        if let Some(task) = self.tasks.remove(&id) {
-            if let Some(key) = task.idempotency_key {
-                let entry = (task.owner, task.name, key);
-                if self.idempotency.get(&entry) == Some(&id) {
-                    self.idempotency.remove(&entry);
-                }
+        if let Some(task) = self.tasks.remove(&id)
+            && let Some(key) = task.idempotency_key
+        {
+            let entry = (task.owner, task.name, key);
+            if self.idempotency.get(&entry) == Some(&id) {
+                self.idempotency.remove(&entry);
             }
         }
     }
@@ -718,10 +718,10 @@ impl Core {
                 Arc::clone(&name),
                 Box::<str>::from(key.as_str()),
             );
-            if let Some(&existing) = self.idempotency.get(&lookup) {
-                if self.tasks.contains_key(&existing) {
-                    return self.duplicate(existing, reply);
-                }
+            if let Some(&existing) = self.idempotency.get(&lookup)
+                && self.tasks.contains_key(&existing)
+            {
+                return self.duplicate(existing, reply);
             }
         }
         if self.queue.len() >= self.limits.queue_capacity {
@@ -1071,14 +1071,13 @@ impl Core {
         }
         if task.events.len() < self.limits.max_task_events || terminal {
             task.events.push(Arc::clone(&record));
-        } else if is_progress {
-            if let Some(last) = task
+        } else if is_progress
+            && let Some(last) = task
                 .events
                 .last_mut()
                 .filter(|e| matches!(e.event, TaskEvent::Progress(_)))
-            {
-                *last = Arc::clone(&record);
-            }
+        {
+            *last = Arc::clone(&record);
         }
         let copy_id = copy_to.as_ref().map(|(m, _)| m.id);
         let metrics = &self.metrics;

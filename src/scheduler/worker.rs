@@ -131,10 +131,10 @@ async fn run(job: Job, reports: mpsc::Sender<Report>, artifacts: Artifacts) {
     };
     if !matches!(outcome, Outcome::Completed { .. }) {
         // Unpublished files go with the stage, off the async threads.
-        if let Some(stage) = ctx.take_stage() {
-            if !stage.is_empty() {
-                drop(tokio::task::spawn_blocking(move || drop(stage)));
-            }
+        if let Some(stage) = ctx.take_stage()
+            && !stage.is_empty()
+        {
+            drop(tokio::task::spawn_blocking(move || drop(stage)));
         }
     }
     let idle = ctx.blocking_idle();

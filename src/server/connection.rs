@@ -105,11 +105,12 @@ pub(super) async fn run(
                 code: code.code(),
                 reason: code.reason().into(),
             };
-            let _ = tokio::time::timeout(
-                CLOSE_WRITE_TIMEOUT,
-                socket.send(Message::Close(Some(frame))),
-            )
-            .await;
+            let wait = if code == CloseCode::TryAgainLater {
+                SLOW_CLOSE_TIMEOUT
+            } else {
+                CLOSE_WRITE_TIMEOUT
+            };
+            let _ = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
             Some(code.code())
         }
         End::Gone => None,
@@ -137,10 +138,10 @@ impl Conn {
         let mut burst = Vec::with_capacity(BURST);
         let mut last_heard = Instant::now();
         loop {
-            if !self.out.is_empty() {
-                if let Err(end) = self.write_out(socket, overflow).await {
-                    return end;
-                }
+            if !self.out.is_empty()
+                && let Err(end) = self.write_out(socket, overflow).await
+            {
+                return end;
             }
             let heartbeat = last_heard + HEARTBEAT;
             tokio::select! {
@@ -417,18 +418,16 @@ impl Conn {
                 duplicate,
                 stream,
             } => {
-                if stream {
-                    if let TaskEvent::Completed { files, .. } = &record.event {
-                        let files = files.clone();
-                        self.streams.push_back(StreamJob {
-                            record,
-                            reference,
-                            files,
-                            next_file: 0,
-                            current: None,
-                        });
-                        return;
-                    }
+                if stream && let TaskEvent::Completed { files, .. } = &record.event {
+                    let files = files.clone();
+                    self.streams.push_back(StreamJob {
+                        record,
+                        reference,
+                        files,
+                        next_file: 0,
+                        current: None,
+                    });
+                    return;
                 }
                 self.event(&record, reference.as_deref(), duplicate);
             }

@@ -225,6 +225,10 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// The caller of a REST request, from `Authorization: Bearer ...`.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished HTTP response, on the rejection path only"
+)]
 pub fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     let secret = headers
         .get(header::AUTHORIZATION)

@@ -60,15 +60,19 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
 fn fail(state: &AppState, error: &WireError) -> Response {
     state.metrics.rejected(error.code);
     let mut response = error_response(status_of(error.code), error);
-    if let Some(ms) = error.retry_after_ms {
-        if let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+    if let Some(ms) = error.retry_after_ms
+        && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }
 
 /// Auth and Origin checks shared by every REST route.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished HTTP response, on the rejection path only"
+)]
 fn caller(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     if !origin_allowed(state, headers) {
         return Err(error_response(
@@ -159,10 +163,10 @@ async fn submit(
         // Rejections were counted by the scheduler.
         Ok(Err(error)) => {
             let mut response = error_response(status_of(error.code), &error);
-            if let Some(ms) = error.retry_after_ms {
-                if let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
+            if let Some(ms) = error.retry_after_ms
+                && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
             }
             response
         }
@@ -381,14 +385,14 @@ async fn mint(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
             }
         }
     };
-    if let Some(tasks) = &request.tasks {
-        if let Some(unknown) = tasks.iter().find(|t| state.catalog.get(t).is_none()) {
-            let shown: String = unknown.chars().take(64).collect();
-            return fail(
-                &state,
-                &WireError::new(ErrorCode::UnknownTask, format!("no task named {shown:?}")),
-            );
-        }
+    if let Some(tasks) = &request.tasks
+        && let Some(unknown) = tasks.iter().find(|t| state.catalog.get(t).is_none())
+    {
+        let shown: String = unknown.chars().take(64).collect();
+        return fail(
+            &state,
+            &WireError::new(ErrorCode::UnknownTask, format!("no task named {shown:?}")),
+        );
     }
     let origin = match request
         .origin

@@ -4,5 +4,7 @@
 mod support;
 
 mod files;
+mod process;
 mod protocol;
+mod rest;
 mod tasks;

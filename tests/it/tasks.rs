@@ -278,7 +278,11 @@ async fn concurrency_key_serialises_without_blocking_others() {
     let server = TestServer::with(|c| c.limits.workers = 2).await;
     let mut ws = server.ws(ALICE).await;
     let keyed = json!({"concurrency_key": "event-7"});
-    for (r, ms, options) in [("a", 150, keyed.clone()), ("b", 150, keyed.clone()), ("free", 10, json!({}))] {
+    for (r, ms, options) in [
+        ("a", 150, keyed.clone()),
+        ("b", 150, keyed.clone()),
+        ("free", 10, json!({})),
+    ] {
         ws.send(json!({"type": "submit", "ref": r, "task": "sleep", "input": {"ms": ms}, "options": options})).await;
     }
     let (mut a, mut b, mut free) = (String::new(), String::new(), String::new());
@@ -434,7 +438,10 @@ async fn slow_reader_is_closed_1013_and_loses_nothing() {
     let id = fast.submit_ok("echo", json!("fine")).await;
     assert_eq!(fast.terminal(&id).await["type"], "completed");
     eventually("the slow reader is noticed", || async {
-        server.metrics().await.contains("taskwire_slow_consumers_total 1")
+        server
+            .metrics()
+            .await
+            .contains("taskwire_slow_consumers_total 1")
     })
     .await;
     // The slow client finds the close after whatever was sent before it.
@@ -457,7 +464,9 @@ async fn slow_reader_is_closed_1013_and_loses_nothing() {
     // It comes back and recovers every event of both tasks.
     let mut again = server.ws(ALICE).await;
     for id in &ids {
-        again.send(json!({"type": "subscribe", "task_id": id, "after_seq": 1})).await;
+        again
+            .send(json!({"type": "subscribe", "task_id": id, "after_seq": 1}))
+            .await;
         let events = again.events_until_end(id).await;
         assert_eq!(events[0]["seq"], 2);
         assert_eq!(events.last().unwrap()["type"], "completed");
