@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every test, from a fresh machine: installs what the tests need if it is
+# missing (Chromium from Debian, playwright-core from npm with a lockfile,
+# a Python venv with the ODF validators), then runs
+#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite;
+#   2. ODF schema validation of generated booklets;
+#   3. the end-to-end browser tests against a real `taskwire serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+need_apt() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]} (apt)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+step "rust: fmt, clippy, tests"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+
+step "booklets: ODF schema validation"
+cargo build --quiet --examples
+out="$root/target/booklet-check"
+rm -rf "$out" && mkdir -p "$out"
+for sample in "$root"/../shared/examples/*.json; do
+  [ -e "$sample" ] || continue
+  "$root/target/debug/examples/booklet" "$sample" "$out/$(basename "$sample" .json).odt"
+done
+for seed in 1 2 3; do
+  "$root/target/debug/examples/booklet" --generate "$seed" 300 "$out/generated-$seed.odt"
+done
+"$root/target/debug/examples/booklet" --generate 4 3000 "$out/generated-large.odt"
+scripts/odf-validate.sh "$out"/*.odt
+
+step "browser: end-to-end tests in Chromium"
+need_apt chromium
+TASKWIRE_BIN="$root/target/debug/taskwire" tests/browser/run.sh
+
+step "all tests passed"
