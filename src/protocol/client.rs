@@ -127,6 +127,20 @@ struct RawFields<'a> {
     after_seq: Option<&'a RawValue>,
 }
 
+/// serde would read a JSON array into a struct field by field; a message
+/// must be an object.
+fn not_an_object(text: &str, kind: Option<&'static str>) -> Result<(), DecodeError> {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') | None => Ok(()),
+        Some(b'[') => Err(DecodeError {
+            reference: None,
+            kind,
+            message: "a message must be a JSON object".to_owned(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// A field that is present (even as `null`) is `Some`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&'de RawValue>::deserialize(d).map(Some)
@@ -134,6 +148,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
+    not_an_object(text, None)?;
     let raw: RawFields<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
         reference: None,
         kind: None,
@@ -190,6 +205,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
 
 /// Decodes the body of `POST /v1/tasks`: a `submit` message without `type`.
 pub fn decode_submit(text: &str) -> Result<(Option<String>, Submit<'_>), DecodeError> {
+    not_an_object(text, Some("submit"))?;
     let raw: RawFields<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
         reference: None,
         kind: Some("submit"),
