@@ -105,15 +105,19 @@ pub enum Outbound {
         task_id: TaskId,
     },
     /// Admin `watch` reply: every held task and the counters.
-    Watching {
-        reference: Option<Box<str>>,
-        tasks: Vec<TaskView>,
-        stats: Stats,
-    },
+    Watching(Box<Watching>),
     /// Admin: a task changed.
     TaskUpdate(Box<TaskView>),
     /// Admin: the counters changed.
     Stats(Box<Stats>),
+}
+
+/// The admin `watch` reply's content.
+#[derive(Debug)]
+pub struct Watching {
+    pub reference: Option<Box<str>>,
+    pub tasks: Vec<TaskView>,
+    pub stats: Stats,
 }
 
 /// A connection's bounded inbox. Cloned into every task it follows.
@@ -669,14 +673,12 @@ impl Core {
             Command::Watch { mailbox, reference } => {
                 let tasks = self.watch_list();
                 let stats = self.stats();
-                if mailbox.deliver(
-                    Outbound::Watching {
-                        reference,
-                        tasks,
-                        stats,
-                    },
-                    &self.metrics,
-                ) {
+                let reply = Outbound::Watching(Box::new(Watching {
+                    reference,
+                    tasks,
+                    stats,
+                }));
+                if mailbox.deliver(reply, &self.metrics) {
                     self.watchers.retain(|w| w.id != mailbox.id);
                     self.watchers.push(mailbox);
                 }

@@ -135,7 +135,8 @@ impl Conn {
     ) -> End {
         let auth_deadline = Instant::now() + self.state.config.security.auth_timeout;
         let drained = self.state.drained.clone();
-        let mut burst = Vec::with_capacity(BURST);
+        // Grows on the first burst only: an idle connection stays small.
+        let mut burst = Vec::new();
         let mut last_heard = Instant::now();
         loop {
             if !self.out.is_empty()
@@ -461,12 +462,8 @@ impl Conn {
                 .to_json();
                 self.out.push(Message::Text(text.into()));
             }
-            Outbound::Watching {
-                reference,
-                tasks,
-                stats,
-            } => {
-                let text = encode::watching(reference.as_deref(), &tasks, &stats);
+            Outbound::Watching(w) => {
+                let text = encode::watching(w.reference.as_deref(), &w.tasks, &w.stats);
                 self.out.push(Message::Text(text.into()));
             }
             Outbound::TaskUpdate(view) => {
