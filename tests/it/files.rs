@@ -107,7 +107,7 @@ async fn get_status(server: &TestServer, path: &str) -> StatusCode {
     get(server, path).await.status()
 }
 
-fn header_text<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+fn header_text(response: &Response, name: header::HeaderName) -> &str {
     response
         .headers()
         .get(&name)
