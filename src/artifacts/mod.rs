@@ -50,7 +50,8 @@ impl DownloadToken {
 
     /// Parses the token part of a link; anything else is not a token.
     pub fn parse(text: &str) -> Option<DownloadToken> {
-        if text.len() != 32 {
+        // One spelling only: 32 lowercase hex digits.
+        if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         let mut bytes = [0u8; 16];

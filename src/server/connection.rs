@@ -535,7 +535,10 @@ impl Conn {
         }
         if let Some(path) = job.files.get(job.next_file).map(|f| f.path.clone()) {
             // Cancel-safe: the file counts as started only once it is open.
-            let opened = tokio::fs::File::open(&path).await;
+            let opened = tokio::task::spawn_blocking(move || super::files::open_no_follow(&path))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|opened| opened.map(tokio::fs::File::from_std));
             let Some(file) = job.files.get(job.next_file) else {
                 return;
             };

@@ -109,6 +109,25 @@ pub(super) fn content_disposition(name: &str) -> String {
     )
 }
 
+/// Opens a file for reading without following a symlink (blocking).
+pub(super) fn open_no_follow(path: &std::path::Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(symlink_is_missing)
+}
+
+/// `O_NOFOLLOW` on a symlink fails with `ELOOP`: to a client, that file
+/// does not exist.
+fn symlink_is_missing(error: io::Error) -> io::Error {
+    if error.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::new(io::ErrorKind::NotFound, "symlinks are not served")
+    } else {
+        error
+    }
+}
+
 /// A `ServeDir` backend that never follows a symlink.
 #[derive(Clone, Debug)]
 struct NoFollow;
@@ -124,14 +143,9 @@ impl Backend for NoFollow {
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
         Box::pin(async move {
-            let file = tokio::task::spawn_blocking(move || {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(path)
-            })
-            .await
-            .map_err(io::Error::other)??;
+            let file = tokio::task::spawn_blocking(move || open_no_follow(&path))
+                .await
+                .map_err(io::Error::other)??;
             Ok(NoFollowFile(tokio::fs::File::from_std(file)))
         })
     }
