@@ -1,0 +1,78 @@
+// BullMQ peer benchmark: prints ONE JSON object, like taskwire-bench.
+//   node bench.mjs throughput N   addBulk N no-op jobs, wait until all completed
+//   node bench.mjs sequential N   one job at a time: add, waitUntilFinished
+// The worker (worker.mjs, concurrency 50) runs in its own process.
+import { readFileSync } from 'node:fs';
+import { Queue, QueueEvents } from 'bullmq';
+
+const connection = { host: '127.0.0.1', port: Number(process.env.REDIS_PORT ?? 6379) };
+const [mode, nText] = process.argv.slice(2);
+const n = Number(nText);
+const TIMEOUT_MS = 600_000;
+
+const cpuS = () => {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(')').pop().trim().split(/\s+/);
+  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ = 100
+};
+const percentile = (sorted, q) =>
+  sorted.length ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * sorted.length + 0.5) - 1))] : null;
+
+const queue = new Queue('bench', { connection });
+const events = new QueueEvents('bench', { connection });
+await queue.waitUntilReady();
+await events.waitUntilReady();
+// Warm-up: the worker is up and events flow.
+await (await queue.add('noop', {})).waitUntilFinished(events, TIMEOUT_MS);
+
+const before = cpuS();
+let report;
+if (mode === 'throughput') {
+  let completed = 0;
+  let failures = 0;
+  let resolveDone;
+  const done = new Promise((resolve) => { resolveDone = resolve; });
+  const ids = new Set();
+  const finish = (jobId, failed) => {
+    if (!ids.delete(jobId)) return;
+    if (failed) failures += 1; else completed += 1;
+    if (completed + failures === n) resolveDone();
+  };
+  // Events can arrive before addBulk returns the ids: remember early ones.
+  const early = new Map();
+  events.on('completed', ({ jobId }) => (ids.has(jobId) ? finish(jobId, false) : early.set(jobId, false)));
+  events.on('failed', ({ jobId }) => (ids.has(jobId) ? finish(jobId, true) : early.set(jobId, true)));
+  const start = process.hrtime.bigint();
+  const jobs = await queue.addBulk(Array.from({ length: n }, () => ({ name: 'noop', data: {} })));
+  const submitted = Number(process.hrtime.bigint() - start) / 1e9;
+  for (const job of jobs) ids.add(job.id);
+  for (const [jobId, failed] of early) finish(jobId, failed);
+  early.clear();
+  const timer = setTimeout(() => { console.error('timed out'); process.exit(1); }, TIMEOUT_MS);
+  await done;
+  clearTimeout(timer);
+  const wall = Number(process.hrtime.bigint() - start) / 1e9;
+  report = { mode: 'tasks', peer: 'bullmq', count: n, completed, failures, wall_s: wall, submit_s: submitted,
+             tasks_per_s: n / wall };
+} else if (mode === 'sequential') {
+  const samples = [];
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i += 1) {
+    const t0 = process.hrtime.bigint();
+    const job = await queue.add('noop', {});
+    await job.waitUntilFinished(events, TIMEOUT_MS);
+    samples.push(Number((process.hrtime.bigint() - t0) / 1000n));
+  }
+  const wall = Number(process.hrtime.bigint() - start) / 1e9;
+  samples.sort((a, b) => a - b);
+  report = { mode: 'tasks', peer: 'bullmq', count: n, completed: n, failures: 0, in_flight: 1, connections: 1,
+             wall_s: wall, tasks_per_s: n / wall,
+             latency_us: { p50: percentile(samples, 0.5), p90: percentile(samples, 0.9),
+                           p99: percentile(samples, 0.99), p99_9: percentile(samples, 0.999) } };
+} else {
+  throw new Error(`unknown mode ${mode}`);
+}
+report.client_cpu_s = cpuS() - before;
+console.log(JSON.stringify(report));
+await events.close();
+await queue.close();
+process.exit(0);
