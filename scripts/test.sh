@@ -35,12 +35,12 @@ out="$root/target/booklet-check"
 rm -rf "$out" && mkdir -p "$out"
 for sample in "$root"/../shared/examples/*.json; do
   [ -e "$sample" ] || continue
-  "$root/target/debug/examples/booklet" "$sample" "$out/$(basename "$sample" .json).odt"
+  "$root/target/debug/examples/booklet" "$sample" "$out/$(basename "$sample" .json).odt" >/dev/null 2>&1
 done
 for seed in 1 2 3; do
-  "$root/target/debug/examples/booklet" --generate "$seed" 300 "$out/generated-$seed.odt"
+  "$root/target/debug/examples/booklet" "generated:$seed:300" "$out/generated-$seed.odt" >/dev/null 2>&1
 done
-"$root/target/debug/examples/booklet" --generate 4 3000 "$out/generated-large.odt"
+"$root/target/debug/examples/booklet" generated:4:3000 "$out/generated-large.odt" >/dev/null 2>&1
 scripts/odf-validate.sh "$out"/*.odt
 
 step "browser: end-to-end tests in Chromium"

@@ -24,7 +24,7 @@ impl booklet::Observer for Observer<'_> {
         self.ctx.progress_blocking(Progress {
             fraction: Some(progress.fraction),
             message: Some(progress.message),
-            data: None,
+            data: serde_json::value::to_raw_value(&progress.data).ok(),
         });
     }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod booklet;
 mod files;
 mod process;
 mod protocol;
