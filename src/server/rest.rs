@@ -83,6 +83,21 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> 
     bearer(state, headers)
 }
 
+/// [`caller`] plus the task id of the path (`404` when it is not one).
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished HTTP response, on the rejection path only"
+)]
+fn task_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    task_id: &str,
+) -> Result<(Principal, TaskId), Response> {
+    let principal = caller(state, headers)?;
+    let task_id = task_id.parse::<TaskId>().map_err(|_| not_found(state))?;
+    Ok((principal, task_id))
+}
+
 fn not_found(state: &AppState) -> Response {
     fail(state, &WireError::new(ErrorCode::NotFound, "no such task"))
 }
@@ -195,12 +210,9 @@ async fn snapshot(
     headers: HeaderMap,
     Path(task_id): Path<String>,
 ) -> Response {
-    let principal = match caller(&state, &headers) {
-        Ok(p) => p,
+    let (principal, task_id) = match task_caller(&state, &headers, &task_id) {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let Ok(task_id) = task_id.parse::<TaskId>() else {
-        return not_found(&state);
     };
     match view(&state, principal, task_id).await {
         Some(view) => json(StatusCode::OK, encode::snapshot(&view, &state.links)),
@@ -213,12 +225,9 @@ async fn cancel(
     headers: HeaderMap,
     Path(task_id): Path<String>,
 ) -> Response {
-    let principal = match caller(&state, &headers) {
-        Ok(p) => p,
+    let (principal, task_id) = match task_caller(&state, &headers, &task_id) {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let Ok(task_id) = task_id.parse::<TaskId>() else {
-        return not_found(&state);
     };
     let (tx, rx) = oneshot::channel();
     let command = Command::Cancel {
@@ -255,12 +264,9 @@ async fn events(
     headers: HeaderMap,
     Path(task_id): Path<String>,
 ) -> Response {
-    let principal = match caller(&state, &headers) {
-        Ok(p) => p,
+    let (principal, task_id) = match task_caller(&state, &headers, &task_id) {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let Ok(task_id) = task_id.parse::<TaskId>() else {
-        return not_found(&state);
     };
     let after_seq = headers
         .get(LAST_EVENT_ID)
