@@ -55,7 +55,15 @@ function cell(row, content, className) {
 function code(text) {
   const el = document.createElement('code');
   el.textContent = text;
-  el.title = text;
+  return el;
+}
+
+/** A task id, shortened on screen; the whole id is its title and the row's data-task-id. */
+function taskId(id) {
+  const el = document.createElement('code');
+  el.className = 'task-id';
+  el.title = id;
+  el.textContent = id.length > 16 ? `${id.slice(0, 6)}…${id.slice(-6)}` : id;
   return el;
 }
 
@@ -79,6 +87,8 @@ function row(body, summary) {
 
 function render() {
   renderQueued = false;
+  // Rows are rebuilt: keep keyboard focus on the same task's button.
+  const focused = document.activeElement?.dataset?.taskId;
   const all = [...tasks.values()];
   const running = all.filter((t) => t.state === 'running').sort((a, b) => (a.started_at ?? '').localeCompare(b.started_at ?? ''));
   const queued = all.filter((t) => t.state === 'queued').sort((a, b) => (a.position ?? 0) - (b.position ?? 0));
@@ -93,17 +103,18 @@ function render() {
   for (const t of running) {
     const tr = row(runningBody, t);
     cell(tr, code(t.task));
-    cell(tr, code(t.task_id));
+    cell(tr, taskId(t.task_id));
     cell(tr, t.client);
     cell(tr, t.worker ?? '');
     const bar = document.createElement('progress');
     bar.max = 1;
     if (typeof t.progress === 'number') bar.value = t.progress;
     bar.setAttribute('aria-label', `progress of ${t.task_id}`);
-    const td = cell(tr, bar);
+    const td = cell(tr, bar, 'progress');
     const pct = typeof t.progress === 'number' ? ` ${Math.round(t.progress * 100)}%` : '';
     td.append(`${pct}${t.message ? ` ${t.message}` : ''}`);
-    cell(tr, t.started_at ? duration(now - Date.parse(t.started_at)) : '', 'num');
+    const elapsed = cell(tr, t.started_at ? duration(now - Date.parse(t.started_at)) : '', 'num elapsed');
+    if (t.started_at) elapsed.dataset.since = t.started_at;
     cell(tr, cancelButton(t));
   }
   if (!running.length) runningBody.insertRow().insertCell().outerHTML = '<td colspan="7" class="empty">Nothing running.</td>';
@@ -114,7 +125,7 @@ function render() {
     const tr = row(queuedBody, t);
     cell(tr, String(t.position ?? ''), 'num');
     cell(tr, code(t.task));
-    cell(tr, code(t.task_id));
+    cell(tr, taskId(t.task_id));
     cell(tr, t.client);
     cell(tr, time(t.created_at));
     cell(tr, cancelButton(t));
@@ -127,7 +138,7 @@ function render() {
     const tr = row(finishedBody, t);
     cell(tr, time(t.finished_at));
     cell(tr, code(t.task));
-    cell(tr, code(t.task_id));
+    cell(tr, taskId(t.task_id));
     cell(tr, t.client);
     cell(tr, t.state, `state state-${t.state}`);
     const details = cell(tr, '');
@@ -142,6 +153,8 @@ function render() {
     cell(tr, duration(t.duration_ms), 'num');
   }
   if (!finished.length) finishedBody.insertRow().insertCell().outerHTML = '<td colspan="7" class="empty">Nothing finished yet.</td>';
+
+  if (focused) document.querySelector(`button[data-task-id="${CSS.escape(focused)}"]`)?.focus();
 
   if (stats) {
     $('#stat-busy').textContent = `${stats.workers_busy} / ${stats.workers}`;
@@ -274,7 +287,10 @@ $('#key-form').addEventListener('submit', (e) => {
 
 // Elapsed times tick locally; the data itself only changes on server messages.
 setInterval(() => {
-  if ([...tasks.values()].some((t) => t.state === 'running')) scheduleRender();
+  const now = Date.now();
+  for (const td of document.querySelectorAll('#running td[data-since]')) {
+    td.textContent = duration(now - Date.parse(td.dataset.since));
+  }
 }, 1000);
 
 const fragmentKey = keyFromFragment();

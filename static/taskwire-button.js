@@ -35,6 +35,7 @@ const STYLE = `
   align-items: flex-start;
   gap: var(--taskwire-gap, 0.35em);
   font: var(--taskwire-font, inherit);
+  max-width: 100%;
 }
 :host([hidden]) { display: none; }
 button {
@@ -70,7 +71,7 @@ progress {
   width: var(--taskwire-progress-width, 12em);
   accent-color: var(--taskwire-accent, #1d4ed8);
 }
-[part="status"], [part="error"] { font-size: 0.9em; min-height: 1em; }
+[part="status"], [part="error"], [part="link"] { font-size: 0.9em; min-height: 1em; max-width: 100%; overflow-wrap: anywhere; }
 [part="status"]:empty, [part="error"]:empty { display: none; }
 [part="error"] { color: var(--taskwire-error, #b91c1c); }
 [hidden] { display: none !important; }

@@ -198,7 +198,7 @@ export class TaskHandle extends EventTarget {
   constructor(client) {
     super();
     this.#client = client;
-    /** @type {Promise<TaskEvent>} The `accepted` event; rejects if the submit is rejected. */
+    /** @type {Promise<TaskEvent>} The `accepted` event (for a `subscribe` that starts after it, the first event received); rejects if the submit is rejected. */
     this.accepted = new Promise((resolve, reject) => {
       this.#resolveAccepted = resolve;
       this.#rejectAccepted = reject;
@@ -485,7 +485,9 @@ export class TaskwireClient extends EventTarget {
 
   /**
    * Follows a task by id (an admin key may follow any key's task). Events
-   * after `afterSeq` that the server still holds arrive first, then live ones.
+   * after `afterSeq` that the server still holds arrive first, then live ones
+   * (so an `afterSeq` at or past the terminal event's seq receives nothing).
+   * An unknown task, or another key's, rejects with `not_found`.
    * @param {string} taskId
    * @param {{afterSeq?: number}} [options]
    * @returns {TaskHandle}
@@ -496,6 +498,10 @@ export class TaskwireClient extends EventTarget {
     const handle = new TaskHandle(this);
     handle.taskId = taskId;
     handle.lastSeq = afterSeq;
+    if (this.state === 'closed') {
+      handle._fail(new TaskwireError('closed', 'the client is closed'));
+      return handle;
+    }
     this.#handles.set(taskId, handle);
     if (this.state === 'open') this.#sendSubscribe(handle);
     else this.connect().catch(() => {});

@@ -374,6 +374,8 @@ struct Task {
     message: Option<String>,
     /// When the monitoring page last heard of this task's progress.
     watched_at: Option<Instant>,
+    /// The queue position the monitoring page last saw.
+    watched_position: Option<u64>,
 }
 
 struct Subscriber {
@@ -790,6 +792,7 @@ impl Core {
                 progress: None,
                 message: None,
                 watched_at: None,
+                watched_position: None,
             },
         );
         self.emit(id, TaskEvent::Accepted { position }, copy_to);
@@ -1146,6 +1149,9 @@ impl Core {
             return;
         };
         let view = self.view(task);
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.watched_position = view.position;
+        }
         let metrics = &self.metrics;
         self.watchers
             .retain(|w| w.deliver(Outbound::TaskUpdate(Box::new(view.clone())), metrics));
@@ -1224,6 +1230,7 @@ impl Core {
         if self.watchers.is_empty() {
             return;
         }
+        self.push_positions();
         let stats = self.stats();
         if stats == self.last_stats {
             return;
@@ -1232,6 +1239,27 @@ impl Core {
         let metrics = &self.metrics;
         self.watchers
             .retain(|w| w.deliver(Outbound::Stats(Box::new(stats.clone())), metrics));
+    }
+
+    /// Queued tasks move up as others start or leave: the monitoring page
+    /// hears of the first `WATCH_RECENT` whose position changed.
+    fn push_positions(&mut self) {
+        let queued: Vec<TaskId> = self.queue.ids().take(WATCH_RECENT).collect();
+        for id in queued {
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            let view = self.view(task);
+            if view.position == task.watched_position {
+                continue;
+            }
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.watched_position = view.position;
+            }
+            let metrics = &self.metrics;
+            self.watchers
+                .retain(|w| w.deliver(Outbound::TaskUpdate(Box::new(view.clone())), metrics));
+        }
     }
 
     fn update_gauges(&mut self) {

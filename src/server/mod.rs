@@ -141,7 +141,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback_service(static_files)
+        // Public files: any page may load the client and the widget (the
+        // WebSocket and REST still check `allowed_origins`).
+        .fallback_service(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::cors::CorsLayer::new().allow_origin(tower_http::cors::Any))
+                .service(static_files),
+        )
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|request: &axum::http::Request<_>| {

@@ -62,9 +62,24 @@ describe('browser tokens and origins', () => {
 
   const button = (page) => page.locator('taskwire-button').locator('button');
 
+  /**
+   * Opens a host page and waits for <taskwire-button> to be defined: its
+   * module script comes from the taskwire server, another origin, so it loads
+   * only if the server answers it with CORS headers.
+   */
+  async function goto(page, url) {
+    const messages = [];
+    page.on('console', (m) => messages.push(m.text()));
+    await page.goto(url);
+    const defined = await page
+      .waitForFunction(() => customElements.get('taskwire-button') !== undefined, null, { timeout: 5_000 })
+      .then(() => true, () => false);
+    assert.ok(defined, `${server.url}/taskwire-button.js did not load on ${url}: ${messages.join(' | ')}`);
+  }
+
   test('a token minted by the backend (token-url) works from an allowed origin; the download matches', T, async () => {
     const page = await newPage();
-    await page.goto(`${allowed.origin}/widget`);
+    await goto(page, `${allowed.origin}/widget`);
     const minted = allowed.minted.length;
     const downloaded = page.waitForEvent('download');
     await button(page).click();
@@ -79,7 +94,7 @@ describe('browser tokens and origins', () => {
 
   test('a token bound to the page origin works from that origin', T, async () => {
     const page = await newPage();
-    await page.goto(`${allowed.origin}/bound`);
+    await goto(page, `${allowed.origin}/bound`);
     await button(page).click();
     const done = await widgetEvent(page, 'taskwire-done');
     assert.equal(done.type, 'completed');
@@ -94,8 +109,32 @@ describe('browser tokens and origins', () => {
     assert.ok(Date.parse(expiresAt) - Date.now() <= 1500, `expires_at ${expiresAt} is about 1 s away`);
     await until(() => Date.now() > Date.parse(expiresAt) + 200, `the token to expire at ${expiresAt}`, { ms: 10_000 });
 
+    // Refused on REST (401, error body) and on the WebSocket (close 4401) ...
+    const rest = await fetch(`${server.url}/v1/tasks/t_anything`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(rest.status, 401);
+    assert.equal((await rest.json()).error.code, 'unauthorized');
+    const client = new TaskwireClient(server.url, { key: token });
+    clients.push(client);
+    await assert.rejects(deadline(client.connect(), 'the refusal'), (e) => e instanceof TaskwireError && e.code === 'unauthorized');
+    // ... and so in the widget, on the server's own origin (the demo page,
+    // emptied down to one widget) ...
+    const own = await newPage();
+    await own.goto(`${server.url}/`);
+    await own.evaluate(async (t) => {
+      await customElements.whenDefined('taskwire-button');
+      const el = document.createElement('taskwire-button');
+      el.setAttribute('task', 'echo');
+      el.setAttribute('token', t);
+      el.input = 1;
+      document.body.replaceChildren(el);
+    }, token);
+    await button(own).click();
+    assert.equal((await widgetEvent(own, 'taskwire-error')).code, 'unauthorized');
+    await own.locator('taskwire-button').getByRole('alert').waitFor();
+    await own.close();
+    // ... and embedded in the backend's page on its own origin.
     const page = await newPage();
-    await page.goto(`${allowed.origin}/widget`);
+    await goto(page, `${allowed.origin}/widget`);
     await page.evaluate((t) => {
       const el = document.querySelector('taskwire-button');
       el.removeAttribute('token-url');
@@ -106,14 +145,6 @@ describe('browser tokens and origins', () => {
     assert.equal(error.code, 'unauthorized');
     await page.locator('taskwire-button').getByRole('alert').waitFor();
     await page.close();
-
-    // The same refusal on REST (401, error body) and in Node (close 4401).
-    const rest = await fetch(`${server.url}/v1/tasks/t_anything`, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(rest.status, 401);
-    assert.equal((await rest.json()).error.code, 'unauthorized');
-    const client = new TaskwireClient(server.url, { key: token });
-    clients.push(client);
-    await assert.rejects(deadline(client.connect(), 'the refusal'), (e) => e instanceof TaskwireError && e.code === 'unauthorized');
   });
 
   test('a token limited to some tasks is refused others; its tasks belong to the minting key', T, async () => {
@@ -151,7 +182,7 @@ describe('browser tokens and origins', () => {
 
   test('a page on an origin that is not allowed fails cleanly', T, async () => {
     const page = await newPage();
-    await page.goto(`${foreign.origin}/widget`);
+    await goto(page, `${foreign.origin}/widget`);
     await button(page).click();
     const error = await widgetEvent(page, 'taskwire-error');
     assert.equal(error.code, 'connection_failed');
