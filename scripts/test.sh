@@ -33,7 +33,7 @@ step "booklets: ODF schema validation"
 cargo build --quiet --examples
 out="$root/target/booklet-check"
 rm -rf "$out" && mkdir -p "$out"
-for sample in "$root"/../shared/examples/*.json; do
+for sample in "$root"/tests/data/*.json; do
   [ -e "$sample" ] || continue
   "$root/target/debug/examples/booklet" "$sample" "$out/$(basename "$sample" .json).odt" >/dev/null 2>&1
 done

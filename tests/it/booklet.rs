@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::support::{ALICE, TestServer};
 
 fn sample(name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples/");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
     serde_json::from_str(&std::fs::read_to_string(format!("{path}{name}")).unwrap()).unwrap()
 }
 

@@ -1,4 +1,4 @@
-//! Booklet tests: the samples in shared/examples, the example of BOOKLET.md §9, generated
+//! Booklet tests: the samples in tests/data (copies of shared/examples), the example of BOOKLET.md §9, generated
 //! events of every shape and size, and one fixture per rule.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

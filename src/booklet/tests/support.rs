@@ -41,7 +41,7 @@ pub(super) fn build_ok(input: &Value) -> Booklet {
 /// The sample events live in shared/, beside the crate (also beside taskwire's).
 pub(super) fn sample(name: &str) -> Value {
     let dir = std::env::var("TASKWIRE_EXAMPLES_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples").to_owned());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data").to_owned());
     let path = format!("{dir}/{name}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
