@@ -45,6 +45,9 @@ const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 enum End {
     Close(CloseCode),
+    /// The client closed: tungstenite has queued the echoing close frame;
+    /// a flush sends it.
+    ClosedByClient,
     /// The peer went away or the socket broke: nothing more to send.
     Gone,
 }
@@ -112,6 +115,10 @@ pub(super) async fn run(
             };
             let _ = tokio::time::timeout(wait, socket.send(Message::Close(Some(frame)))).await;
             Some(code.code())
+        }
+        End::ClosedByClient => {
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.flush()).await;
+            Some(CloseCode::Normal.code())
         }
         End::Gone => None,
     };
@@ -238,7 +245,7 @@ impl Conn {
                 None
             }
             Message::Ping(_) | Message::Pong(_) => None,
-            Message::Close(_) => Some(End::Close(CloseCode::Normal)),
+            Message::Close(_) => Some(End::ClosedByClient),
         }
     }
 

@@ -417,3 +417,22 @@ async fn admin_watch_needs_an_admin_key() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn client_close_is_answered_1000() {
+    let server = TestServer::start().await;
+    let mut ws = server.ws(ALICE).await;
+    futures::SinkExt::send(
+        &mut ws.stream,
+        tokio_tungstenite::tungstenite::Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            },
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ws.closed().await, Some(1000));
+    server.stop().await;
+}
