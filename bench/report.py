@@ -77,6 +77,10 @@ def main():
     print(f"Medians of {n_rounds} rounds, (min–max) across rounds.\n")
     if len(sys.argv) > 2:
         print("```\n" + open(sys.argv[2]).read().strip() + "\n```\n")
+    loads = values(runs, "loadavg", "load1")
+    if loads:
+        print("1-minute load average at the start of each round (the machine is shared): "
+              + ", ".join(fmt(x) for x in loads) + "\n")
 
     print("### Task throughput and latency (no-op `echo`; peers: no-op task)\n")
     rows = []
@@ -84,7 +88,8 @@ def main():
         ("taskwire_echo_8x64", "taskwire, 8 conns × 64 in flight, unpinned"),
         ("taskwire_echo_8x64_pinned", "taskwire, 8 × 64, server cpu 0, client cpu 1"),
         ("taskwire_echo_sequential_pinned", "taskwire, sequential (1 × 1), pinned"),
-        ("taskwire_echo_sequential_unpinned_client", "taskwire, sequential (1 × 1), server pinned, client not"),
+        ("taskwire_echo_sequential_unpinned_client", "taskwire, sequential (1 × 1), server cpu 0, client unpinned"),
+        ("taskwire_echo_sequential_same_core", "taskwire, sequential (1 × 1), server and client both on cpu 0"),
         ("bullmq_throughput", "BullMQ, addBulk N, worker concurrency 50"),
         ("bullmq_sequential", "BullMQ, sequential (add + waitUntilFinished)"),
         ("celery_throughput", "Celery, delay × N then get each, prefork 2"),
@@ -133,7 +138,7 @@ def main():
         rows.append([f"download of a {label} link, MB/s (median of each round's fetches)",
                      cell(values(runs, "taskwire_download", "mb_per_s.median"))])
         rows.append(["  making the blob (task), s", cell(values(runs, "taskwire_download", "blob_task_s"))])
-    for name in sorted(n for n in runs if n.startswith("taskwire_booklet_")):
+    for name in sorted((n for n in runs if n.startswith("taskwire_booklet_")), key=lambda n: int(n.rsplit("_", 1)[1])):
         c = name.rsplit("_", 1)[1]
         mb = values(runs, name, "input_bytes")[:1]
         rows.append([f"`abstract_booklet`, {c} contributions ({fmt(mb[0] / 1e6) if mb else '?'} MB JSON), "
@@ -172,7 +177,7 @@ def main():
 
     errors = [(n, r, res.get("error") or res.get("first_error"))
               for n, rr in runs.items() for r, res in rr.items()
-              if n != "booklet_probe" and (res.get("error") or res.get("failures"))]
+              if n not in ("booklet_probe", "loadavg") and (res.get("error") or res.get("failures"))]
     if errors:
         print("\nErrors and failures:\n")
         for n, r, e in errors:

@@ -15,17 +15,17 @@ cd "$root"
 
 RUNS="${RUNS:-3}"
 # Sizes chosen so each measurement takes about 10 s on this 2-core machine.
-TW_N="${TW_N:-500000}"            # echo tasks, 8 connections x 64 in flight
-TW_SEQ_N="${TW_SEQ_N:-100000}"    # sequential echo tasks (1 x 1)
+TW_N="${TW_N:-1000000}"            # echo tasks, 8 connections x 64 in flight
+TW_SEQ_N="${TW_SEQ_N:-80000}"     # sequential echo tasks (1 x 1)
 CONNS_N="${CONNS_N:-10000}"       # idle authenticated connections
 DL_SIZE="${DL_SIZE:-1073741824}"  # the blob (1 GiB)
 DL_COUNT="${DL_COUNT:-5}"         # downloads of its link
 BOOKLET_SIZES="${BOOKLET_SIZES:-300 3000 10000}"
 BOOKLET_RUNS="${BOOKLET_RUNS:-3}"
-CELERY_N="${CELERY_N:-2500}"
-CELERY_SEQ_N="${CELERY_SEQ_N:-1500}"
-BULLMQ_N="${BULLMQ_N:-36000}"
-BULLMQ_SEQ_N="${BULLMQ_SEQ_N:-5000}"
+CELERY_N="${CELERY_N:-3000}"
+CELERY_SEQ_N="${CELERY_SEQ_N:-2000}"
+BULLMQ_N="${BULLMQ_N:-40000}"
+BULLMQ_SEQ_N="${BULLMQ_SEQ_N:-4000}"
 
 out="${BENCH_OUT:-$root/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
@@ -88,7 +88,8 @@ record() {
     local name="$1" round="$2"
     shift 2
     local line
-    if ! line="$("$@" 2>>"$out/bench.log" | tail -n 1)"; then
+    # A safety net: every tool has its own deadline well below this.
+    if ! line="$(timeout -k 10 "${STEP_TIMEOUT_S:-400}" "$@" 2>>"$out/bench.log" | tail -n 1)"; then
         log "$name (round $round) failed: $line"
     fi
     [ -z "$line" ] && line='{"error":"no output"}'
@@ -101,6 +102,8 @@ ws() { echo "ws://127.0.0.1:$port/v1/ws"; }
 booklet_works=""
 for round in $(seq "$RUNS"); do
     log "round $round of $RUNS"
+    # The machine is shared: keep the load average next to the numbers.
+    printf '{"name":"loadavg","round":%s,"result":{"load1":%s}}\n' "$round" "$(cut -d' ' -f1 /proc/loadavg)" >>"$results"
 
     start_server ""
     record taskwire_echo_8x64 "$round" "$BENCH" tasks --url "$(ws)" --connections 8 --in-flight 64 \
@@ -119,6 +122,11 @@ for round in $(seq "$RUNS"); do
 
     start_server 0
     record taskwire_echo_sequential_unpinned_client "$round" "$BENCH" tasks --url "$(ws)" \
+        --connections 1 --in-flight 1 --count "$TW_SEQ_N" --task echo --input '{}' --server-pid "$server_pid"
+    stop_server
+
+    start_server 0
+    record taskwire_echo_sequential_same_core "$round" taskset -c 0 "$BENCH" --threads 1 tasks --url "$(ws)" \
         --connections 1 --in-flight 1 --count "$TW_SEQ_N" --task echo --input '{}' --server-pid "$server_pid"
     stop_server
 

@@ -11,7 +11,6 @@
 mod booklet;
 mod conns;
 mod download;
-mod event;
 mod http;
 mod proc;
 mod tasks;
@@ -98,11 +97,14 @@ enum Mode {
         url: String,
         #[arg(long, env = "TASKWIRE_API_KEY", hide_env_values = true)]
         key: String,
+        /// Contributions in the generated event (1 to 10,000).
         #[arg(long, default_value_t = 3000)]
         contributions: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        #[arg(long, default_value_t = 1)]
+        /// Event seed; seed % 3 picks the shape (0: Indico export, 1: its
+        /// envelope, 2: the plugin shape).
+        #[arg(long, default_value_t = 0)]
         seed: u64,
     },
 }

@@ -13,7 +13,7 @@ import time
 
 from tasks import app, noop
 
-TIMEOUT_S = 600
+TIMEOUT_S = 180
 
 
 def cpu_s(pid):
