@@ -139,7 +139,9 @@ for round in $(seq "$RUNS"); do
         --size "$DL_SIZE" --count "$DL_COUNT"
     stop_server
 
-    start_server ""
+    # A generated 10,000-contribution event is about 67 MB of JSON, over the
+    # default max_message_bytes (64 MiB): this server takes up to 256 MiB.
+    start_server "" --max-message-bytes 268435456
     if [ -z "$booklet_works" ]; then
         probe="$("$BENCH" booklet --url "$(ws)" --contributions 10 --runs 1 2>>"$out/bench.log" || true)"
         if printf '%s' "$probe" | jq -e '.completed == 1' >/dev/null 2>&1; then

@@ -41,7 +41,16 @@ pub async fn run(args: BookletArgs) -> Result<Value, BenchError> {
     let mut result = Value::Null;
     for _ in 0..args.runs {
         let start = Instant::now();
-        match ws::run_one(&mut socket, submit.clone(), deadline).await? {
+        let ended = ws::run_one(&mut socket, submit.clone(), deadline)
+            .await
+            .map_err(|e| {
+                BenchError::new(format!(
+                    "{} (the submit was {} bytes: is it over the server's max_message_bytes?)",
+                    e.0,
+                    submit.len()
+                ))
+            })?;
+        match ended {
             Ended::Completed(event) => {
                 seconds.push(start.elapsed().as_secs_f64());
                 file = json!({
