@@ -33,45 +33,6 @@ pub enum ServerMessage<'a> {
         reference: Option<&'a str>,
         task_id: &'a str,
     },
-    Accepted {
-        #[serde(flatten)]
-        head: EventHead<'a>,
-        position: u64,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        duplicate: bool,
-    },
-    Started {
-        #[serde(flatten)]
-        head: EventHead<'a>,
-        worker: &'a str,
-    },
-    Progress {
-        #[serde(flatten)]
-        head: EventHead<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        progress: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        message: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data: Option<&'a RawValue>,
-    },
-    Completed {
-        #[serde(flatten)]
-        head: EventHead<'a>,
-        result: &'a RawValue,
-        files: &'a [FileObject<'a>],
-        duration_ms: u64,
-    },
-    Failed {
-        #[serde(flatten)]
-        head: EventHead<'a>,
-        error: &'a WireError,
-    },
-    Cancelled {
-        #[serde(flatten)]
-        head: EventHead<'a>,
-        reason: &'a str,
-    },
     StreamBegin {
         task_id: &'a str,
         stream: u32,
@@ -98,14 +59,97 @@ impl ServerMessage<'_> {
 }
 
 /// The fields every task event carries. `ref` only on the submitter's copy
-/// of `accepted` and on the direct reply to `cancel`.
-#[derive(Debug, Serialize)]
+/// of `accepted` and on the canceller's copy of `cancelled`.
+#[derive(Debug)]
 pub struct EventHead<'a> {
-    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<&'a str>,
+    /// 32 hex digits.
     pub task_id: &'a str,
     pub seq: u64,
+    /// RFC 3339 UTC.
     pub at: &'a str,
+}
+
+/// What each task event type adds to the head. Serialized as a plain
+/// struct (its `type` comes from [`EventBody::kind`]), so an event is
+/// written in one pass without serde's buffering of flattened fields.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum EventBody<'a> {
+    Accepted {
+        position: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
+    },
+    Started {
+        worker: &'a str,
+    },
+    Progress {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a RawValue>,
+    },
+    Completed {
+        result: &'a RawValue,
+        files: &'a [FileObject<'a>],
+        duration_ms: u64,
+    },
+    Failed {
+        error: &'a WireError,
+    },
+    Cancelled {
+        reason: &'a str,
+    },
+}
+
+impl EventBody<'_> {
+    /// The event's wire `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Accepted { .. } => "accepted",
+            EventBody::Started { .. } => "started",
+            EventBody::Progress { .. } => "progress",
+            EventBody::Completed { .. } => "completed",
+            EventBody::Failed { .. } => "failed",
+            EventBody::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// Encodes a task event: `{"type", "ref"?, "task_id", "seq", "at", ...body}`.
+pub fn event_json(head: &EventHead<'_>, body: &EventBody<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(body.kind().as_bytes());
+    out.push(b'"');
+    if let Some(reference) = head.reference {
+        out.extend_from_slice(b",\"ref\":");
+        // A `ref` is client text: serde_json escapes it.
+        let _ = serde_json::to_writer(&mut out, reference);
+    }
+    out.extend_from_slice(b",\"task_id\":");
+    let _ = serde_json::to_writer(&mut out, head.task_id);
+    out.extend_from_slice(b",\"seq\":");
+    let _ = serde_json::to_writer(&mut out, &head.seq);
+    out.extend_from_slice(b",\"at\":");
+    let _ = serde_json::to_writer(&mut out, head.at);
+    // The body is an object: its fields continue this one.
+    let start = out.len();
+    if serde_json::to_writer(&mut out, body).is_err() {
+        out.truncate(start);
+        out.push(b'}');
+        return out;
+    }
+    if out.len() - start <= 2 {
+        out.truncate(start);
+        out.push(b'}');
+    } else {
+        out[start] = b',';
+    }
+    out
 }
 
 /// `welcome`.

@@ -146,6 +146,13 @@ impl Conn {
         let mut burst = Vec::new();
         let mut last_heard = Instant::now();
         loop {
+            // Whatever else is ready goes out in the same write.
+            while self.out.len() < BURST {
+                match inbox.try_recv() {
+                    Ok(message) => self.outbound(message),
+                    Err(_) => break,
+                }
+            }
             if !self.out.is_empty()
                 && let Err(end) = self.write_out(socket, overflow).await
             {

@@ -10,18 +10,41 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::protocol::WireError;
-use crate::protocol::server::{EventHead, FileObject, ServerMessage, Snapshot};
+use crate::protocol::server::{EventBody, EventHead, FileObject, Snapshot, event_json};
 use crate::scheduler::{Stats, TaskView};
 use crate::task::{EventRecord, PublishedFile, TaskEvent, TaskFailure};
 
-/// Formats a time as RFC 3339 UTC with milliseconds.
+/// Formats a time as RFC 3339 UTC with milliseconds
+/// (`2026-11-23T10:05:00.123Z`). Hand-written: it runs for every event.
 pub fn rfc3339(at: SystemTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from(at)
-        .format(&format)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+    let t = time::OffsetDateTime::from(at);
+    let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
+    let mut out = String::with_capacity(24);
+    let two = |out: &mut String, n: u8, sep: char| {
+        out.push(char::from(b'0' + n / 10));
+        out.push(char::from(b'0' + n % 10));
+        out.push(sep);
+    };
+    if (0..=9999).contains(&year) {
+        let y = year.unsigned_abs();
+        for d in [y / 1000, y / 100 % 10, y / 10 % 10, y % 10] {
+            out.push(char::from(b'0' + d as u8));
+        }
+        out.push('-');
+    } else {
+        out.push_str(&format!("{year:04}-"));
+    }
+    two(&mut out, month, '-');
+    two(&mut out, day, 'T');
+    two(&mut out, t.hour(), ':');
+    two(&mut out, t.minute(), ':');
+    two(&mut out, t.second(), '.');
+    let ms = t.millisecond();
+    for d in [ms / 100, ms / 10 % 10, ms % 10] {
+        out.push(char::from(b'0' + d as u8));
+    }
+    out.push('Z');
+    out
 }
 
 /// How file links are written: a path, or absolute under `public_url`.
@@ -91,23 +114,25 @@ pub fn event(
         at: &at,
     };
     let json = match &record.event {
-        TaskEvent::Accepted { position } => ServerMessage::Accepted {
-            head,
-            position: *position,
-            duplicate,
-        }
-        .to_json(),
-        TaskEvent::Started { worker } => ServerMessage::Started { head, worker }.to_json(),
-        TaskEvent::Progress(p) => ServerMessage::Progress {
-            head,
-            progress: p
-                .fraction
-                .filter(|f| f.is_finite())
-                .map(|f| f.clamp(0.0, 1.0)),
-            message: p.message.as_deref(),
-            data: p.data.as_deref(),
-        }
-        .to_json(),
+        TaskEvent::Accepted { position } => event_json(
+            &head,
+            &EventBody::Accepted {
+                position: *position,
+                duplicate,
+            },
+        ),
+        TaskEvent::Started { worker } => event_json(&head, &EventBody::Started { worker }),
+        TaskEvent::Progress(p) => event_json(
+            &head,
+            &EventBody::Progress {
+                progress: p
+                    .fraction
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.clamp(0.0, 1.0)),
+                message: p.message.as_deref(),
+                data: p.data.as_deref(),
+            },
+        ),
         TaskEvent::Completed {
             result,
             files,
@@ -115,24 +140,22 @@ pub fn event(
         } => {
             let expires: Vec<String> = files.iter().map(|f| rfc3339(f.expires_at)).collect();
             let objects = links.files(files, &expires);
-            ServerMessage::Completed {
-                head,
-                result,
-                files: &objects,
-                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            }
-            .to_json()
+            event_json(
+                &head,
+                &EventBody::Completed {
+                    result,
+                    files: &objects,
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                },
+            )
         }
-        TaskEvent::Failed(f) => ServerMessage::Failed {
-            head,
-            error: &failure(f),
-        }
-        .to_json(),
-        TaskEvent::Cancelled(reason) => ServerMessage::Cancelled {
-            head,
-            reason: reason.as_str(),
-        }
-        .to_json(),
+        TaskEvent::Failed(f) => event_json(&head, &EventBody::Failed { error: &failure(f) }),
+        TaskEvent::Cancelled(reason) => event_json(
+            &head,
+            &EventBody::Cancelled {
+                reason: reason.as_str(),
+            },
+        ),
     };
     Bytes::from(json)
 }
@@ -303,4 +326,60 @@ pub fn admin_list(tasks: &[TaskView], s: &Stats) -> String {
         "stats": stats(s),
     }))
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::rfc3339;
+    use crate::protocol::server::{EventBody, EventHead, event_json};
+
+    #[test]
+    fn rfc3339_matches_the_time_crate() {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        for secs in [0u64, 1, 59, 951_782_400, 1_795_000_000, 4_102_444_799] {
+            for ms in [0u64, 7, 999] {
+                let at = SystemTime::UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms);
+                let expected = time::OffsetDateTime::from(at)
+                    .format(&format)
+                    .unwrap_or_default();
+                assert_eq!(rfc3339(at), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn events_are_one_flat_object() {
+        let head = EventHead {
+            reference: Some("r\"1"),
+            task_id: "00ff",
+            seq: 3,
+            at: "2026-01-01T00:00:00.000Z",
+        };
+        let json = event_json(&head, &EventBody::Started { worker: "local-1" });
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "started", "ref": "r\"1", "task_id": "00ff", "seq": 3,
+                "at": "2026-01-01T00:00:00.000Z", "worker": "local-1"})
+        );
+        let json = event_json(
+            &EventHead {
+                reference: None,
+                ..head
+            },
+            &EventBody::Progress {
+                progress: None,
+                message: None,
+                data: None,
+            },
+        );
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap_or_default(),
+            r#"{"type":"progress","task_id":"00ff","seq":3,"at":"2026-01-01T00:00:00.000Z"}"#
+        );
+    }
 }
