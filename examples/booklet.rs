@@ -2,7 +2,8 @@
 //!
 //! The file may be the task input (`{"event": ..., "settings": ...}`) or an event in any of the
 //! three accepted shapes, which is then wrapped as `{"event": <file>}`. `generated:SEED:SIZE`
-//! instead of a file uses `booklet::generate::event(SEED, SIZE)`. Progress goes to stderr, the
+//! instead of a file uses `booklet::generate::event(SEED, SIZE)`; with an `OUT.json` it writes
+//! that generated input instead of a booklet. Progress goes to stderr, the
 //! result JSON to stdout.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool prints its result")]
@@ -36,6 +37,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         let input = booklet::generate::event(*seed, *size as usize).to_string();
+        // `generated:SEED:SIZE OUT.json` writes the generated input itself
+        // (to time and measure `booklet IN.json OUT.odt` on it).
+        if output_path.ends_with(".json") {
+            return match std::fs::write(output_path, input) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot write {output_path}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         return run(&input, output_path);
     }
     let text = match std::fs::read_to_string(input_path) {
