@@ -82,7 +82,7 @@ impl Server {
                 Instant::now() < deadline,
                 "no 200 from /readyz within {READY_DEADLINE:?}"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20)); // poll with a deadline
         }
     }
 
