@@ -518,7 +518,7 @@ impl Core {
         }
         if self.stats_due.is_some_and(|at| at <= now) {
             self.stats_due = None;
-            self.push_stats(now);
+            self.push_stats();
         }
         self.finish_drain_if_done();
     }
@@ -869,12 +869,6 @@ impl Core {
         };
         match task.state {
             TaskState::Queued => {
-                self.queue.remove(id, task.priority, task.group.as_ref());
-                task.group = None;
-                task.state = TaskState::Cancelled;
-                task.input = None;
-                task.metrics.cancelled.inc();
-                tracing::info!(task_id = %id, task = %task.name, reason = "client", "task cancelled");
                 let copy_to = match reply {
                     Reply::Mailbox { mailbox, reference } => Some((mailbox, reference)),
                     Reply::Rest(tx) => {
@@ -882,7 +876,7 @@ impl Core {
                         None
                     }
                 };
-                self.emit(id, TaskEvent::Cancelled(CancelReason::Client), copy_to);
+                self.cancel_queued(id, CancelReason::Client, copy_to);
             }
             TaskState::Running => self.cancel_running(id, CancelReason::Client, Some(reply)),
             TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {
@@ -897,6 +891,23 @@ impl Core {
                 );
             }
         }
+    }
+
+    /// Takes a queued task out of the line; it never starts.
+    fn cancel_queued(
+        &mut self,
+        id: TaskId,
+        reason: CancelReason,
+        copy_to: Option<(Mailbox, Option<Box<str>>)>,
+    ) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        self.queue.remove(id, task.priority, task.group.as_ref());
+        task.group = None;
+        task.metrics.cancelled.inc();
+        tracing::info!(task_id = %id, task = %task.name, reason = reason.as_str(), "task cancelled");
+        self.emit(id, TaskEvent::Cancelled(reason), copy_to);
     }
 
     fn cancel_running(&mut self, id: TaskId, reason: CancelReason, reply: Option<Reply<()>>) {
@@ -962,14 +973,7 @@ impl Core {
                 continue;
             }
             match task.state {
-                TaskState::Queued => {
-                    self.queue.remove(*id, task.priority, task.group.as_ref());
-                    task.group = None;
-                    task.state = TaskState::Cancelled;
-                    task.input = None;
-                    task.metrics.cancelled.inc();
-                    self.emit(*id, TaskEvent::Cancelled(CancelReason::Disconnect), None);
-                }
+                TaskState::Queued => self.cancel_queued(*id, CancelReason::Disconnect, None),
                 TaskState::Running => self.cancel_running(*id, CancelReason::Disconnect, None),
                 _ => {}
             }
@@ -989,15 +993,7 @@ impl Core {
         );
         let queued: Vec<TaskId> = self.queue.ids().collect();
         for id in queued {
-            let Some(task) = self.tasks.get_mut(&id) else {
-                continue;
-            };
-            self.queue.remove(id, task.priority, task.group.as_ref());
-            task.group = None;
-            task.state = TaskState::Cancelled;
-            task.input = None;
-            task.metrics.cancelled.inc();
-            self.emit(id, TaskEvent::Cancelled(CancelReason::Shutdown), None);
+            self.cancel_queued(id, CancelReason::Shutdown, None);
         }
         self.drain = Some(DrainState {
             waiters: vec![reply],
@@ -1145,6 +1141,11 @@ impl Core {
             return;
         }
         task.watched_at = Some(now);
+        self.tell_watchers(id);
+    }
+
+    /// Sends a task's current view to every watcher.
+    fn tell_watchers(&mut self, id: TaskId) {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
@@ -1226,7 +1227,7 @@ impl Core {
         }
     }
 
-    fn push_stats(&mut self, _now: Instant) {
+    fn push_stats(&mut self) {
         if self.watchers.is_empty() {
             return;
         }
@@ -1246,19 +1247,13 @@ impl Core {
     fn push_positions(&mut self) {
         let queued: Vec<TaskId> = self.queue.ids().take(WATCH_RECENT).collect();
         for id in queued {
-            let Some(task) = self.tasks.get(&id) else {
-                continue;
-            };
-            let view = self.view(task);
-            if view.position == task.watched_position {
-                continue;
+            let moved = self.tasks.get(&id).is_some_and(|task| {
+                let position = self.queue.position(id, task.priority, task.group.as_ref());
+                position != task.watched_position
+            });
+            if moved {
+                self.tell_watchers(id);
             }
-            if let Some(task) = self.tasks.get_mut(&id) {
-                task.watched_position = view.position;
-            }
-            let metrics = &self.metrics;
-            self.watchers
-                .retain(|w| w.deliver(Outbound::TaskUpdate(Box::new(view.clone())), metrics));
         }
     }
 

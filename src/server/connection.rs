@@ -285,11 +285,9 @@ impl Conn {
                 self.reply_error(reference, ErrorCode::BadMessage, "already authenticated");
             }
             ClientMessage::Ping => {
-                let pong = ServerMessage::Pong {
+                self.send(ServerMessage::Pong {
                     reference: reference.as_deref(),
-                }
-                .to_json();
-                self.out.push(Message::Text(pong.into()));
+                });
             }
             ClientMessage::Submit(submit) => match prepare(&self.state, &principal, &submit) {
                 Ok(spec) => {
@@ -307,12 +305,10 @@ impl Conn {
                 }
                 Err(error) => {
                     self.state.metrics.rejected(error.code);
-                    let message = ServerMessage::Rejected {
+                    self.send(ServerMessage::Rejected {
                         reference: reference.as_deref(),
                         error: &error,
-                    }
-                    .to_json();
-                    self.out.push(Message::Text(message.into()));
+                    });
                 }
             },
             ClientMessage::Cancel { task_id } => {
@@ -358,12 +354,10 @@ impl Conn {
                     scheduler.send(command).await;
                 }
                 Err(_) => {
-                    let message = ServerMessage::Unsubscribed {
+                    self.send(ServerMessage::Unsubscribed {
                         reference: reference.as_deref(),
                         task_id: &task_id,
-                    }
-                    .to_json();
-                    self.out.push(Message::Text(message.into()));
+                    });
                 }
             },
             ClientMessage::Watch => {
@@ -411,17 +405,20 @@ impl Conn {
         }
     }
 
+    /// Queues a server message for this turn's write.
+    fn send(&mut self, message: ServerMessage<'_>) {
+        self.out.push(Message::Text(message.to_json().into()));
+    }
+
     fn reply_error(&mut self, reference: Option<Box<str>>, code: ErrorCode, message: &str) {
         if code == ErrorCode::BadMessage {
             self.state.metrics.rejected(code);
         }
         let error = WireError::new(code, message);
-        let text = ServerMessage::Error {
+        self.send(ServerMessage::Error {
             reference: reference.as_deref(),
             error: &error,
-        }
-        .to_json();
-        self.out.push(Message::Text(text.into()));
+        });
     }
 
     /// Turns one scheduler message into frames (or a stream job).
@@ -452,29 +449,23 @@ impl Conn {
                 }
             }
             Outbound::Rejected { reference, error } => {
-                let text = ServerMessage::Rejected {
+                self.send(ServerMessage::Rejected {
                     reference: reference.as_deref(),
                     error: &error,
-                }
-                .to_json();
-                self.out.push(Message::Text(text.into()));
+                });
             }
             Outbound::Error { reference, error } => {
-                let text = ServerMessage::Error {
+                self.send(ServerMessage::Error {
                     reference: reference.as_deref(),
                     error: &error,
-                }
-                .to_json();
-                self.out.push(Message::Text(text.into()));
+                });
             }
             Outbound::Unsubscribed { reference, task_id } => {
                 let id = task_id.hex();
-                let text = ServerMessage::Unsubscribed {
+                self.send(ServerMessage::Unsubscribed {
                     reference: reference.as_deref(),
                     task_id: id.as_str(),
-                }
-                .to_json();
-                self.out.push(Message::Text(text.into()));
+                });
             }
             Outbound::Watching(w) => {
                 let text = encode::watching(w.reference.as_deref(), &w.tasks, &w.stats);
@@ -522,10 +513,11 @@ impl Conn {
         let task_id = job.record.task_id.hex();
         if let Some((stream, file)) = &mut job.current {
             let stream = *stream;
+            // The frame is read in place: 4-byte stream number, then bytes.
             let mut buffer = BytesMut::with_capacity(4 + STREAM_CHUNK);
             buffer.put_u32(stream);
-            let mut chunk = vec![0u8; STREAM_CHUNK];
-            match file.read(&mut chunk).await {
+            buffer.resize(4 + STREAM_CHUNK, 0);
+            match file.read(&mut buffer[4..]).await {
                 Ok(0) | Err(_) => {
                     let sha = job
                         .files
@@ -541,7 +533,7 @@ impl Conn {
                     self.out.push(Message::Text(end.into()));
                 }
                 Ok(n) => {
-                    buffer.extend_from_slice(&chunk[..n]);
+                    buffer.truncate(4 + n);
                     self.out.push(Message::Binary(buffer.freeze()));
                 }
             }

@@ -59,6 +59,11 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
 
 fn fail(state: &AppState, error: &WireError) -> Response {
     state.metrics.rejected(error.code);
+    rejection(error)
+}
+
+/// An error response, with `Retry-After` when the error says when.
+fn rejection(error: &WireError) -> Response {
     let mut response = error_response(status_of(error.code), error);
     if let Some(ms) = error.retry_after_ms
         && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
@@ -66,6 +71,13 @@ fn fail(state: &AppState, error: &WireError) -> Response {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+fn shutting_down(state: &AppState) -> Response {
+    fail(
+        state,
+        &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+    )
 }
 
 /// Auth and Origin checks shared by every REST route.
@@ -150,10 +162,7 @@ async fn submit(
         reply: Reply::Rest(tx),
     };
     if !state.scheduler.send(command).await {
-        return fail(
-            &state,
-            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
-        );
+        return shutting_down(&state);
     }
     match rx.await {
         Ok(Ok(Submitted {
@@ -176,19 +185,8 @@ async fn submit(
             )
         }
         // Rejections were counted by the scheduler.
-        Ok(Err(error)) => {
-            let mut response = error_response(status_of(error.code), &error);
-            if let Some(ms) = error.retry_after_ms
-                && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
-            {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
-        Err(_) => fail(
-            &state,
-            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
-        ),
+        Ok(Err(error)) => rejection(&error),
+        Err(_) => shutting_down(&state),
     }
 }
 
@@ -236,10 +234,7 @@ async fn cancel(
         reply: Reply::Rest(tx),
     };
     if !state.scheduler.send(command).await {
-        return fail(
-            &state,
-            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
-        );
+        return shutting_down(&state);
     }
     match rx.await {
         Ok(Ok(())) => {
@@ -249,15 +244,12 @@ async fn cancel(
                 serde_json::json!({"task_id": id.as_str(), "state": "cancelled"}).to_string(),
             )
         }
-        Ok(Err(error)) => error_response(status_of(error.code), &error),
-        Err(_) => fail(
-            &state,
-            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
-        ),
+        Ok(Err(error)) => rejection(&error),
+        Err(_) => shutting_down(&state),
     }
 }
 
-/// SSE: held events after `Last-Event-ID` (or `?after_seq`), then live
+/// SSE: held events after `Last-Event-ID`, then live
 /// ones; the stream ends after the terminal event.
 async fn events(
     State(state): State<AppState>,
@@ -474,16 +466,10 @@ async fn admin_tasks(State(state): State<AppState>, headers: HeaderMap) -> Respo
     }
     let (tx, rx) = oneshot::channel();
     if !state.scheduler.send(Command::AdminList { reply: tx }).await {
-        return fail(
-            &state,
-            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
-        );
+        return shutting_down(&state);
     }
     match rx.await {
         Ok((tasks, stats)) => json(StatusCode::OK, encode::admin_list(&tasks, &stats)),
-        Err(_) => fail(
-            &state,
-            &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
-        ),
+        Err(_) => shutting_down(&state),
     }
 }
