@@ -1,11 +1,12 @@
 //! taskwire: a compute-task service. See `ARCHITECTURE.md` for the map.
 
+pub use taskwire_protocol as protocol;
+
 pub mod artifacts;
 pub mod auth;
 pub mod booklet;
 pub mod catalog;
 pub mod config;
-pub mod protocol;
 pub mod scheduler;
 pub mod server;
 pub mod task;

@@ -1,4 +1,4 @@
-//! Wire types of protocol v1 (`../shared/PROTOCOL.md`, extended in `docs/protocol.md`).
+//! Wire types of the taskwire protocol (`docs/protocol.md`).
 //!
 //! This module owns the JSON shapes only: what a client may send
 //! ([`client::Request`]), what the server sends ([`server::ServerMessage`]),
