@@ -7,6 +7,7 @@ pub mod auth;
 pub mod booklet;
 pub mod catalog;
 pub mod config;
+pub mod exec;
 pub mod scheduler;
 pub mod server;
 pub mod task;

@@ -269,6 +269,58 @@ pub struct Progress {
     pub data: Option<Box<RawValue>>,
 }
 
+/// A choice offered by a question.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    pub value: serde_json::Value,
+    pub label: Option<String>,
+}
+
+/// A question a running task asks its submitter (`docs/protocol.md` §7).
+#[derive(Clone, Debug)]
+pub struct QuestionSpec {
+    /// Chosen by the task; unique within the task.
+    pub question_id: String,
+    pub prompt: String,
+    /// The answer is one of these values ...
+    pub choices: Option<Vec<Choice>>,
+    /// ... or a value valid against this JSON Schema.
+    pub schema: Option<serde_json::Value>,
+    /// Used when nobody answers in time.
+    pub default: Option<serde_json::Value>,
+    /// How long to wait (capped by `max_question_wait_s`).
+    pub timeout: Option<Duration>,
+}
+
+/// Why an answer reached a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    Answered,
+    TimedOut,
+    Cancelled,
+    NotInteractive,
+}
+
+impl AnswerOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerOutcome::Answered => "answered",
+            AnswerOutcome::TimedOut => "timed_out",
+            AnswerOutcome::Cancelled => "cancelled",
+            AnswerOutcome::NotInteractive => "not_interactive",
+        }
+    }
+}
+
+/// The answer to a question, as the task receives it.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub question_id: String,
+    pub outcome: AnswerOutcome,
+    /// The answer (or the default, when it timed out or nobody may answer).
+    pub value: Option<serde_json::Value>,
+}
+
 /// Something that happened to a task.
 #[derive(Debug)]
 pub enum TaskEvent {
