@@ -211,8 +211,14 @@ EOF
   node_flags=()
   if ! node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)'; then node_flags+=(--experimental-websocket); fi
   status=0
-  SEED_JSON="$tmp/seed.json" ODF_VALIDATE="$root/scripts/odf-validate.sh" ROOT="$root" NODE_NO_WARNINGS=1 \
-    node "${node_flags[@]}" --test --test-concurrency=1 "$e2e"/*.test.mjs || status=$?
+  TASKWIRE_KEY_SMALL="$key_small" SEED_JSON="$tmp/seed.json" ODF_VALIDATE="$root/scripts/odf-validate.sh" \
+    ROOT="$root" NODE_NO_WARNINGS=1 \
+    node "${node_flags[@]}" --test --test-concurrency=1 "$e2e"/*.test.mjs >"$tmp/e2e.out" 2>&1 || status=$?
+  cat "$tmp/e2e.out"
+  if [ "$status" = 0 ] && ! grep -q '^# skipped 0$' "$tmp/e2e.out"; then
+    echo "test-indico.sh: an end-to-end test was skipped: a skipped test is a failed suite" >&2
+    status=1
+  fi
   if [ "$status" != 0 ]; then
     echo "--- indico.log (tail)"; tail -n 60 "$tmp/indico.log"
     echo "--- taskwire.log (tail)"; tail -n 20 "$tmp/taskwire.log"
