@@ -52,9 +52,11 @@ def _user(first: str, last: str, login: str, password: str) -> User:
 
 
 def _event(creator: User, title: str, start: datetime, days: int) -> Any:
-    event = create_event(Category.get_root(), EventType.conference,
-                         {'title': title, 'timezone': TZ, 'start_dt': start, 'end_dt': start + timedelta(days=days),
-                          'creator': creator})
+    event = create_event(
+        Category.get_root(),
+        EventType.conference,
+        {'title': title, 'timezone': TZ, 'start_dt': start, 'end_dt': start + timedelta(days=days), 'creator': creator},
+    )
     db.session.commit()  # friendly ids come from another transaction: commit before adding sessions
     return event
 
@@ -71,8 +73,9 @@ def _configure(event: Any, key: str) -> None:
     from indico_taskwire import keystore
     from indico_taskwire.plugin import TaskwirePlugin
 
-    TaskwirePlugin.event_settings.set_multi(event, {'server_url': os.environ['TASKWIRE_URL'],
-                                                    'api_key': keystore.encrypt(key)})
+    TaskwirePlugin.event_settings.set_multi(
+        event, {'server_url': os.environ['TASKWIRE_URL'], 'api_key': keystore.encrypt(key)}
+    )
 
 
 def seed_small(manager: User) -> dict[str, Any]:
@@ -83,19 +86,27 @@ def seed_small(manager: User) -> dict[str, Any]:
     field = ContributionField(event=event, title='Funding Agency', field_type='text', is_active=True)
     poster_type = SessionType(event=event, name='Poster', is_poster=True)
     db.session.add_all([track, field, poster_type])
-    people = [EventPerson(event=event, first_name=f, last_name=last, affiliation=aff, email=f'{f.lower()}@example.org')
-              for f, last, aff in (('Ana', 'Silva', 'Laboratório Nacional de Luz Síncrotron, Campinas'),
-                                   ('Ben', 'Wu', 'Lab B'), ('Chloé', 'Martin', ''), ('Li', 'Wei', 'Lab D'),
-                                   ('Ines', 'Keller', 'Lab C'))]
+    people = [
+        EventPerson(event=event, first_name=f, last_name=last, affiliation=aff, email=f'{f.lower()}@example.org')
+        for f, last, aff in (
+            ('Ana', 'Silva', 'Laboratório Nacional de Luz Síncrotron, Campinas'),
+            ('Ben', 'Wu', 'Lab B'),
+            ('Chloé', 'Martin', ''),
+            ('Li', 'Wei', 'Lab D'),
+            ('Ines', 'Keller', 'Lab C'),
+        )
+    ]
     db.session.add_all(people)
     talks = Session(event=event, title='Opening and Facility Reports', code='MOA')
     posters = Session(event=event, title='Posters', code='MOP', type=poster_type)
     db.session.add_all([talks, posters])
     db.session.flush()
     blocks = []
-    for session, title, offset, code in ((talks, 'Morning', timedelta(hours=1), ''),
-                                         (talks, 'Second day', timedelta(days=1, hours=1), 'TUA'),
-                                         (posters, 'Poster session', timedelta(hours=8), 'MOPB')):
+    for session, title, offset, code in (
+        (talks, 'Morning', timedelta(hours=1), ''),
+        (talks, 'Second day', timedelta(days=1, hours=1), 'TUA'),
+        (posters, 'Poster session', timedelta(hours=8), 'MOPB'),
+    ):
         block = SessionBlock(session=session, title=title, duration=timedelta(hours=3), code=code)
         block.person_links = [SessionBlockPersonLink(person=people[4])]
         db.session.add(block)
@@ -103,25 +114,44 @@ def seed_small(manager: User) -> dict[str, Any]:
         _entry(event, block, start + offset)
         blocks.append(block)
     titles = []
-    codes = [('Status of the Light Source', 0, 'MOA01'), ('Injector Upgrade Results', 0, 'MOA02'),
-             ('Superconducting Undulators', 0, 'MOA03'), ('Second Day Keynote', 1, 'TUA01'),
-             ('Beam Loss & Halo Studies <measured>', 2, 'MOPB01'), ('Vacuum Commissioning', 2, 'MOPB02')]
+    codes = [
+        ('Status of the Light Source', 0, 'MOA01'),
+        ('Injector Upgrade Results', 0, 'MOA02'),
+        ('Superconducting Undulators', 0, 'MOA03'),
+        ('Second Day Keynote', 1, 'TUA01'),
+        ('Beam Loss & Halo Studies <measured>', 2, 'MOPB01'),
+        ('Vacuum Commissioning', 2, 'MOPB02'),
+    ]
     for n, (title, block_index, code) in enumerate(codes):
         block = blocks[block_index]
-        c = Contribution(event=event, title=title, code=code, duration=timedelta(minutes=20), board_number=f'P{n}',
-                         track=track, description=f'The abstract of “{title}”.\nA second paragraph.',
-                         session=block.session, session_block=block)
+        c = Contribution(
+            event=event,
+            title=title,
+            code=code,
+            duration=timedelta(minutes=20),
+            board_number=f'P{n}',
+            track=track,
+            description=f'The abstract of “{title}”.\nA second paragraph.',
+            session=block.session,
+            session_block=block,
+        )
         db.session.add(c)
         db.session.flush()
         _entry(event, c, block.timetable_entry.start_dt + timedelta(minutes=20 * (n % 3)), parent=block.timetable_entry)
-        c.person_links = [ContributionPersonLink(person=people[0], author_type=AuthorType.primary, is_speaker=True),
-                          ContributionPersonLink(person=people[1], author_type=AuthorType.primary),
-                          ContributionPersonLink(person=people[2], author_type=AuthorType.secondary),
-                          ContributionPersonLink(person=people[3], author_type=AuthorType.none, is_speaker=n == 4)]
+        c.person_links = [
+            ContributionPersonLink(person=people[0], author_type=AuthorType.primary, is_speaker=True),
+            ContributionPersonLink(person=people[1], author_type=AuthorType.primary),
+            ContributionPersonLink(person=people[2], author_type=AuthorType.secondary),
+            ContributionPersonLink(person=people[3], author_type=AuthorType.none, is_speaker=n == 4),
+        ]
         c.set_custom_field(field.id, f'Agency {n}')
         titles.append(title)
-    outside = Contribution(event=event, title='Closing Remarks Outside Sessions', duration=timedelta(minutes=15),
-                           description='Thanks and goodbye.')
+    outside = Contribution(
+        event=event,
+        title='Closing Remarks Outside Sessions',
+        duration=timedelta(minutes=15),
+        description='Thanks and goodbye.',
+    )
     db.session.add(outside)
     db.session.flush()
     _entry(event, outside, start + timedelta(days=2, hours=3))
@@ -134,65 +164,106 @@ def seed_small(manager: User) -> dict[str, Any]:
 
 
 def _person(event: Any, cache: dict[tuple[str, str, str], EventPerson], p: dict[str, Any]) -> EventPerson:
-    key = (p.get('first_name') or '', p.get('last_name') or '', p.get('affiliation') or '')
+    key = tuple(_text(p.get(k)) for k in ('first_name', 'last_name', 'affiliation'))
     person = cache.get(key)
     if person is None:
-        person = EventPerson(event=event, first_name=key[0], last_name=key[1] or '-', affiliation=key[2],
-                             email='')
+        person = EventPerson(event=event, first_name=key[0], last_name=key[1] or '-', affiliation=key[2], email='')
         cache[key] = person
     return person
 
 
-def _when(value: dict[str, str] | None) -> datetime | None:
-    if not value:
+def _text(value: Any) -> str:
+    """A generated string as PostgreSQL can hold it (no NUL; the generator makes nasty text on purpose)."""
+    return str(value or '').replace('\x00', '')
+
+
+def _minutes(rc: dict[str, Any]) -> timedelta:
+    value = rc.get('duration')
+    return timedelta(minutes=value if isinstance(value, int) and 0 < value < 24 * 60 else 20)
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _when(value: Any) -> datetime | None:
+    """A generated date (the generator also makes malformed ones: those count as none)."""
+    try:
+        return datetime.fromisoformat(f'{value["date"]}T{value["time"]}').replace(tzinfo=ZoneInfo(value['tz']))
+    except (TypeError, KeyError, ValueError):
         return None
-    return datetime.fromisoformat(f'{value["date"]}T{value["time"]}').replace(tzinfo=ZoneInfo(value['tz']))
 
 
 def seed_big(manager: User, path: str) -> dict[str, Any]:
-    data = json.load(open(path, encoding='utf-8'))  # noqa: SIM115 (read once)
+    with open(path, encoding='utf-8') as f:
+        data = json.load(f)
     data = data.get('event', data)
-    first = next((_when(b.get('start_dt')) for b in data['sessions'] if b.get('start_dt')), None)
-    start = (first or datetime(2028, 8, 21, 8, 0, tzinfo=ZoneInfo(TZ))).replace(hour=0, minute=0)
-    event = _event(manager, str(data['title'])[:250], start, 5)
+    # Plan every entry first: Indico's database refuses entries outside the event's dates
+    # and children outside their block, so the event and each block are sized to hold them.
+    plan = []  # (raw block, begin, [(raw contribution, start, duration)])
+    times: list[datetime] = []
+    for raw in _dicts(data.get('sessions')):
+        begin = _when(raw.get('start_dt'))
+        children = []
+        for rc in _dicts(raw.get('contributions')):
+            c_start = max(_when(rc.get('start_dt')) or begin, begin) if begin else None
+            children.append((rc, c_start, _minutes(rc)))
+            if c_start:
+                times += [c_start, c_start + _minutes(rc)]
+        if begin:
+            end = _when(raw.get('end_dt')) or begin + timedelta(hours=1)
+            times += [begin, end]
+        plan.append((raw, begin, children))
+    outside = [(rc, _when(rc.get('start_dt'))) for rc in _dicts(data.get('contributions'))]
+    times += [t for _rc, t in outside if t] + [t + timedelta(hours=2) for _rc, t in outside if t]
+    fallback = datetime(2028, 8, 21, 8, 0, tzinfo=ZoneInfo(TZ))
+    start = min(times, default=fallback).astimezone(ZoneInfo(TZ)).replace(hour=0, minute=0, second=0)
+    finish = max(times, default=fallback) + timedelta(days=1)
+    event = _event(manager, _text(data.get('title') or 'Big event')[:250], start, 1)
+    event.end_dt = finish
     cache: dict[tuple[str, str, str], EventPerson] = {}
     sessions: dict[str, Session] = {}
     poster_type = SessionType(event=event, name='Poster', is_poster=True)
     db.session.add(poster_type)
-    all_contributions = [(None, c) for c in data.get('contributions') or []]
-    blocks = []
-    for raw in data['sessions']:
-        info = raw.get('session') or {}
+    for raw, _begin, _children in plan:
+        info = raw.get('session') if isinstance(raw.get('session'), dict) else {}
         sid = str(info.get('id') or raw.get('id'))
         if sid not in sessions:
-            sessions[sid] = Session(event=event, title=info.get('title') or raw.get('title') or 'Session',
-                                    code=info.get('code') or '', type=poster_type if info.get('is_poster') else None)
+            sessions[sid] = Session(
+                event=event,
+                title=_text(info.get('title') or raw.get('title') or 'Session'),
+                code=_text(info.get('code')),
+                type=poster_type if info.get('is_poster') else None,
+            )
             db.session.add(sessions[sid])
-        blocks.append((raw, sessions[sid]))
+        raw['__session'] = sessions[sid]
     db.session.flush()
-    total = sum(len(raw.get('contributions') or []) for raw, _ in blocks) + len(all_contributions)
-    Contribution.allocate_friendly_ids(event, total)
+    Contribution.allocate_friendly_ids(event, sum(len(c) for _r, _b, c in plan) + len(outside))
     count = 0
-    for raw, session in blocks:
-        begin, end = _when(raw.get('start_dt')), _when(raw.get('end_dt'))
-        if begin is None:
+    for raw, begin, children in plan:
+        session = raw['__session']
+        if begin is None:  # an unscheduled block: its contributions stay in the session, unscheduled
+            for rc, _start, _duration in children:
+                _contribution(event, cache, rc, session, None)
+                count += 1
             continue
-        block = SessionBlock(session=session, title=raw.get('title') or '', code=raw.get('code') or '',
-                             duration=max((end - begin) if end else timedelta(hours=1), timedelta(minutes=1)))
-        block.person_links = [SessionBlockPersonLink(person=_person(event, cache, p)) for p in raw.get('conveners') or []]
+        end = _when(raw.get('end_dt')) or begin + timedelta(hours=1)
+        end = max([end, begin + timedelta(minutes=1)] + [s + d for _rc, s, d in children])
+        block = SessionBlock(
+            session=session, title=_text(raw.get('title')), code=_text(raw.get('code')), duration=end - begin
+        )
+        conveners = {id(p): p for p in (_person(event, cache, c) for c in _dicts(raw.get('conveners')))}
+        block.person_links = [SessionBlockPersonLink(person=p) for p in conveners.values()]
         db.session.add(block)
         entry = _entry(event, block, begin)
-        for rc in raw.get('contributions') or []:
-            c_start = _when(rc.get('start_dt')) or begin
+        for rc, c_start, _duration in children:
             c = _contribution(event, cache, rc, session, block)
-            child = TimetableEntry(event=event, parent=entry, type=TimetableEntryType.CONTRIBUTION,
-                                   start_dt=max(c_start, begin))
+            child = TimetableEntry(event=event, parent=entry, type=TimetableEntryType.CONTRIBUTION, start_dt=c_start)
             child.object = c
             db.session.add(child)
             count += 1
-    for _none, rc in all_contributions:
+    for rc, when in outside:
         c = _contribution(event, cache, rc, None, None)
-        when = _when(rc.get('start_dt'))
         if when is not None:
             _entry(event, c, when)
         count += 1
@@ -203,21 +274,38 @@ def seed_big(manager: User, path: str) -> dict[str, Any]:
     return {'id': event.id, 'contributions': count}
 
 
-def _contribution(event: Any, cache: dict[tuple[str, str, str], EventPerson], rc: dict[str, Any],
-                  session: Session | None, block: SessionBlock | None) -> Contribution:
-    c = Contribution(event=event, title=str(rc.get('title') or '(untitled)')[:1000], code=rc.get('code') or '',
-                     duration=timedelta(minutes=int(rc.get('duration') or 20) or 20),
-                     description=rc.get('description') or '', session=session, session_block=block)
+def _contribution(
+    event: Any,
+    cache: dict[tuple[str, str, str], EventPerson],
+    rc: dict[str, Any],
+    session: Session | None,
+    block: SessionBlock | None,
+) -> Contribution:
+    c = Contribution(
+        event=event,
+        title=_text(rc.get('title') or '(untitled)')[:1000],
+        code=_text(rc.get('code')),
+        duration=_minutes(rc),
+        description=_text(rc.get('description')),
+        session=session,
+        session_block=block,
+    )
     links: dict[int, ContributionPersonLink] = {}
-    speakers = {(p.get('first_name'), p.get('last_name')) for p in rc.get('speakers') or []}
-    for kind, people in ((AuthorType.primary, rc.get('primary_authors')), (AuthorType.secondary, rc.get('coauthors')),
-                         (AuthorType.none, rc.get('speakers'))):
-        for p in people or []:
+    speakers = {(p.get('first_name'), p.get('last_name')) for p in _dicts(rc.get('speakers'))}
+    for kind, people in (
+        (AuthorType.primary, rc.get('primary_authors')),
+        (AuthorType.secondary, rc.get('coauthors')),
+        (AuthorType.none, rc.get('speakers')),
+    ):
+        for p in people if isinstance(people, list) else []:
+            if not isinstance(p, dict):
+                continue
             person = _person(event, cache, p)
             if id(person) in links:
                 continue
             links[id(person)] = ContributionPersonLink(
-                person=person, author_type=kind, is_speaker=(p.get('first_name'), p.get('last_name')) in speakers)
+                person=person, author_type=kind, is_speaker=(p.get('first_name'), p.get('last_name')) in speakers
+            )
     c.person_links = list(links.values())
     db.session.add(c)
     return c
@@ -230,8 +318,13 @@ def main() -> None:
         manager = _user('Mara', 'Manager', 'manager', password)
         outsider = _user('Otto', 'Outsider', 'outsider', password)
         db.session.commit()
-        out: dict[str, Any] = {'password': password, 'manager': 'manager', 'outsider': 'outsider',
-                               'outsider_id': outsider.id, 'small': seed_small(manager)}
+        out: dict[str, Any] = {
+            'password': password,
+            'manager': 'manager',
+            'outsider': 'outsider',
+            'outsider_id': outsider.id,
+            'small': seed_small(manager),
+        }
         if os.environ.get('SEED_BIG'):
             out['big'] = seed_big(manager, os.environ['SEED_BIG'])
         json.dump(out, sys.stdout)
