@@ -106,7 +106,8 @@ runuser -u postgres -- "$pg_bin/pg_ctl" -D "$tmp/pg" -l "$tmp/pgsock/pg.log" -w 
   start >/dev/null
 pg_started=1
 psql=(psql -q -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1)
-"${psql[@]}" -c "CREATE ROLE indico LOGIN" >/dev/null
+# A superuser in this throwaway cluster: seed.py switches triggers off for its big bulk insert.
+"${psql[@]}" -c "CREATE ROLE indico LOGIN SUPERUSER" >/dev/null
 for db in indico_test indico_e2e; do
   "${psql[@]}" -c "CREATE DATABASE $db OWNER indico" >/dev/null
   "${psql[@]}" -d "$db" -c "CREATE EXTENSION unaccent; CREATE EXTENSION pg_trgm;" >/dev/null
@@ -198,7 +199,7 @@ EOF
   "$venv/bin/indico" db prepare >"$tmp/db-prepare.log" 2>&1 || { cat "$tmp/db-prepare.log"; exit 1; }
   if [ "${BIG:-1}" = 1 ]; then
     cargo build --quiet --example booklet
-    "${CARGO_TARGET_DIR:-$root/target}/debug/examples/booklet" generated:7:3000 "$tmp/big.json"
+    "${CARGO_TARGET_DIR:-$root/target}/debug/examples/booklet" generated:8:3000 "$tmp/big.json"  # seed 8: the plugin shape
     export SEED_BIG="$tmp/big.json"
   fi
   # Seeds users, the conference and (with SEED_BIG) the 3,000-contribution event; prints JSON for the test.

@@ -51,11 +51,17 @@ def _user(first: str, last: str, login: str, password: str) -> User:
     return user
 
 
-def _event(creator: User, title: str, start: datetime, days: int) -> Any:
+def _event(creator: User, title: str, start: datetime, days: int, end: datetime | None = None) -> Any:
     event = create_event(
         Category.get_root(),
         EventType.conference,
-        {'title': title, 'timezone': TZ, 'start_dt': start, 'end_dt': start + timedelta(days=days), 'creator': creator},
+        {
+            'title': title,
+            'timezone': TZ,
+            'start_dt': start,
+            'end_dt': end or start + timedelta(days=days),
+            'creator': creator,
+        },
     )
     db.session.commit()  # friendly ids come from another transaction: commit before adding sessions
     return event
@@ -219,8 +225,13 @@ def seed_big(manager: User, path: str) -> dict[str, Any]:
     fallback = datetime(2028, 8, 21, 8, 0, tzinfo=ZoneInfo(TZ))
     start = min(times, default=fallback).astimezone(ZoneInfo(TZ)).replace(hour=0, minute=0, second=0)
     finish = max(times, default=fallback) + timedelta(days=1)
-    event = _event(manager, _text(data.get('title') or 'Big event')[:250], start, 1)
-    event.end_dt = finish
+    # (the event row must not change after this commit: friendly ids are taken in another
+    # transaction that would wait for our lock on it)
+    event = _event(manager, _text(data.get('title') or 'Big event')[:250], start, 1, end=finish)
+    # Indico's timetable-consistency triggers check each entry against its siblings at commit:
+    # quadratic for 3,000 entries (minutes). The plan above is consistent by construction, so
+    # this seed transaction runs with triggers off (the test cluster's role is a superuser).
+    db.session.execute(db.text("SET LOCAL session_replication_role = 'replica'"))
     cache: dict[tuple[str, str, str], EventPerson] = {}
     sessions: dict[str, Session] = {}
     poster_type = SessionType(event=event, name='Poster', is_poster=True)
