@@ -17,8 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from indico.modules.events.contributions.models.contributions import Contribution
-from indico.modules.events.contributions.models.persons import AuthorType
+from indico.modules.events.contributions.models.fields import ContributionFieldValue
+from indico.modules.events.contributions.models.persons import AuthorType, ContributionPersonLink
 from indico.modules.events.sessions.models.blocks import SessionBlock
+from indico.modules.events.sessions.models.persons import SessionBlockPersonLink
 from indico.modules.events.sessions.models.sessions import Session
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -94,8 +96,9 @@ def _contributions_query(event: Any) -> Any:
         Contribution.query.filter(Contribution.event_id == event.id)
         .filter(~Contribution.is_deleted)
         .options(
-            selectinload(Contribution.person_links),
-            selectinload(Contribution.field_values),
+            # person links read names from their EventPerson: load those too (no query per link)
+            selectinload(Contribution.person_links).joinedload(ContributionPersonLink.person),
+            selectinload(Contribution.field_values).joinedload(ContributionFieldValue.contribution_field),
             joinedload(Contribution.timetable_entry),
             joinedload(Contribution.track),
             joinedload(Contribution.type),
@@ -118,7 +121,10 @@ def event_input(event: Any, settings: dict[str, Any] | None = None) -> dict[str,
     blocks = (
         (
             SessionBlock.query.filter(SessionBlock.session_id.in_(list(sessions)))
-            .options(joinedload(SessionBlock.timetable_entry), selectinload(SessionBlock.person_links))
+            .options(
+                joinedload(SessionBlock.timetable_entry),
+                selectinload(SessionBlock.person_links).joinedload(SessionBlockPersonLink.person),
+            )
             .all()
         )
         if sessions
