@@ -4,8 +4,11 @@
 mod support;
 
 mod booklet;
+mod bounds;
 mod files;
+mod hardening;
 mod process;
 mod protocol;
+mod questions;
 mod rest;
 mod tasks;
