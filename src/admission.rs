@@ -4,7 +4,9 @@
 //!
 //! Checks, in order: the task name (offered by the [`Directory`]), a browser
 //! token's task list and expiry, the options, then the input (a built-in
-//! handler's `validate`, or the task's JSON Schema). Inputs larger than
+//! handler's `validate`, or the task's JSON Schema), then its file
+//! references (`$upload`, `$url`: each upload must be the caller's, and is
+//! pinned to the task from here on). Inputs larger than
 //! [`BLOCKING_INPUT_BYTES`] are checked on the blocking pool, never on the
 //! async threads.
 
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 use crate::auth::Principal;
 use crate::catalog::InvalidInput;
 use crate::directory::Directory;
+use crate::inputs::{Inputs, Reference, ResolveError, TaskInputs, find_references};
 use crate::task::{Delivery, Priority, TaskId, TaskOptions, TaskSpec};
 
 /// Inputs at least this large are validated off the async threads.
@@ -57,6 +60,9 @@ pub enum AdmissionError {
     BadOption(String),
     #[error("invalid input: {0}")]
     InvalidInput(InvalidInput),
+    /// An `$upload` names no upload this caller may use.
+    #[error("{path}: no such upload")]
+    NoSuchUpload { path: String },
     #[error("no randomness for a task id: {0}")]
     Internal(String),
 }
@@ -65,6 +71,9 @@ pub enum AdmissionError {
 pub struct Admission {
     directory: Arc<Directory>,
     max_timeout: Duration,
+    /// Where `$upload` references are resolved; without it, an input with
+    /// file references is refused.
+    inputs: Option<Inputs>,
 }
 
 impl Admission {
@@ -72,7 +81,14 @@ impl Admission {
         Admission {
             directory,
             max_timeout,
+            inputs: None,
         }
+    }
+
+    /// Resolves file references through `inputs`.
+    pub fn with_inputs(mut self, inputs: Inputs) -> Admission {
+        self.inputs = Some(inputs);
+        self
     }
 
     pub fn directory(&self) -> &Arc<Directory> {
@@ -128,18 +144,37 @@ impl Admission {
             }
         }
         let check = offer.check.clone();
-        let input = if input.get().len() >= BLOCKING_INPUT_BYTES {
+        let check_all = move |input: &RawValue| -> Result<Vec<Reference>, InvalidInput> {
+            check.run(input)?;
+            find_references(input)
+        };
+        let (input, references) = if input.get().len() >= BLOCKING_INPUT_BYTES {
             let checked = tokio::task::spawn_blocking(move || {
-                let result = check.run(&input);
+                let result = check_all(&input);
                 (input, result)
             })
             .await
             .map_err(|e| AdmissionError::Internal(format!("input check lost: {e}")))?;
-            checked.1.map_err(AdmissionError::InvalidInput)?;
-            checked.0
+            let references = checked.1.map_err(AdmissionError::InvalidInput)?;
+            (checked.0, references)
         } else {
-            check.run(&input).map_err(AdmissionError::InvalidInput)?;
-            input
+            let references = check_all(&input).map_err(AdmissionError::InvalidInput)?;
+            (input, references)
+        };
+        let inputs = match (&self.inputs, references.is_empty()) {
+            (_, true) => TaskInputs::default(),
+            (Some(inputs), false) => {
+                inputs.resolve(principal, references).map_err(|e| match e {
+                    ResolveError::NoSuchUpload { path } => AdmissionError::NoSuchUpload { path },
+                    ResolveError::Invalid(invalid) => AdmissionError::InvalidInput(invalid),
+                })?
+            }
+            (None, false) => {
+                return Err(AdmissionError::InvalidInput(InvalidInput::new(
+                    "$",
+                    "this server takes no file references",
+                )));
+            }
         };
         let id = TaskId::generate().map_err(|e| AdmissionError::Internal(e.to_string()))?;
         Ok(TaskSpec {
@@ -157,6 +192,7 @@ impl Admission {
             },
             owner: principal.owner(),
             retry_safe: offer.retry_safe,
+            inputs,
         })
     }
 }

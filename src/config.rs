@@ -111,6 +111,18 @@ pub struct Overrides {
     /// Seconds a REST request body may take to arrive (default 30).
     #[arg(long, env = "TASKWIRE_BODY_TIMEOUT_S", value_name = "N")]
     pub body_timeout_s: Option<u64>,
+    /// Largest upload (`POST /v1/uploads`), in bytes (default 256 MiB).
+    #[arg(long, env = "TASKWIRE_MAX_UPLOAD_BYTES", value_name = "N")]
+    pub max_upload_bytes: Option<u64>,
+    /// Seconds an upload no task uses is kept (default 3600).
+    #[arg(long, env = "TASKWIRE_UPLOAD_TTL_S", value_name = "N")]
+    pub upload_ttl_s: Option<u64>,
+    /// Largest URL input the server fetches, in bytes (default 256 MiB).
+    #[arg(long, env = "TASKWIRE_MAX_FETCH_BYTES", value_name = "N")]
+    pub max_fetch_bytes: Option<u64>,
+    /// Seconds one URL input may take to fetch (default 60).
+    #[arg(long, env = "TASKWIRE_FETCH_TIMEOUT_S", value_name = "N")]
+    pub fetch_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -150,6 +162,12 @@ struct FileConfig {
     no_worker_wait_s: Option<u64>,
     write_timeout_s: Option<u64>,
     body_timeout_s: Option<u64>,
+    max_upload_bytes: Option<u64>,
+    upload_ttl_s: Option<u64>,
+    max_fetch_bytes: Option<u64>,
+    fetch_timeout_s: Option<u64>,
+    /// Addresses URL inputs may reach despite the SSRF guard (CIDRs).
+    fetch_allow: Option<Vec<String>>,
     max_token_ttl_s: Option<u64>,
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
@@ -199,6 +217,24 @@ pub struct Config {
     pub files: FilesConfig,
     pub security: SecurityConfig,
     pub log_format: LogFormat,
+    /// Uploads and URL inputs.
+    pub inputs: InputsConfig,
+}
+
+/// Uploads and URL inputs (`docs/protocol.md` §13 and §14).
+#[derive(Debug, Clone)]
+pub struct InputsConfig {
+    /// Largest upload; past it `413`.
+    pub max_upload_bytes: u64,
+    /// An upload no task refers to is deleted this long after it was made.
+    pub upload_ttl: Duration,
+    /// Largest URL input; past it the task fails with `input_fetch_failed`.
+    pub max_fetch_bytes: u64,
+    /// Longest time one URL input may take (connect, headers and body).
+    pub fetch_timeout: Duration,
+    /// Networks URL inputs may reach even though the SSRF guard forbids
+    /// them (loopback, private, link-local ...), e.g. `127.0.0.1/32`.
+    pub fetch_allow: Vec<crate::inputs::guard::Cidr>,
 }
 
 /// The bounds the scheduler, the worker pool and the connections enforce.
@@ -476,6 +512,30 @@ impl Config {
             1,
             3600,
         );
+        let max_upload_bytes = check(
+            "max_upload_bytes",
+            pick(o.max_upload_bytes, file.max_upload_bytes, 256 * MIB),
+            1,
+            u64::MAX / 2,
+        );
+        let upload_ttl_s = check(
+            "upload_ttl_s",
+            pick(o.upload_ttl_s, file.upload_ttl_s, 3600),
+            1,
+            7 * 86_400,
+        );
+        let max_fetch_bytes = check(
+            "max_fetch_bytes",
+            pick(o.max_fetch_bytes, file.max_fetch_bytes, 256 * MIB),
+            1,
+            u64::MAX / 2,
+        );
+        let fetch_timeout_s = check(
+            "fetch_timeout_s",
+            pick(o.fetch_timeout_s, file.fetch_timeout_s, 60),
+            1,
+            86_400,
+        );
         let max_token_ttl_s = check(
             "max_token_ttl_s",
             file.max_token_ttl_s.unwrap_or(3600),
@@ -501,6 +561,14 @@ impl Config {
             match normalize_origin(&origin) {
                 Ok(origin) => allowed_origins.push(origin),
                 Err(why) => problems.push(format!("allowed_origins: `{origin}`: {why}")),
+            }
+        }
+
+        let mut fetch_allow = Vec::new();
+        for cidr in file.fetch_allow.unwrap_or_default() {
+            match cidr.parse::<crate::inputs::guard::Cidr>() {
+                Ok(cidr) => fetch_allow.push(cidr),
+                Err(why) => problems.push(format!("fetch_allow: `{cidr}`: {why}")),
             }
         }
 
@@ -581,6 +649,13 @@ impl Config {
                 max_token_ttl: secs(max_token_ttl_s),
             },
             log_format: pick(o.log_format, file.log_format, LogFormat::Text),
+            inputs: InputsConfig {
+                max_upload_bytes,
+                upload_ttl: secs(upload_ttl_s),
+                max_fetch_bytes,
+                fetch_timeout: secs(fetch_timeout_s),
+                fetch_allow,
+            },
         })
     }
 
@@ -617,6 +692,11 @@ impl Config {
             no_worker_wait_s: u64,
             write_timeout_s: u64,
             body_timeout_s: u64,
+            max_upload_bytes: u64,
+            upload_ttl_s: u64,
+            max_fetch_bytes: u64,
+            fetch_timeout_s: u64,
+            fetch_allow: Vec<String>,
             max_token_ttl_s: u64,
             allowed_origins: &'a [String],
         }
@@ -647,6 +727,16 @@ impl Config {
             no_worker_wait_s: self.limits.no_worker_wait.as_secs(),
             write_timeout_s: self.limits.write_timeout.as_secs(),
             body_timeout_s: self.limits.body_timeout.as_secs(),
+            max_upload_bytes: self.inputs.max_upload_bytes,
+            upload_ttl_s: self.inputs.upload_ttl.as_secs(),
+            max_fetch_bytes: self.inputs.max_fetch_bytes,
+            fetch_timeout_s: self.inputs.fetch_timeout.as_secs(),
+            fetch_allow: self
+                .inputs
+                .fetch_allow
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             max_token_ttl_s: self.security.max_token_ttl.as_secs(),
             allowed_origins: &self.security.allowed_origins,
         };

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod directory;
 pub mod exec;
+pub mod inputs;
 mod pool;
 pub mod scheduler;
 pub mod server;
@@ -47,6 +48,8 @@ pub enum ServeError {
     Artifacts(#[from] ArtifactsError),
     #[error("the built-in pool could not start: {0}")]
     Pool(#[from] RegisterError),
+    #[error(transparent)]
+    Inputs(#[from] crate::inputs::InputsError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -84,6 +87,8 @@ pub async fn serve_with(
     let background = TaskTracker::new();
     let stop = CancellationToken::new();
     let artifacts = Artifacts::start(&config.files, &background, stop.clone(), metrics.clone())?;
+    let inputs =
+        crate::inputs::Inputs::start(&config.inputs, &artifacts, &background, stop.clone())?;
     let catalog = Arc::new(catalog);
     let directory = Arc::new(Directory::with_builtins(&catalog));
     let discard = artifacts.clone();
@@ -99,6 +104,7 @@ pub async fn serve_with(
         &scheduler,
         Arc::clone(&catalog),
         artifacts.clone(),
+        inputs.clone(),
         config.limits.workers,
         &background,
     )
@@ -108,7 +114,9 @@ pub async fn serve_with(
     let streams = TaskTracker::new();
     let state = AppState::new(server::Inner {
         welcome: std::sync::Mutex::new((0, Default::default())),
-        admission: Admission::new(Arc::clone(&directory), config.limits.max_timeout),
+        admission: Admission::new(Arc::clone(&directory), config.limits.max_timeout)
+            .with_inputs(inputs.clone()),
+        inputs,
         directory,
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),

@@ -27,6 +27,7 @@ use crate::exec::{
     Assignment, ExecutorKind, ExecutorSpec, Order, Outcome, RegisterError, Registration, Report,
     Reporter, TaskDecl,
 };
+use crate::inputs::Inputs;
 use crate::scheduler::Scheduler;
 use crate::task::{FailureKind, TaskFailure};
 
@@ -35,6 +36,7 @@ pub(crate) async fn start(
     scheduler: &Scheduler,
     catalog: Arc<Catalog>,
     artifacts: Artifacts,
+    inputs: Inputs,
     slots: usize,
     tracker: &TaskTracker,
 ) -> Result<(), RegisterError> {
@@ -60,6 +62,7 @@ pub(crate) async fn start(
         let slot = Slot {
             catalog: Arc::clone(&catalog),
             artifacts: artifacts.clone(),
+            inputs: inputs.clone(),
         };
         tracker.spawn(slot.serve(registration));
     }
@@ -69,6 +72,7 @@ pub(crate) async fn start(
 struct Slot {
     catalog: Arc<Catalog>,
     artifacts: Artifacts,
+    inputs: Inputs,
 }
 
 impl Slot {
@@ -104,6 +108,7 @@ impl Slot {
             task,
             input,
             deadline,
+            inputs,
             ..
         } = assignment;
         let started = Instant::now();
@@ -115,6 +120,7 @@ impl Slot {
             cancel.clone(),
             deadline,
             self.artifacts.stage(),
+            self.inputs.clone(),
         );
         let outcome = match self.catalog.get(&task) {
             None => Outcome::Failed(TaskFailure::new(
@@ -124,31 +130,37 @@ impl Slot {
             Some(entry) => {
                 let handler = Arc::clone(&entry.handler);
                 let handler_ctx = ctx.clone();
-                match std::panic::catch_unwind(AssertUnwindSafe(move || {
-                    handler.run(input, handler_ctx)
-                })) {
-                    Err(panic) => Outcome::Failed(TaskFailure::new(
-                        FailureKind::TaskError,
-                        panic_message(panic),
-                    )),
-                    Ok(future) => {
-                        let mut future = AssertUnwindSafe(future).catch_unwind();
-                        loop {
-                            tokio::select! {
-                                biased;
-                                () = cancel.cancelled() => break Outcome::Cancelled,
-                                order = orders.recv() => match order {
-                                    // The scheduler stopped: so does the task.
-                                    None => cancel.cancel(),
-                                    Some(order) => on_order(order, &ctx, &cancel),
-                                },
-                                result = &mut future => break match result {
-                                    Ok(Ok(output)) => publish(&ctx, &self.artifacts, output.result, started).await,
-                                    Ok(Err(TaskError(failure))) => Outcome::Failed(failure),
-                                    Err(panic) => Outcome::Failed(TaskFailure::new(FailureKind::TaskError, panic_message(panic))),
-                                },
-                            }
-                        }
+                let prepare = self.inputs.clone();
+                let prepare_reporter = reporter.clone();
+                // Input files first (URL inputs are fetched now, with
+                // progress), then the handler; both race the stop below, and
+                // a panic in `run` itself is caught with the future's.
+                let future = async move {
+                    if !inputs.is_empty() {
+                        let files = prepare
+                            .prepare(task_id, attempt, &inputs, &prepare_reporter)
+                            .await
+                            .map_err(TaskError)?;
+                        handler_ctx.set_inputs(files);
+                    }
+                    drop(inputs);
+                    handler.run(input, handler_ctx).await
+                };
+                let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => break Outcome::Cancelled,
+                        order = orders.recv() => match order {
+                            // The scheduler stopped: so does the task.
+                            None => cancel.cancel(),
+                            Some(order) => on_order(order, &ctx, &cancel),
+                        },
+                        result = &mut future => break match result {
+                            Ok(Ok(output)) => publish(&ctx, &self.artifacts, output.result, started).await,
+                            Ok(Err(TaskError(failure))) => Outcome::Failed(failure),
+                            Err(panic) => Outcome::Failed(TaskFailure::new(FailureKind::TaskError, panic_message(panic))),
+                        },
                     }
                 }
             }

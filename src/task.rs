@@ -158,6 +158,8 @@ pub struct TaskSpec {
     pub owner: Owner,
     /// The task may run again after a lost attempt (its declaration says so).
     pub retry_safe: bool,
+    /// Its file inputs (uploads pinned at admission, URLs to fetch).
+    pub inputs: crate::inputs::TaskInputs,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +240,8 @@ pub enum FailureKind {
     WorkerLost,
     /// No worker serving its name came in time.
     NoWorker,
+    /// A URL input could not be fetched (`details: {path, reason, status?}`).
+    InputFetchFailed,
 }
 
 /// A task's failure, as reported in `failed.error`.

@@ -1,8 +1,9 @@
 //! The expiring temporary area for task file outputs.
 //!
 //! Layout under `temp_dir`: `staging/task-*/` (one directory per running task
-//! that writes files, see [`Stage`]) and `files/<token>` (published files,
-//! flat, named by their download token). A task's files are published only
+//! that writes files, see [`Stage`]), `files/<token>` (published files,
+//! flat, named by their download token), `uploads/` and `inputs/` (uploads
+//! and fetched URL inputs, owned by `crate::inputs`). A task's files are published only
 //! when it completes, by `rename` within one filesystem, so a half-written
 //! file is never visible. Each published file expires `file_ttl` later: the
 //! expiry loop ([`expiry`]) unlinks it and leaves a tombstone so its link
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use stage::MIN_FILE_CHARGE;
 pub use stage::{MAX_NAME_BYTES, Stage, StageError, StagedFile, clean_name, is_storage_full};
 
 use crate::auth::{hex, random_bytes};
@@ -80,7 +82,7 @@ pub(crate) struct Quota {
 }
 
 impl Quota {
-    fn reserve(&self, bytes: u64) -> Result<(), StageError> {
+    pub(crate) fn reserve(&self, bytes: u64) -> Result<(), StageError> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|after| *after <= self.max)
@@ -89,7 +91,12 @@ impl Quota {
             .map_err(|_| StageError::StorageFull { max: self.max })
     }
 
-    fn release(&self, bytes: u64) {
+    /// The bound (`max_temp_bytes`).
+    pub(crate) fn max(&self) -> u64 {
+        self.max
+    }
+
+    pub(crate) fn release(&self, bytes: u64) {
         let _ = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -147,6 +154,9 @@ pub struct Artifacts {
 struct Inner {
     staging: PathBuf,
     served: PathBuf,
+    /// Uploads and fetched URL inputs (`crate::inputs`), flat, named at random.
+    uploads: PathBuf,
+    inputs: PathBuf,
     quota: Arc<Quota>,
     ttl: Duration,
     /// Lookups by the download route (many readers, short writes, no await
@@ -164,6 +174,8 @@ impl Drop for Inner {
         if self.given_root.is_some() {
             let _ = std::fs::remove_dir_all(&self.staging);
             let _ = std::fs::remove_dir_all(&self.served);
+            let _ = std::fs::remove_dir_all(&self.uploads);
+            let _ = std::fs::remove_dir_all(&self.inputs);
         }
     }
 }
@@ -197,7 +209,9 @@ impl Artifacts {
         };
         let staging = root.join("staging");
         let served = root.join("files");
-        for dir in [&staging, &served] {
+        let uploads = root.join("uploads");
+        let inputs = root.join("inputs");
+        for dir in [&staging, &served, &uploads, &inputs] {
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -210,6 +224,8 @@ impl Artifacts {
             inner: Arc::new(Inner {
                 staging,
                 served,
+                uploads,
+                inputs,
                 quota: Arc::new(Quota {
                     used: AtomicU64::new(0),
                     max: config.max_temp_bytes,
@@ -233,6 +249,22 @@ impl Artifacts {
     /// A new, empty stage for one task (no IO until its first file).
     pub fn stage(&self) -> Stage {
         Stage::new(self.inner.staging.clone(), Arc::clone(&self.inner.quota))
+    }
+
+    /// The quota every file in the area counts against (uploads and
+    /// fetched inputs too).
+    pub(crate) fn quota(&self) -> Arc<Quota> {
+        Arc::clone(&self.inner.quota)
+    }
+
+    /// Where uploads are kept.
+    pub(crate) fn uploads_dir(&self) -> &Path {
+        &self.inner.uploads
+    }
+
+    /// Where fetched URL inputs are kept.
+    pub(crate) fn inputs_dir(&self) -> &Path {
+        &self.inner.inputs
     }
 
     /// Where published files live.

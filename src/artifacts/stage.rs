@@ -17,7 +17,7 @@ pub const MAX_NAME_BYTES: usize = 200;
 
 /// Every file counts at least this much against `max_temp_bytes`, so the
 /// number of files (and of their tombstones) is bounded too.
-pub(super) const MIN_FILE_CHARGE: u64 = 4096;
+pub(crate) const MIN_FILE_CHARGE: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {

@@ -1,7 +1,7 @@
 //! [`TaskCtx`]: everything a running task may touch.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -11,11 +11,13 @@ use tokio_util::task::TaskTracker;
 use super::TaskError;
 use crate::artifacts::{Stage, StageError, StagedFile};
 use crate::exec::{Report, Reporter};
+use crate::inputs::archive::{ArchiveError, ArchiveLimits};
+use crate::inputs::{FetchError, InputFile, Inputs, UnpackedDir, UrlRequest};
 use crate::task::{Answer, FailureKind, Progress, QuestionSpec, TaskFailure, TaskId};
 
 /// A running task's handle on the server: progress, cancellation, its
-/// deadline, blocking work, and files. Cheap to clone; clones may move into
-/// blocking closures.
+/// deadline, blocking work, its input files and its output files. Cheap to
+/// clone; clones may move into blocking closures.
 #[derive(Clone, Debug)]
 pub struct TaskCtx {
     inner: Arc<Inner>,
@@ -46,6 +48,10 @@ struct Inner {
     blocking: TaskTracker,
     /// Where the answer to the open question goes.
     answer: Mutex<Option<oneshot::Sender<Result<Answer, AskError>>>>,
+    /// Uploads, the fetcher, the area for unpacked archives.
+    inputs: Inputs,
+    /// The task's input files, set before its handler runs.
+    files: OnceLock<Vec<InputFile>>,
 }
 
 impl TaskCtx {
@@ -56,6 +62,7 @@ impl TaskCtx {
         cancel: CancellationToken,
         deadline: Instant,
         stage: Stage,
+        inputs: Inputs,
     ) -> TaskCtx {
         TaskCtx {
             inner: Arc::new(Inner {
@@ -67,6 +74,8 @@ impl TaskCtx {
                 stage: Mutex::new(Some(stage)),
                 blocking: TaskTracker::new(),
                 answer: Mutex::new(None),
+                inputs,
+                files: OnceLock::new(),
             }),
         }
     }
@@ -169,6 +178,56 @@ impl TaskCtx {
             Err(e) if e.is_panic() => Err(TaskError::task(panic_message(e.into_panic()))),
             Err(e) => Err(TaskError::internal(format!("blocking work lost: {e}"))),
         }
+    }
+
+    /// The task's input files (its `$upload` and `$url` references, in the
+    /// order they appear in its input), already on disk when it runs.
+    pub fn inputs(&self) -> &[InputFile] {
+        self.inner.files.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The input file whose reference is at `json_path` in the input (the
+    /// notation of `invalid_input`: `$.files[0]`, `$.package`).
+    pub fn input_file(&self, json_path: &str) -> Option<&InputFile> {
+        self.inputs().iter().find(|f| f.json_path() == json_path)
+    }
+
+    /// The pool's side: the files, once fetched.
+    pub(crate) fn set_inputs(&self, files: Vec<InputFile>) {
+        let _ = self.inner.files.set(files);
+    }
+
+    /// Fetches a URL now, as part of the task's own work (a failure is the
+    /// task's to handle), with the SSRF guard and the bounds of URL inputs;
+    /// `label` names it in errors (e.g. `$.files[2]`). The file is deleted
+    /// when the returned value drops.
+    pub async fn fetch(&self, request: &UrlRequest, label: &str) -> Result<InputFile, FetchError> {
+        self.inner.inputs.fetcher().fetch(request, label).await
+    }
+
+    /// Unpacks a zip input (see [`crate::inputs::archive`]) into a fresh
+    /// directory counted in `max_temp_bytes`; blocking IO, so call it from
+    /// blocking work. A bad archive is `invalid_input` (with the input's
+    /// path); a full area is `storage_full`.
+    pub fn unpack_zip(
+        &self,
+        file: &InputFile,
+        limits: &ArchiveLimits,
+    ) -> Result<UnpackedDir, TaskError> {
+        self.inner
+            .inputs
+            .unpack_zip(file, limits)
+            .map_err(|e| match e {
+                ArchiveError::StorageFull => TaskError(TaskFailure::new(
+                    FailureKind::StorageFull,
+                    "the temporary area is full (max_temp_bytes)",
+                )),
+                ArchiveError::Io(e) => TaskError::internal(format!("unpacking: {e}")),
+                other => TaskError::invalid_input(&super::InvalidInput::new(
+                    file.json_path(),
+                    other.to_string(),
+                )),
+            })
     }
 
     /// Opens a new output file of this task; blocking IO, so call it from

@@ -98,6 +98,9 @@ pub struct Assignment {
     pub timeout: Duration,
     /// The task may ask questions (`options.interactive`).
     pub interactive: bool,
+    /// The task's file inputs: uploads (pinned: holding this keeps their
+    /// bytes) and URLs to fetch before it runs (`inputs::Inputs::prepare`).
+    pub inputs: crate::inputs::TaskInputs,
 }
 
 /// Why the scheduler stops an attempt.

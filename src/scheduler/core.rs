@@ -120,6 +120,8 @@ pub(crate) struct Task {
     /// The input, while it may still be needed (queued; running when the
     /// task may run again).
     pub(crate) input: Option<Box<RawValue>>,
+    /// Its file inputs, until it ends (holding them keeps pinned uploads).
+    pub(crate) inputs: crate::inputs::TaskInputs,
     /// Bytes charged to the queued-input bound while queued.
     pub(crate) charged: u64,
     /// 0 before the first start.
@@ -374,6 +376,7 @@ impl Core {
             };
             task.finished_at = Some(record.at);
             task.input = None;
+            task.inputs = Default::default();
             task.question = None;
         }
         let metrics = &self.metrics;

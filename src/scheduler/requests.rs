@@ -25,6 +25,7 @@ impl Core {
             options,
             owner,
             retry_safe,
+            inputs,
         } = spec;
         if let Some(key) = &options.idempotency_key
             && let Some(existing) = self.idempotency.find(&owner.client, &name, key)
@@ -106,6 +107,7 @@ impl Core {
                 retry_safe,
                 state: TaskState::Queued,
                 input: Some(input),
+                inputs,
                 charged: size,
                 attempt: 0,
                 run: None,

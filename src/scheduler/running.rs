@@ -156,6 +156,7 @@ impl Core {
             deadline_at: SystemTime::now() + task.timeout.min(crate::config::FOREVER),
             timeout: task.timeout,
             interactive: task.interactive,
+            inputs: task.inputs.clone(),
         };
         exec.held.push((id, attempt, false));
         let worker = Arc::clone(&exec.name);

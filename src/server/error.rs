@@ -64,6 +64,10 @@ impl ApiError {
                 AdmissionError::InvalidInput(invalid) => {
                     WireError::new(ErrorCode::InvalidInput, message).with_details(invalid.details())
                 }
+                AdmissionError::NoSuchUpload { path } => {
+                    WireError::new(ErrorCode::NotFound, message)
+                        .with_details(serde_json::json!({ "path": path }))
+                }
                 AdmissionError::Internal(_) => WireError::new(ErrorCode::Internal, message),
             },
             ApiError::BadMessage(_)
@@ -136,6 +140,7 @@ pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::TaskError
         | ErrorCode::WorkerLost
         | ErrorCode::NoWorker
+        | ErrorCode::InputFetchFailed
         | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -150,6 +155,7 @@ pub(crate) fn failure_code(kind: FailureKind) -> ErrorCode {
         FailureKind::Internal => ErrorCode::Internal,
         FailureKind::WorkerLost => ErrorCode::WorkerLost,
         FailureKind::NoWorker => ErrorCode::NoWorker,
+        FailureKind::InputFetchFailed => ErrorCode::InputFetchFailed,
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Inner {
     pub directory: Arc<Directory>,
     pub scheduler: Scheduler,
     pub artifacts: Artifacts,
+    /// Uploads, URL inputs, input links for workers.
+    pub inputs: crate::inputs::Inputs,
     pub auth: Authenticator,
     pub origins: OriginPolicy,
     pub metrics: Metrics,

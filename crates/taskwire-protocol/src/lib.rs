@@ -41,11 +41,13 @@ pub enum ErrorCode {
     Internal,
     StorageFull,
     ShuttingDown,
+    /// A URL input of the task could not be fetched.
+    InputFetchFailed,
 }
 
 impl ErrorCode {
     /// Every code, for metrics that should show zeros too.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadMessage,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownTask,
@@ -62,6 +64,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::StorageFull,
         ErrorCode::ShuttingDown,
+        ErrorCode::InputFetchFailed,
     ];
 
     /// The code as it appears on the wire.
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::InputFetchFailed => "input_fetch_failed",
         }
     }
 }
