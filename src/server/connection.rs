@@ -1,5 +1,6 @@
 //! One WebSocket connection: a single task that reads client messages,
-//! writes what the scheduler pushes into its [`Mailbox`], and streams files.
+//! writes what the scheduler pushes into its [`Mailbox`], streams files, and
+//! takes uploads in binary frames ([`super::ws_uploads`]).
 //!
 //! Writes are batched: everything waiting in the mailbox is fed to the
 //! socket, then flushed once. The mailbox is bounded; when the scheduler
@@ -73,6 +74,8 @@ struct Conn {
     streams: VecDeque<StreamJob>,
     next_stream: u32,
     watching: bool,
+    /// Uploads arriving in binary frames.
+    uploads: super::ws_uploads::WsUploads,
 }
 
 pub(super) async fn run(
@@ -95,6 +98,7 @@ pub(super) async fn run(
         streams: VecDeque::new(),
         next_stream: 1,
         watching: false,
+        uploads: Default::default(),
     };
     let who = conn.client_name();
     tracing::info!(client = %who, "websocket connected");
@@ -161,6 +165,7 @@ impl Conn {
                 return end;
             }
             let heartbeat = last_heard + HEARTBEAT;
+            let upload_idle = self.uploads.next_deadline();
             // A revoked token ends the socket at once.
             let revoked = self
                 .principal
@@ -218,6 +223,12 @@ impl Conn {
                     }
                 }
                 () = self.stream_step(), if !self.streams.is_empty() => {}
+                () = sleep_until_some(upload_idle) => {
+                    let idle = self.state.config.limits.body_timeout;
+                    for error in self.uploads.expire(Instant::now(), idle) {
+                        self.send_wire_error(None, &error);
+                    }
+                }
                 () = tokio::time::sleep_until(heartbeat) => {
                     last_heard = Instant::now();
                     self.out.push(Message::Ping(Bytes::new()));
@@ -280,11 +291,18 @@ impl Conn {
             }
             Message::Binary(data) => {
                 self.state.metrics.bytes_received.inc_by(data.len() as u64);
-                self.reply_error(
-                    None,
-                    ErrorCode::BadMessage,
-                    "binary frames are not accepted",
-                );
+                if self.principal.is_none() {
+                    self.reply_error(
+                        None,
+                        ErrorCode::Unauthorized,
+                        "send an auth message before binary frames",
+                    );
+                    return None;
+                }
+                let idle = self.state.config.limits.body_timeout;
+                if let Some(error) = self.uploads.data(&data, idle).await {
+                    self.send_wire_error(None, &error);
+                }
                 None
             }
             Message::Ping(_) | Message::Pong(_) => None,
@@ -401,6 +419,65 @@ impl Conn {
                     true
                 }
             },
+            ClientMessage::UploadBegin {
+                stream,
+                name,
+                size,
+                content_type,
+            } => {
+                let idle = self.state.config.limits.body_timeout;
+                let begun = self
+                    .uploads
+                    .begin(
+                        self.state.inputs.uploads(),
+                        &principal,
+                        stream,
+                        &name,
+                        size,
+                        content_type.as_deref(),
+                        idle,
+                    )
+                    .await;
+                match begun {
+                    Ok(()) => self.send(ServerMessage::UploadReady {
+                        reference: reference.as_deref(),
+                        stream,
+                    }),
+                    Err(error) => self.send_wire_error(reference.as_deref(), &error),
+                }
+                true
+            }
+            ClientMessage::UploadEnd { stream } => {
+                match self.uploads.end(stream).await {
+                    Ok(info) => {
+                        let id = info.id.to_text();
+                        let expires_at = encode::rfc3339(info.expires_at);
+                        self.send(ServerMessage::Uploaded {
+                            reference: reference.as_deref(),
+                            stream,
+                            upload: super::uploads::upload_wire(&info, &id, &expires_at),
+                        });
+                    }
+                    Err(error) => self.send_wire_error(reference.as_deref(), &error),
+                }
+                true
+            }
+            ClientMessage::UploadAbort { stream } => {
+                if self.uploads.abort(stream) {
+                    self.send(ServerMessage::UploadAborted {
+                        reference: reference.as_deref(),
+                        stream,
+                    });
+                } else {
+                    let error = super::ws_uploads::stream_error(
+                        stream,
+                        ErrorCode::BadMessage,
+                        format!("no upload is open on stream {stream}"),
+                    );
+                    self.send_wire_error(reference.as_deref(), &error);
+                }
+                true
+            }
             ClientMessage::Watch => {
                 if principal.admin {
                     self.watching = true;
@@ -458,6 +535,12 @@ impl Conn {
             reference: reference.as_deref(),
             error: &error,
         });
+    }
+
+    /// Sends an `error` carrying a ready-made error object.
+    fn send_wire_error(&mut self, reference: Option<&str>, error: &WireError) {
+        self.state.metrics.rejected(error.code);
+        self.send(ServerMessage::Error { reference, error });
     }
 
     /// Turns one scheduler message into frames (or a stream job).
@@ -633,6 +716,13 @@ impl Conn {
             .scheduler
             .disconnected(self.mailbox.id(), tasks)
             .await;
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -24,6 +24,8 @@ pub enum ApiError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    #[error(transparent)]
+    Upload(#[from] crate::inputs::UploadError),
     #[error("{0}")]
     BadMessage(String),
     #[error("{0}")]
@@ -55,6 +57,7 @@ impl ApiError {
         let message = self.to_string();
         match self {
             ApiError::Refused(refusal) => refusal_wire(refusal, message),
+            ApiError::Upload(e) => upload_wire(e, message),
             ApiError::Admission(e) => match e {
                 AdmissionError::UnknownTask(_) => WireError::new(ErrorCode::UnknownTask, message),
                 AdmissionError::NotAllowed(_) | AdmissionError::TokenExpired => {
@@ -94,8 +97,22 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Refused(Refusal::AlreadyAnswered) => StatusCode::CONFLICT,
+            ApiError::Upload(crate::inputs::UploadError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             _ => status_of(self.wire().code),
         }
+    }
+}
+
+fn upload_wire(error: &crate::inputs::UploadError, message: String) -> WireError {
+    use crate::inputs::UploadError;
+    match error {
+        UploadError::TooLarge { max } => WireError::new(ErrorCode::BadMessage, message)
+            .with_details(serde_json::json!({"bound": "max_upload_bytes", "max": max})),
+        UploadError::SizeMismatch { .. } => WireError::new(ErrorCode::BadMessage, message),
+        UploadError::StorageFull { .. } => WireError::new(ErrorCode::StorageFull, message),
+        UploadError::Io(_) => WireError::new(ErrorCode::Internal, "cannot store the upload"),
     }
 }
 

@@ -41,15 +41,34 @@ async fn download(
         Lookup::Expired => return (StatusCode::GONE, "this link has expired\n").into_response(),
         Lookup::Missing => return (StatusCode::NOT_FOUND, "no such file\n").into_response(),
     };
+    serve_file(
+        state.artifacts.served_dir(),
+        &file.disk_name,
+        &file.name,
+        &file.content_type,
+        request,
+    )
+    .await
+}
+
+/// Serves `dir/disk_name` as a download named `name` (ranges, `ETag`,
+/// `304`, no symlink, the safe headers). A file gone meanwhile is `410`.
+pub(super) async fn serve_file(
+    dir: &std::path::Path,
+    disk_name: &str,
+    name: &str,
+    content_type: &str,
+    request: Request,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let Ok(uri) = Uri::builder()
-        .path_and_query(format!("/{}", file.disk_name))
+        .path_and_query(format!("/{disk_name}"))
         .build()
     else {
         return StatusCode::NOT_FOUND.into_response();
     };
     parts.uri = uri;
-    let serve = ServeDir::with_backend(state.artifacts.served_dir(), NoFollow)
+    let serve = ServeDir::with_backend(dir, NoFollow)
         .append_index_html_on_directories(false)
         .redirect_to_trailing_slash(false);
     let response = match serve.oneshot(Request::from_parts(parts, body)).await {
@@ -63,10 +82,10 @@ async fn download(
     }
     let headers = &mut parts.headers;
     if parts.status.is_success() || parts.status == StatusCode::NOT_MODIFIED {
-        if let Ok(value) = HeaderValue::from_str(&file.content_type) {
+        if let Ok(value) = HeaderValue::from_str(content_type) {
             headers.insert(header::CONTENT_TYPE, value);
         }
-        if let Ok(value) = HeaderValue::from_str(&content_disposition(&file.name)) {
+        if let Ok(value) = HeaderValue::from_str(&content_disposition(name)) {
             headers.insert(header::CONTENT_DISPOSITION, value);
         }
     }

@@ -3,6 +3,7 @@
 //! - `/v1/ws` ([`ws`], then [`connection`]): the WebSocket protocol.
 //! - `/v1/tasks...` ([`rest`]): REST submit, snapshot, cancel, and SSE events.
 //! - `/v1/tokens`, `/v1/admin/tasks` ([`rest`]): browser tokens, monitoring.
+//! - `/v1/uploads...`, `/v1/inputs/{token}` ([`uploads`]): file inputs.
 //! - `/files/{token}/{name}` ([`files`]): downloads, no key (the token is
 //!   the capability).
 //! - `/healthz`, `/readyz`, `/metrics`; `/` and the rest of `static/`.
@@ -17,7 +18,9 @@ pub mod encode;
 pub(crate) mod error;
 mod files;
 mod rest;
+mod uploads;
 mod ws;
+mod ws_uploads;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -148,6 +151,7 @@ pub fn welcome(offered: &Offered, config: &Config) -> Utf8Bytes {
             workers: limits.workers as u64,
             max_timeout_s: limits.max_timeout.as_secs(),
             file_ttl_s: config.files.file_ttl.as_secs(),
+            max_upload_bytes: config.inputs.max_upload_bytes,
         },
     });
     Utf8Bytes::from(message.to_json())
@@ -161,6 +165,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes(&state))
+        .merge(uploads::routes(&state))
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -46,6 +46,21 @@ pub enum ClientMessage<'a> {
         value: Box<RawValue>,
     },
     Ping,
+    /// Starts an upload whose bytes follow as binary frames of `stream`.
+    UploadBegin {
+        stream: u32,
+        name: String,
+        size: Option<u64>,
+        content_type: Option<String>,
+    },
+    /// The last byte of `stream` was sent.
+    UploadEnd {
+        stream: u32,
+    },
+    /// Drops the upload of `stream`.
+    UploadAbort {
+        stream: u32,
+    },
     /// Admin extension (`docs/protocol.md`): follow every task.
     Watch,
     Unwatch,
@@ -61,6 +76,9 @@ impl ClientMessage<'_> {
             ClientMessage::Unsubscribe { .. } => "unsubscribe",
             ClientMessage::Answer { .. } => "answer",
             ClientMessage::Ping => "ping",
+            ClientMessage::UploadBegin { .. } => "upload_begin",
+            ClientMessage::UploadEnd { .. } => "upload_end",
+            ClientMessage::UploadAbort { .. } => "upload_abort",
             ClientMessage::Watch => "watch",
             ClientMessage::Unwatch => "unwatch",
         }
@@ -137,6 +155,14 @@ struct RawFields<'a> {
     question_id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     value: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    stream: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    size: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    content_type: Option<&'a RawValue>,
 }
 
 /// serde would read a JSON array into a struct field by field; a message
@@ -215,6 +241,24 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
                 .ok_or_else(|| fail(Some("answer"), "answer: missing field `value`".to_owned()))?,
         },
         "ping" => ClientMessage::Ping,
+        "upload_begin" => {
+            let f = |m| fail(Some("upload_begin"), m);
+            ClientMessage::UploadBegin {
+                stream: required(raw.stream, "upload_begin", "stream").map_err(f)?,
+                name: required(raw.name, "upload_begin", "name").map_err(f)?,
+                size: optional(raw.size, "upload_begin", "size").map_err(f)?,
+                content_type: optional(raw.content_type, "upload_begin", "content_type")
+                    .map_err(f)?,
+            }
+        }
+        "upload_end" => ClientMessage::UploadEnd {
+            stream: required(raw.stream, "upload_end", "stream")
+                .map_err(|m| fail(Some("upload_end"), m))?,
+        },
+        "upload_abort" => ClientMessage::UploadAbort {
+            stream: required(raw.stream, "upload_abort", "stream")
+                .map_err(|m| fail(Some("upload_abort"), m))?,
+        },
         "watch" => ClientMessage::Watch,
         "unwatch" => ClientMessage::Unwatch,
         other => {
@@ -339,6 +383,12 @@ mod tests {
             ),
             (r#"{"type":"unsubscribe","task_id":"x"}"#, "unsubscribe"),
             (r#"{"type":"ping","ref":"r1"}"#, "ping"),
+            (
+                r#"{"type":"upload_begin","stream":1,"name":"a.zip","size":3}"#,
+                "upload_begin",
+            ),
+            (r#"{"type":"upload_end","stream":1}"#, "upload_end"),
+            (r#"{"type":"upload_abort","stream":1}"#, "upload_abort"),
         ];
         for (text, kind) in cases {
             let request = decode(text).unwrap_or_else(|e| panic!("{text}: {e}"));

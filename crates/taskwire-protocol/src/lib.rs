@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod inputs;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

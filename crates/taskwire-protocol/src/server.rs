@@ -45,6 +45,26 @@ pub enum ServerMessage<'a> {
         stream: u32,
         sha256: &'a str,
     },
+    /// The reply to `upload_begin`: binary frames of `stream` are taken.
+    UploadReady {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        stream: u32,
+    },
+    /// The reply to `upload_end`: the upload is stored.
+    Uploaded {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        stream: u32,
+        #[serde(flatten)]
+        upload: super::inputs::Upload<'a>,
+    },
+    /// The reply to `upload_abort`.
+    UploadAborted {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        stream: u32,
+    },
 }
 
 impl ServerMessage<'_> {
@@ -236,6 +256,8 @@ pub struct Limits {
     pub workers: u64,
     pub max_timeout_s: u64,
     pub file_ttl_s: u64,
+    /// Largest upload (`POST /v1/uploads`, `upload_begin`).
+    pub max_upload_bytes: u64,
 }
 
 /// The File object.
