@@ -1,6 +1,6 @@
 //! The built-in tasks: `echo`, `sleep` and `blob` for tests, demos and
-//! benchmarks, `approval` (a question to the submitter), and
-//! `abstract_booklet`, the first real one.
+//! benchmarks, `approval` (a question to the submitter), and the real ones:
+//! `abstract_booklet` and `pdf_check`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub(super) fn register(catalog: &mut Catalog, max_temp_bytes: u64) {
     catalog.register(Arc::new(Blob { max_temp_bytes }));
     catalog.register(Arc::new(Approval));
     catalog.register(Arc::new(super::booklet::AbstractBooklet));
+    catalog.register(Arc::new(super::pdf_check::PdfCheck));
 }
 
 /// `approval`: asks its submitter one question and completes with the

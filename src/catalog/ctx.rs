@@ -180,8 +180,9 @@ impl TaskCtx {
         }
     }
 
-    /// The task's input files (its `$upload` and `$url` references, in the
-    /// order they appear in its input), already on disk when it runs.
+    /// The task's input files (its `$upload` and `$url` references, in path
+    /// order: array items in order, object keys sorted), already on disk
+    /// when it runs.
     pub fn inputs(&self) -> &[InputFile] {
         self.inner.files.get().map_or(&[], Vec::as_slice)
     }

@@ -13,6 +13,8 @@
 mod booklet;
 mod builtin;
 mod ctx;
+mod pdf_check;
+pub mod sync_example;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,7 +144,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The built-in tasks: `echo`, `sleep`, `blob`, `abstract_booklet`.
+    /// The built-in tasks: `echo`, `sleep`, `blob`, `approval`,
+    /// `abstract_booklet`, `pdf_check`.
     pub fn builtin(max_temp_bytes: u64) -> Catalog {
         let mut catalog = Catalog::default();
         builtin::register(&mut catalog, max_temp_bytes);

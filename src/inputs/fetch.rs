@@ -99,9 +99,6 @@ impl Fetcher {
         dir: PathBuf,
         quota: Arc<Quota>,
     ) -> Result<Fetcher, InputsError> {
-        // rustls needs one process-wide crypto provider; ring's, unless
-        // someone in the process installed one first.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let guard = Guard::new(config.fetch_allow.clone());
         let client = reqwest::Client::builder()
             .no_proxy()

@@ -128,8 +128,7 @@ fn refuses_v4(ip: Ipv4Addr) -> Option<&'static str> {
         "a multicast address"
     } else if ip.is_broadcast() || a >= 240 {
         "a reserved address"
-    } else if (a == 192 && b == 0 && c == 0)
-        || (a == 192 && b == 0 && c == 2)
+    } else if (a == 192 && b == 0 && (c == 0 || c == 2))
         || (a == 198 && b == 51 && c == 100)
         || (a == 203 && b == 0 && c == 113)
         || (a == 198 && (b == 18 || b == 19))

@@ -175,7 +175,8 @@ impl InputSource {
     }
 }
 
-/// The file inputs of one task, in the order they appear in its input.
+/// The file inputs of one task, in path order (array items in order,
+/// object keys sorted).
 /// Cheap to clone; holding it keeps its uploads' bytes.
 #[derive(Clone, Debug, Default)]
 pub struct TaskInputs(Option<Arc<[InputSource]>>);

@@ -56,7 +56,8 @@ pub enum Reference {
     },
 }
 
-/// Every reference in `input`, in document order.
+/// Every reference in `input`, in path order: array items in order, the
+/// keys of an object sorted (the order is the same for the same input).
 pub fn find_references(input: &RawValue) -> Result<Vec<Reference>, InvalidInput> {
     let text = input.get();
     if !text.contains("\"$u") && !text.contains("\\u") {
@@ -277,13 +278,13 @@ mod tests {
     }
 
     #[test]
-    fn finds_references_in_document_order() {
+    fn finds_references_in_path_order() {
         assert!(paths(r#"{"a": 1, "b": ["x"]}"#).is_empty());
         assert_eq!(
             paths(
                 r#"{"zip": {"$upload": "up_1"}, "files": [{"$url": "https://a.example/x.pdf", "headers": {"Authorization": "Bearer s"}}, 3, {"deep": {"$upload": "up_2"}}]}"#
             ),
-            ["$.zip", "$.files[0]", "$.files[2].deep"]
+            ["$.files[0]", "$.files[2].deep", "$.zip"]
         );
         assert_eq!(paths(r#"{"$upload": "up_x"}"#), ["$"]);
         assert_eq!(paths(r#"{"a b": {"$url": "http://h/"}}"#), ["$[\"a b\"]"]);

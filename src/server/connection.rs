@@ -431,10 +431,12 @@ impl Conn {
                     .begin(
                         self.state.inputs.uploads(),
                         &principal,
-                        stream,
-                        &name,
-                        size,
-                        content_type.as_deref(),
+                        super::ws_uploads::Begin {
+                            stream,
+                            name: &name,
+                            size,
+                            content_type: content_type.as_deref(),
+                        },
                         idle,
                     )
                     .await;

@@ -72,6 +72,15 @@ fn upload_error(stream: u32, error: &UploadError) -> WireError {
     }
 }
 
+/// What an `upload_begin` asks for.
+#[derive(Debug)]
+pub(super) struct Begin<'a> {
+    pub(super) stream: u32,
+    pub(super) name: &'a str,
+    pub(super) size: Option<u64>,
+    pub(super) content_type: Option<&'a str>,
+}
+
 impl WsUploads {
     fn fail(&mut self, stream: u32) {
         self.open.remove(&stream);
@@ -87,12 +96,15 @@ impl WsUploads {
         &mut self,
         uploads: &Uploads,
         principal: &Principal,
-        stream: u32,
-        name: &str,
-        size: Option<u64>,
-        content_type: Option<&str>,
+        begin: Begin<'_>,
         idle: Duration,
     ) -> Result<(), WireError> {
+        let Begin {
+            stream,
+            name,
+            size,
+            content_type,
+        } = begin;
         if self.open.contains_key(&stream) {
             return Err(stream_error(
                 stream,

@@ -7,6 +7,7 @@ mod booklet;
 mod bounds;
 mod files;
 mod hardening;
+mod inputs;
 mod process;
 mod protocol;
 mod questions;

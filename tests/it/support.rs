@@ -56,12 +56,23 @@ impl TestServer {
     }
 
     pub async fn with(change: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::with_tasks(change, Vec::new()).await
+    }
+
+    /// With extra tasks besides the built-ins and `panics`.
+    pub async fn with_tasks(
+        change: impl FnOnce(&mut Config),
+        tasks: Vec<std::sync::Arc<dyn taskwire::catalog::TaskHandler>>,
+    ) -> TestServer {
         let temp = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.files.temp_dir = Some(temp.path().join("area"));
         change(&mut config);
         let mut catalog = taskwire::catalog::Catalog::builtin(config.files.max_temp_bytes);
         catalog.register(std::sync::Arc::new(Panics));
+        for task in tasks {
+            catalog.register(task);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
