@@ -35,8 +35,10 @@ enum Place {
 
 /// The heading of a block without contributions after another section: no page of its own
 /// for a heading, a time line and a chair line, but some room above it.
-const HEADING_1_FLOW_PROPERTIES: [(&str, &str); 2] =
-    [("fo:break-before", "auto"), ("fo:margin-top", "0.8cm")];
+const HEADING_1_FLOW: [(&str, &str); 2] = [("fo:break-before", "auto"), ("fo:margin-top", "0.8cm")];
+
+/// The description's last paragraph and the custom fields but the last line.
+const KEEP_WITH_NEXT: [(&str, &str); 1] = [("fo:keep-with-next", "always")];
 
 /// Written when the event has no contribution at all.
 const NO_CONTRIBUTIONS: &str = "This event has no contributions.";
@@ -125,17 +127,35 @@ impl Document<'_> {
             ],
         )?;
         toc.end("style:style")?;
-        // A variant of `AB Heading 1`, which LibreOffice shows as that style.
-        toc.start(
-            "style:style",
-            &[
-                ("style:name", styles::HEADING_1_FLOW),
-                ("style:family", "paragraph"),
-                ("style:parent-style-name", styles::HEADING_1),
-            ],
-        )?;
-        toc.empty("style:paragraph-properties", &HEADING_1_FLOW_PROPERTIES)?;
-        toc.end("style:style")?;
+        // Variants of named styles, which LibreOffice shows as the named styles.
+        for (name, parent, properties) in [
+            (
+                styles::HEADING_1_FLOW,
+                styles::HEADING_1,
+                &HEADING_1_FLOW[..],
+            ),
+            (
+                styles::DESCRIPTION_KEEP,
+                styles::DESCRIPTION,
+                &KEEP_WITH_NEXT[..],
+            ),
+            (
+                styles::FOOTNOTES_KEEP,
+                styles::FOOTNOTES,
+                &KEEP_WITH_NEXT[..],
+            ),
+        ] {
+            toc.start(
+                "style:style",
+                &[
+                    ("style:name", name),
+                    ("style:family", "paragraph"),
+                    ("style:parent-style-name", parent),
+                ],
+            )?;
+            toc.empty("style:paragraph-properties", properties)?;
+            toc.end("style:style")?;
+        }
         toc.end("office:automatic-styles")?;
         toc.start("office:body", &[])?;
         toc.start("office:text", &[])?;
@@ -398,22 +418,42 @@ impl Document<'_> {
         self.title_heading(&bookmark, &c.title, &entry)?;
         self.people(c)?;
         let body = &mut self.body;
+        // Custom fields are short lines after the description: they keep with the end of it
+        // (and with each other), so none is carried alone onto a page of its own.
+        let fields = !c.fields.is_empty();
         let mut description = lines(&c.description).peekable();
         if description.peek().is_some() {
             body.empty_paragraph(styles::DESCRIPTION)?;
-            for line in description {
-                line_paragraph(body, styles::DESCRIPTION, line)?;
+            while let Some(line) = description.next() {
+                let last = description.peek().is_none();
+                let style = if last && fields {
+                    styles::DESCRIPTION_KEEP
+                } else {
+                    styles::DESCRIPTION
+                };
+                line_paragraph(body, style, line)?;
             }
         }
-        let mut spacer = styles::DESCRIPTION;
-        for field in &c.fields {
+        let mut spacer = styles::DESCRIPTION_KEEP;
+        for (i, field) in c.fields.iter().enumerate() {
             body.empty_paragraph(spacer)?;
-            for line in lines(field) {
-                line_paragraph(body, styles::FOOTNOTES, line)?;
+            let mut field_lines = lines(field).peekable();
+            while let Some(line) = field_lines.next() {
+                let last = i + 1 == c.fields.len() && field_lines.peek().is_none();
+                let style = if last {
+                    styles::FOOTNOTES
+                } else {
+                    styles::FOOTNOTES_KEEP
+                };
+                line_paragraph(body, style, line)?;
             }
-            spacer = styles::FOOTNOTES;
+            spacer = styles::FOOTNOTES_KEEP;
         }
-        self.spacer = Some(spacer);
+        self.spacer = Some(if fields {
+            styles::FOOTNOTES
+        } else {
+            styles::DESCRIPTION
+        });
         Ok(())
     }
 

@@ -38,7 +38,9 @@
 //! * typesetting: descriptions are ragged right (justified lines stretched word gaps, and
 //!   hyphenation depends on the editor's dictionaries and on languages the abstracts do not
 //!   declare); the keep-with-next chain runs from the header row to the title and stops
-//!   there (see `styles.rs`); the empty paragraph that closed a contribution is written only
+//!   there (see `styles.rs`); custom fields keep with the description's last paragraph
+//!   (automatic styles over `AB Description` and `AB Footnotes`), so no field line is
+//!   carried alone onto a page; the empty paragraph that closed a contribution is written only
 //!   when another contribution follows in the section, so none is left before a page break
 //!   to take a page of its own; a block without contributions after the first section
 //!   follows on the previous page (an automatic style over `AB Heading 1` without the page

@@ -28,8 +28,11 @@ pub(crate) const INDEX_LEVELS: [&str; 3] = [
 pub(crate) const SPEAKERS: &str = "AB_20_Speakers";
 /// Text style of the table-of-contents links (black, not underlined, as LibreOffice's own).
 pub(crate) const INDEX_LINK: &str = "AB_20_Index_20_Link";
-/// Automatic paragraph style in `content.xml`: `AB Heading 1` without its page break.
+/// Automatic paragraph styles in `content.xml`: `AB Heading 1` without its page break, and
+/// `AB Description` and `AB Footnotes` kept with the next paragraph.
 pub(crate) const HEADING_1_FLOW: &str = "AB_Heading_1_Flow";
+pub(crate) const DESCRIPTION_KEEP: &str = "AB_Description_Keep";
+pub(crate) const FOOTNOTES_KEEP: &str = "AB_Footnotes_Keep";
 /// Automatic table style in `content.xml`.
 pub(crate) const TABLE: &str = "AB_20_Table";
 const ROOT: &str = "AB_20_Root";

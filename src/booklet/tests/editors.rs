@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use super::support::*;
 use super::{at, check_booklet, contribution, spec_example};
-use crate::booklet::styles::{HEADING_1, HEADING_1_FLOW, INDEX_LEVELS};
+use crate::booklet::styles::{
+    DESCRIPTION_KEEP, FOOTNOTES_KEEP, HEADING_1, HEADING_1_FLOW, INDEX_LEVELS,
+};
 
 const GAP: char = '\u{2002}';
 
@@ -198,7 +200,7 @@ fn contributions_outside_sessions_show_their_day() {
 }
 
 #[test]
-fn abstracts_are_ragged_right_and_the_keep_chain_ends_at_the_title() {
+fn abstracts_are_ragged_right_and_keep_only_what_must_stay_together() {
     let booklet = build_ok(&spec_example());
     let entries = unzip(&booklet.odt);
     let styles = std::str::from_utf8(&entries[2].1).unwrap();
@@ -228,6 +230,47 @@ fn abstracts_are_ragged_right_and_the_keep_chain_ends_at_the_title() {
             keeps,
             "{name}"
         );
+    }
+    // Custom fields keep with the end of the description, so no field line is carried
+    // alone onto a page.
+    let mut c = contribution("1", "A1", "Fields", Value::Null);
+    c["description"] = json!("First.\nLast.");
+    c["field_values"] =
+        json!([{"name": "Footnotes", "value": "one\ntwo"}, {"name": "Funding", "value": "three"}]);
+    let input = json!({"event": {"id": "1", "title": "T", "contributions": [c]},
+        "settings": {"custom_fields": ["Footnotes", "Funding"]}});
+    let content = check_package(&build_ok(&input).odt);
+    let p = |style: &str, text: &str| {
+        if text.is_empty() {
+            format!("<text:p text:style-name=\"{style}\"/>")
+        } else {
+            format!("<text:p text:style-name=\"{style}\">{text}</text:p>")
+        }
+    };
+    let (d, dk, f, fk) = (
+        "AB_20_Description",
+        DESCRIPTION_KEEP,
+        "AB_20_Footnotes",
+        FOOTNOTES_KEEP,
+    );
+    let expected = [
+        p(d, ""),
+        p(d, "First."),
+        p(dk, "Last."),
+        p(dk, ""),
+        p(fk, "one"),
+        p(fk, "two"),
+        p(fk, ""),
+        p(f, "three"),
+    ]
+    .concat();
+    assert!(content.contains(&expected), "{content}");
+    for (name, parent) in [(dk, d), (fk, f)] {
+        assert!(content.contains(&format!(
+            "<style:style style:name=\"{name}\" style:family=\"paragraph\" \
+             style:parent-style-name=\"{parent}\"><style:paragraph-properties \
+             fo:keep-with-next=\"always\"/></style:style>"
+        )));
     }
     // Widows and orphans: at least two lines of a paragraph on either side of a break.
     assert!(styles.contains(
