@@ -54,12 +54,22 @@ pdf="$out/$name.pdf"
 [ -f "$pdf" ] || { echo "no PDF produced for $in" >&2; exit 1; }
 
 count=$(pdfinfo "$pdf" | awk '/^Pages:/ {print $2}')
-thin=()
-for ((p = 1; p < count; p++)); do
-  lines=$(pdftotext -f "$p" -l "$p" -layout "$pdf" - | grep -c '[^[:space:]]' || true)
-  [ "$lines" -lt "$sparse" ] && thin+=("$p:$lines")
-done
-echo "pages=$count sparse(<$sparse lines, page:lines)=${thin[*]:-none}"
+# One pdftotext run; pages end with a form feed. Counts non-blank lines per page, the last
+# page left out.
+thin=$(pdftotext -layout "$pdf" - | awk -v min="$sparse" -v count="$count" '
+  BEGIN { page = 1; lines = 0; out = "" }
+  {
+    n = split($0, parts, "\f")
+    for (i = 1; i <= n; i++) {
+      if (i > 1) {
+        if (page < count && lines < min) out = out " " page ":" lines
+        page++; lines = 0
+      }
+      if (parts[i] ~ /[^[:space:]]/) lines++
+    }
+  }
+  END { sub(/^ /, "", out); print (out == "" ? "none" : out) }')
+echo "pages=$count sparse(<$sparse lines, page:lines)=$thin"
 
 case $pages in
   all) first=1 last=$count ;;
