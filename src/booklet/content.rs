@@ -35,7 +35,8 @@ enum Place {
 
 /// The heading of a block without contributions after another section: no page of its own
 /// for a heading, a time line and a chair line, but some room above it.
-const HEADING_1_FLOW: [(&str, &str); 2] = [("fo:break-before", "auto"), ("fo:margin-top", "0.8cm")];
+const HEADING_1_FLOW_PROPERTIES: [(&str, &str); 2] =
+    [("fo:break-before", "auto"), ("fo:margin-top", "0.8cm")];
 
 /// The description's last paragraph and the custom fields but the last line.
 const KEEP_WITH_NEXT: [(&str, &str); 1] = [("fo:keep-with-next", "always")];
@@ -132,7 +133,7 @@ impl Document<'_> {
             (
                 styles::HEADING_1_FLOW,
                 styles::HEADING_1,
-                &HEADING_1_FLOW[..],
+                &HEADING_1_FLOW_PROPERTIES[..],
             ),
             (
                 styles::DESCRIPTION_KEEP,

@@ -14,7 +14,7 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 use crate::booklet::styles::MEDIA_TYPE;
 
 /// Deflate level. Against level 1, level 6 makes the file 41 % smaller (3,000 contributions:
-/// 883 KB to 517 KB) for about 25 ms more CPU at 3,000 contributions and 130 ms at 10,000
+/// 883 KB to 517 KB) for 25–35 ms more CPU at 3,000 contributions and 130 ms at 10,000
 /// (BENCHMARKS.md); levels above 6 save 1–4 % more at up to twice the time.
 const DEFLATE_LEVEL: i64 = 6;
 
