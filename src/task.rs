@@ -160,6 +160,8 @@ pub struct TaskSpec {
     pub retry_safe: bool,
     /// Its file inputs (uploads pinned at admission, URLs to fetch).
     pub inputs: crate::inputs::TaskInputs,
+    /// The schedule that submitted it, if one did.
+    pub tag: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]

@@ -160,6 +160,7 @@ impl Harness {
             owner: client.owner(),
             retry_safe: decl.is_some_and(|d| d.retry_safe),
             inputs: Default::default(),
+            tag: None,
         }
     }
 

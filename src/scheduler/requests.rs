@@ -26,6 +26,7 @@ impl Core {
             owner,
             retry_safe,
             inputs,
+            tag,
         } = spec;
         if let Some(key) = &options.idempotency_key
             && let Some(existing) = self.idempotency.find(&owner.client, &name, key)
@@ -124,6 +125,7 @@ impl Core {
                 progress: None,
                 message: None,
                 no_worker_at,
+                tag,
             },
         );
         self.emit(id, TaskEvent::Accepted { position }, copies);

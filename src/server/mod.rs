@@ -19,6 +19,7 @@ pub(crate) mod error;
 mod files;
 mod rest;
 mod uploads;
+mod schedules;
 mod ws;
 mod ws_uploads;
 
@@ -56,6 +57,7 @@ pub struct Inner {
     pub admission: Admission,
     pub directory: Arc<Directory>,
     pub scheduler: Scheduler,
+    pub schedules: crate::schedules::Schedules,
     pub artifacts: Artifacts,
     /// Uploads, URL inputs, input links for workers.
     pub inputs: crate::inputs::Inputs,
@@ -166,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes(&state))
         .merge(uploads::routes(&state))
+        .merge(schedules::routes())
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -273,5 +276,6 @@ pub fn submit_request(
             cancel_on_disconnect: options.cancel_on_disconnect,
             interactive: options.interactive,
         },
+        tag: None,
     }
 }

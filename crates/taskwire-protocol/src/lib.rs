@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod client;
 pub mod inputs;
+pub mod schedules;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
