@@ -540,8 +540,16 @@ fn check_key_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// `scheme://host[:port]`, lowercased, without a path; `*` is refused.
+/// Longest origin accepted anywhere (config, `Origin` header, a browser
+/// token's `origin`), in bytes: a 253-byte host name with scheme and port fits.
+pub const MAX_ORIGIN_BYTES: usize = 300;
+
+/// `scheme://host[:port]`, lowercased, without a path and without the
+/// scheme's default port (as browsers send it); `*` is refused.
 pub(crate) fn normalize_origin(origin: &str) -> Result<String, &'static str> {
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err("longer than 300 bytes");
+    }
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
     let Some((scheme, rest)) = origin.split_once("://") else {
         return Err("expected scheme://host[:port]");
@@ -552,7 +560,11 @@ pub(crate) fn normalize_origin(origin: &str) -> Result<String, &'static str> {
     if rest.is_empty() || rest.contains(['/', '*', '?', '#', '@', ' ']) {
         return Err("expected scheme://host[:port] without path or wildcard");
     }
-    Ok(origin)
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    match rest.strip_suffix(default_port) {
+        Some(host) if !host.is_empty() => Ok(format!("{scheme}://{host}")),
+        _ => Ok(origin),
+    }
 }
 
 fn normalize_public_url(url: &str) -> Result<String, &'static str> {
@@ -636,5 +648,20 @@ mod tests {
         );
         assert!(normalize_origin("https://a.org/path").is_err());
         assert!(normalize_origin("ftp://a.org").is_err());
+        // The default port is left out, as browsers do; another is kept.
+        assert_eq!(
+            normalize_origin("https://a.org:443").as_deref(),
+            Ok("https://a.org")
+        );
+        assert_eq!(
+            normalize_origin("http://a.org:80").as_deref(),
+            Ok("http://a.org")
+        );
+        assert_eq!(
+            normalize_origin("https://a.org:80").as_deref(),
+            Ok("https://a.org:80")
+        );
+        let long = format!("https://{}.org", "a".repeat(MAX_ORIGIN_BYTES));
+        assert!(normalize_origin(&long).is_err());
     }
 }

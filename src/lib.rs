@@ -91,11 +91,12 @@ pub async fn serve_with(
         welcome: server::welcome(&catalog, &config),
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),
-            tokens: Tokens::new(config.security.max_token_ttl),
+            tokens: Tokens::start(config.security.max_token_ttl, &background, stop.clone()),
         },
         origins: OriginPolicy::new(
             config.security.allowed_origins.clone(),
             config.files.public_url.as_deref(),
+            listener.local_addr()?,
         ),
         links: server::encode::Links {
             public_url: config.files.public_url.clone(),

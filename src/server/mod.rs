@@ -224,10 +224,9 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     origin
         .to_str()
-        .is_ok_and(|origin| state.origins.allows(origin, host))
+        .is_ok_and(|origin| state.origins.allows(origin))
 }
 
 /// The caller of a REST request, from `Authorization: Bearer ...`.
@@ -239,11 +238,7 @@ pub fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Principal, Respon
     let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(crate::auth::bearer_secret);
     let Some(secret) = secret else {
         state.metrics.rejected(ErrorCode::Unauthorized);
         return Err(error_response(
