@@ -56,6 +56,11 @@ struct Kind {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Limit {
+    limit: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 100 µs .. ~1.8 h, ×2.5 per bucket.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -72,6 +77,7 @@ pub struct Metrics {
     durations: Family<TaskName, Histogram, fn() -> Histogram>,
     rejections: Family<Code, Counter>,
     connections: Family<Kind, Gauge>,
+    refused: Family<Limit, Counter>,
     per_task: Arc<RwLock<HashMap<Arc<str>, TaskMetrics>>>,
     pub queue_depth: Gauge,
     pub tasks_running: Gauge,
@@ -82,6 +88,8 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     pub slow_consumers: Counter,
     pub temp_bytes: Gauge,
+    /// Open TCP connections to the listener (WebSockets included).
+    pub http_connections: Gauge,
 }
 
 /// The metric handles of one task name.
@@ -110,6 +118,7 @@ impl Metrics {
         );
         let rejections = Family::<Code, Counter>::default();
         let connections = Family::<Kind, Gauge>::default();
+        let refused = Family::<Limit, Counter>::default();
         let metrics = Metrics {
             registry: Arc::new(Registry::default()),
             outcomes,
@@ -117,6 +126,7 @@ impl Metrics {
             durations,
             rejections,
             connections,
+            refused,
             per_task: Arc::default(),
             queue_depth: Gauge::default(),
             tasks_running: Gauge::default(),
@@ -127,6 +137,7 @@ impl Metrics {
             bytes_sent: Counter::default(),
             slow_consumers: Counter::default(),
             temp_bytes: Gauge::default(),
+            http_connections: Gauge::default(),
         };
         let m = &metrics;
         registry.register(
@@ -191,6 +202,19 @@ impl Metrics {
             "Bytes of staged and published files, against max_temp_bytes",
             m.temp_bytes.clone(),
         );
+        registry.register(
+            "http_connections",
+            "Open TCP connections to the listener, WebSockets included (max_http_connections)",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "TCP connections closed at accept, by the cap they hit (total: max_http_connections, per_ip: max_connections_per_ip)",
+            m.refused.clone(),
+        );
+        for limit in ["total", "per_ip"] {
+            let _ = m.refused.get_or_create(&Limit { limit });
+        }
         for code in crate::protocol::ErrorCode::ALL {
             let _ = m.rejections.get_or_create(&Code {
                 code: code.as_str(),
@@ -242,6 +266,11 @@ impl Metrics {
                 code: code.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a connection closed at accept by `limit` (`total` or `per_ip`).
+    pub fn connection_refused(&self, limit: &'static str) {
+        self.refused.get_or_create(&Limit { limit }).inc();
     }
 
     /// The open-connections gauge of a kind (`ws` or `sse`).

@@ -14,6 +14,7 @@
 mod connection;
 pub mod encode;
 mod files;
+pub mod listener;
 mod rest;
 mod ws;
 

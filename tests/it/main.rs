@@ -5,6 +5,7 @@ mod support;
 
 mod booklet;
 mod files;
+mod listener;
 mod process;
 mod protocol;
 mod rest;
