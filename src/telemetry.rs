@@ -1,8 +1,9 @@
 //! Logs and metrics.
 //!
 //! Logs: `tracing` with dotted fields (`task.id`, `conn.id`, `client.id`),
-//! text or JSON, filtered by `RUST_LOG` (default `info`). Never a key, a
-//! token, an `Authorization` header, a task's input or result.
+//! text or JSON, filtered by `RUST_LOG` (default `info`) under a fixed
+//! ceiling for other crates ([`ceiling`]). Never a key, a token, an
+//! `Authorization` header, a task's input or result.
 //!
 //! Metrics: one Prometheus registry, every name `taskwire_*`. Per-task
 //! handles ([`TaskMetrics`]) are made once per task name and cloned into each
@@ -20,19 +21,39 @@ use prometheus_client::registry::Registry;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Logs go to stderr.
+/// Installs the global subscriber. Logs go to stderr, filtered by
+/// `RUST_LOG` (default `info`) under [`ceiling`].
 pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(ceiling()).with(filter);
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => registry.with(output).try_init(),
+        LogFormat::Json => registry.with(output.json().flatten_event(true)).try_init(),
     };
+}
+
+/// The most any `RUST_LOG` can turn on: our own targets up to `trace`,
+/// tower-http's request log up to `debug` (our trace layer records the route
+/// template and the status, nothing else), every other crate up to `info`.
+/// Below that, dependencies log what must never reach a log: tungstenite
+/// (through the `log` bridge) every WebSocket frame, with the `auth`
+/// message's key and task inputs in them; hyper and h2 (with their tracing
+/// features) headers, `Authorization` included; axum rejected bodies.
+pub fn ceiling() -> tracing_subscriber::filter::Targets {
+    use tracing::level_filters::LevelFilter;
+    tracing_subscriber::filter::Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("taskwire", LevelFilter::TRACE)
+        .with_target("taskwire_protocol", LevelFilter::TRACE)
+        .with_target("tower_http", LevelFilter::DEBUG)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
