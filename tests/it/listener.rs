@@ -310,3 +310,20 @@ async fn with_a_low_fd_limit_idle_sockets_do_not_lock_healthz_out() {
     assert!(logs.contains("hard=64"), "{logs}");
     assert!(logs.contains("in_force=32"), "{logs}");
 }
+
+#[tokio::test]
+async fn an_oversized_head_is_refused_with_431() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: t\r\n".to_vec();
+    // Over the 100-header limit, yet small enough to be read whole (so the
+    // close is not a reset that could discard the answer).
+    for i in 0..150 {
+        head.extend_from_slice(format!("X-Filler-{i}: a\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    stream.write_all(&head).await.unwrap();
+    let seen = String::from_utf8_lossy(&until_closed(&mut stream).await).into_owned();
+    assert!(seen.starts_with("HTTP/1.1 431"), "{seen}");
+    server.stop().await;
+}
