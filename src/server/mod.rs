@@ -1,5 +1,7 @@
 //! The HTTP front door: one axum router on one listener.
 //!
+//! - [`listener`]: the accept loop, under the connection-level bounds
+//!   (header-read and idle timeouts, open connections in total and per peer).
 //! - `/v1/ws` ([`ws`], then [`connection`]): the WebSocket protocol.
 //! - `/v1/tasks...` ([`rest`]): REST submit, snapshot, cancel, and SSE events.
 //! - `/v1/tokens`, `/v1/admin/tasks` ([`rest`]): browser tokens, monitoring.
