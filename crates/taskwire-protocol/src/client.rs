@@ -328,8 +328,9 @@ mod tests {
         }
     }
 
-    /// Found by the `client_decode` fuzz target (error messages at most 1024
-    /// bytes): serde echoed a client's string whole into `bad_message`.
+    /// Seen while writing the `client_decode` fuzz target's bound (error
+    /// messages at most 1024 bytes; its runs never made strings that long):
+    /// serde echoed a client's string whole into `bad_message`.
     #[test]
     fn error_messages_stay_short_whatever_the_client_sent() {
         let long = "é".repeat(5000);
