@@ -7,6 +7,7 @@ mod booklet;
 mod bounds;
 mod files;
 mod hardening;
+mod listener;
 mod process;
 mod protocol;
 mod questions;
