@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -136,11 +135,12 @@ pub async fn serve_with(
         schedules,
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),
-            tokens: Tokens::new(config.security.max_token_ttl),
+            tokens: Tokens::start(config.security.max_token_ttl, &background, stop.clone()),
         },
         origins: OriginPolicy::new(
             config.security.allowed_origins.clone(),
             config.files.public_url.as_deref(),
+            listener.local_addr()?,
         ),
         links: server::encode::Links {
             public_url: config.files.public_url.clone(),
@@ -156,13 +156,13 @@ pub async fn serve_with(
         static_dir: static_dir(),
     });
     let app = server::router(state.clone());
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(drained.clone().cancelled_owned())
-        .into_future();
-    let server = tokio::spawn(server);
+    let server = tokio::spawn(server::listener::serve(
+        listener,
+        app,
+        state.config.http.clone(),
+        state.metrics.clone(),
+        drained.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutdown: draining");

@@ -8,6 +8,7 @@ mod bounds;
 mod files;
 mod hardening;
 mod inputs;
+mod listener;
 mod process;
 mod protocol;
 mod questions;
