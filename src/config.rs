@@ -245,7 +245,7 @@ pub struct Config {
     pub inputs: InputsConfig,
 }
 
-/// Uploads and URL inputs (`docs/protocol.md` §13 and §14).
+/// Uploads and URL inputs (`docs/protocol.md` §8.3 to §8.6).
 #[derive(Debug, Clone)]
 pub struct InputsConfig {
     /// Largest upload; past it `413`.

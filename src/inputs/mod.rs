@@ -1,7 +1,7 @@
 //! File inputs: what a task needs that is bytes, not JSON.
 //!
 //! A submit's input refers to files with **references** (`docs/protocol.md`
-//! §13): `{"$upload": "up_…"}` names an upload the same client made earlier
+//! §8.5): `{"$upload": "up_…"}` names an upload the same client made earlier
 //! (`POST /v1/uploads` or WebSocket binary frames, [`uploads`]), and
 //! `{"$url": "https://…", "headers": {…}}` names a resource the server
 //! fetches for the task ([`fetch`], behind the SSRF [`guard`]).
@@ -550,7 +550,7 @@ impl Drop for UnpackedDir {
     }
 }
 
-/// One entry of `assign.inputs` (`docs/protocol.md` §16), owned.
+/// One entry of `assign.inputs` (`docs/protocol.md` Part II §16), owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedEntry {
     pub json_path: String,

@@ -1,5 +1,5 @@
 //! Uploads on a WebSocket: the reverse of stream delivery
-//! (`docs/protocol.md` §13.2).
+//! (`docs/protocol.md` §8.4).
 //!
 //! The client picks a stream number, sends `upload_begin`, then binary
 //! frames whose first 4 bytes are the stream number (big-endian u32)
