@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod server;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
