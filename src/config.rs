@@ -74,6 +74,27 @@ pub struct Overrides {
     /// Bytes of staged and published files (default 1 GiB).
     #[arg(long, env = "TASKWIRE_MAX_TEMP_BYTES", value_name = "N")]
     pub max_temp_bytes: Option<u64>,
+    /// Seconds between heartbeats to and from workers (default 5).
+    #[arg(long, env = "TASKWIRE_HEARTBEAT_INTERVAL_S", value_name = "N")]
+    pub heartbeat_interval_s: Option<u64>,
+    /// Seconds of silence after which a worker is lost (default 15).
+    #[arg(long, env = "TASKWIRE_HEARTBEAT_TIMEOUT_S", value_name = "N")]
+    pub heartbeat_timeout_s: Option<u64>,
+    /// Seconds a remote worker may take to reconnect and resume (default 10).
+    #[arg(long, env = "TASKWIRE_RECONNECT_GRACE_S", value_name = "N")]
+    pub reconnect_grace_s: Option<u64>,
+    /// Seconds a worker gets to stop a cancelled attempt (default 10).
+    #[arg(long, env = "TASKWIRE_CANCEL_GRACE_S", value_name = "N")]
+    pub cancel_grace_s: Option<u64>,
+    /// Attempts of a retry-safe task whose worker was lost (default 2).
+    #[arg(long, env = "TASKWIRE_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Seconds a task waits for a worker serving its name (default 600).
+    #[arg(long, env = "TASKWIRE_NO_WORKER_WAIT_S", value_name = "N")]
+    pub no_worker_wait_s: Option<u64>,
+    /// Protocol violations per minute before a worker is closed (default 20).
+    #[arg(long, env = "TASKWIRE_MAX_WORKER_VIOLATIONS", value_name = "N")]
+    pub max_worker_violations: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -88,7 +109,12 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
-    workers: Option<usize>,
+    /// `workers = N` (v1: the built-in pool size) or `[[workers]]` (managed
+    /// worker groups); TOML cannot hold both, so `builtin_workers` also sets
+    /// the pool size.
+    #[serde(default)]
+    workers: WorkersKey,
+    builtin_workers: Option<usize>,
     queue_capacity: Option<usize>,
     result_ttl_s: Option<u64>,
     auth_timeout_s: Option<u64>,
@@ -108,6 +134,15 @@ struct FileConfig {
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     api_keys: Vec<FileApiKey>,
+    heartbeat_interval_s: Option<u64>,
+    heartbeat_timeout_s: Option<u64>,
+    reconnect_grace_s: Option<u64>,
+    cancel_grace_s: Option<u64>,
+    max_attempts: Option<u32>,
+    no_worker_wait_s: Option<u64>,
+    max_worker_violations: Option<u32>,
+    #[serde(default)]
+    tasks: Vec<crate::workers::config::FileTask>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,8 +150,33 @@ struct FileConfig {
 struct FileApiKey {
     name: String,
     sha256: String,
+    /// Kept for v1 configs: `admin = true` is `role = "admin"`.
     #[serde(default)]
     admin: bool,
+    role: Option<KeyRole>,
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// Submit and follow its own tasks.
+    #[default]
+    Client,
+    /// Anything a client may, on every task; the monitoring extension.
+    Admin,
+    /// Only `GET /v1/worker`: serve tasks, never submit or read them.
+    Worker,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Client => "client",
+            KeyRole::Admin => "admin",
+            KeyRole::Worker => "worker",
+        }
+    }
 }
 
 /// One accepted API key, as its SHA-256 digest.
@@ -124,15 +184,21 @@ struct FileApiKey {
 pub struct KeyConfig {
     pub name: String,
     pub digest: [u8; 32],
-    pub admin: bool,
+    pub role: KeyRole,
     pub source: KeySource,
+}
+
+impl KeyConfig {
+    pub fn is_admin(&self) -> bool {
+        self.role == KeyRole::Admin
+    }
 }
 
 impl std::fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyConfig")
             .field("name", &self.name)
-            .field("admin", &self.admin)
+            .field("role", &self.role)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
@@ -153,6 +219,8 @@ pub struct Config {
     pub files: FilesConfig,
     pub security: SecurityConfig,
     pub log_format: LogFormat,
+    /// Managed worker groups, declared tasks, worker knobs.
+    pub workers: crate::workers::config::WorkersConfig,
 }
 
 /// The bounds the scheduler, the worker pool and the connections enforce.
@@ -211,19 +279,29 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Config::from_layers(file, overrides, env_api_key)
+        let base = overrides
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        Config::from_layers(file, overrides, env_api_key, base)
     }
 
     /// Parses a TOML text as a config file (used by tests).
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = parse_file(text, Path::new("<inline>"))?;
-        Config::from_layers(file, overrides, None)
+        Config::from_layers(file, overrides, None, Path::new("."))
     }
 
     /// Everything at its default, with the given keys (tests and embedding).
     pub fn with_keys(keys: Vec<KeyConfig>) -> Config {
-        let mut config = Config::from_layers(FileConfig::default(), &Overrides::default(), None)
-            .unwrap_or_else(|_| unreachable!("the defaults are valid"));
+        let mut config = Config::from_layers(
+            FileConfig::default(),
+            &Overrides::default(),
+            None,
+            Path::new("."),
+        )
+        .unwrap_or_else(|_| unreachable!("the defaults are valid"));
         config.security.api_keys = keys;
         config
     }
@@ -232,6 +310,7 @@ impl Config {
         file: FileConfig,
         o: &Overrides,
         env_api_key: Option<&str>,
+        base_dir: &Path,
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -244,18 +323,24 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
 
+        let (pool_size, groups) = match file.workers {
+            WorkersKey::Absent => (None, Vec::new()),
+            WorkersKey::PoolSize(n) => (Some(n), Vec::new()),
+            WorkersKey::Groups(groups) => (None, groups),
+        };
+        if pool_size.is_some() && file.builtin_workers.is_some() {
+            problems.push(
+                "builtin_workers: give either `workers = N` or `builtin_workers = N`".to_owned(),
+            );
+        }
+        let pool_size = pool_size.or(file.builtin_workers);
         let mut check = |key: &str, value: u64, min: u64, max: u64| {
             if value < min || value > max {
                 problems.push(format!("{key}: {value} is out of range {min}..={max}"));
             }
             value
         };
-        let workers = check(
-            "workers",
-            pick(o.workers, file.workers, cpus) as u64,
-            1,
-            4096,
-        );
+        let workers = check("workers", pick(o.workers, pool_size, cpus) as u64, 1, 4096);
         let queue_capacity = check(
             "queue_capacity",
             pick(o.queue_capacity, file.queue_capacity, 1024) as u64,
@@ -361,11 +446,23 @@ impl Config {
             if let Err(why) = check_key_name(&key.name) {
                 problems.push(format!("api_keys[{i}].name: {why}"));
             }
+            let role = match (key.role, key.admin) {
+                (None, false) => KeyRole::Client,
+                (None, true) | (Some(KeyRole::Admin), _) => KeyRole::Admin,
+                (Some(role), false) => role,
+                (Some(role), true) => {
+                    problems.push(format!(
+                        "api_keys[{i}]: `admin = true` contradicts `role = \"{}\"`",
+                        role.as_str()
+                    ));
+                    role
+                }
+            };
             match parse_digest(&key.sha256) {
                 Some(digest) => api_keys.push(KeyConfig {
                     name: key.name,
                     digest,
-                    admin: key.admin,
+                    role,
                     source: KeySource::File,
                 }),
                 None => problems.push(format!(
@@ -377,21 +474,37 @@ impl Config {
             api_keys.push(KeyConfig {
                 name: "env".to_owned(),
                 digest: crate::auth::digest(key),
-                admin: false,
+                role: KeyRole::Client,
                 source: KeySource::Env,
             });
         }
         for (i, a) in api_keys.iter().enumerate() {
             if api_keys[..i]
                 .iter()
-                .any(|b| b.name == a.name && b.admin != a.admin)
+                .any(|b| b.name == a.name && b.role != a.role)
             {
                 problems.push(format!(
-                    "api_keys: entries named `{}` disagree on `admin` (keys sharing a name are one client)",
+                    "api_keys: entries named `{}` disagree on `role` (keys sharing a name are one client)",
                     a.name
                 ));
             }
         }
+
+        let worker_config = crate::workers::config::resolve(
+            groups,
+            file.tasks,
+            &crate::workers::config::Knobs {
+                heartbeat_interval_s: o.heartbeat_interval_s.or(file.heartbeat_interval_s),
+                heartbeat_timeout_s: o.heartbeat_timeout_s.or(file.heartbeat_timeout_s),
+                reconnect_grace_s: o.reconnect_grace_s.or(file.reconnect_grace_s),
+                cancel_grace_s: o.cancel_grace_s.or(file.cancel_grace_s),
+                max_attempts: o.max_attempts.or(file.max_attempts),
+                no_worker_wait_s: o.no_worker_wait_s.or(file.no_worker_wait_s),
+                max_worker_violations: o.max_worker_violations.or(file.max_worker_violations),
+            },
+            base_dir,
+            &mut problems,
+        );
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
@@ -424,6 +537,7 @@ impl Config {
                 max_token_ttl: secs(max_token_ttl_s),
             },
             log_format: pick(o.log_format, file.log_format, LogFormat::Text),
+            workers: worker_config,
         })
     }
 
@@ -453,6 +567,13 @@ impl Config {
             max_temp_bytes: u64,
             max_token_ttl_s: u64,
             allowed_origins: &'a [String],
+            heartbeat_interval_s: u64,
+            heartbeat_timeout_s: u64,
+            reconnect_grace_s: u64,
+            cancel_grace_s: u64,
+            max_attempts: u32,
+            no_worker_wait_s: u64,
+            max_worker_violations: u32,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -474,6 +595,13 @@ impl Config {
             max_temp_bytes: self.files.max_temp_bytes,
             max_token_ttl_s: self.security.max_token_ttl.as_secs(),
             allowed_origins: &self.security.allowed_origins,
+            heartbeat_interval_s: self.workers.heartbeat_interval.as_secs(),
+            heartbeat_timeout_s: self.workers.heartbeat_timeout.as_secs(),
+            reconnect_grace_s: self.workers.reconnect_grace.as_secs(),
+            cancel_grace_s: self.workers.cancel_grace.as_secs(),
+            max_attempts: self.workers.max_attempts,
+            no_worker_wait_s: self.workers.no_worker_wait.as_secs(),
+            max_worker_violations: self.workers.max_worker_violations,
         };
         let mut out = toml::to_string(&shown).unwrap_or_default();
         if self.security.api_keys.is_empty() {
@@ -487,12 +615,43 @@ impl Config {
             };
             let _ = write!(
                 out,
-                "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nadmin = {}\n",
-                key.name, key.admin
+                "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nrole = {:?}\n",
+                key.name,
+                key.role.as_str()
+            );
+        }
+        for group in &self.workers.groups {
+            // Environment values may be secrets: only their names are shown.
+            let _ = write!(
+                out,
+                "\n[[workers]]\nname = {:?}\ncommand = {:?}\nargs = {:?}\ninstances = {}\nstartup_timeout_s = {}\n# env: {:?} (values not shown)\n",
+                &*group.name,
+                group.command,
+                group.args,
+                group.instances,
+                group.startup_timeout.as_secs(),
+                group.env.keys().collect::<Vec<_>>(),
+            );
+        }
+        for task in &self.workers.tasks {
+            let _ = write!(
+                out,
+                "\n[[tasks]]\nname = {:?}\nretry_safe = {}\n",
+                &*task.name, task.retry_safe
             );
         }
         out
     }
+}
+
+/// The two meanings of the `workers` key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum WorkersKey {
+    #[default]
+    Absent,
+    PoolSize(usize),
+    Groups(Vec<crate::workers::config::FileGroup>),
 }
 
 fn pick<T>(flag_or_env: Option<T>, file: Option<T>, default: T) -> T {
@@ -624,7 +783,7 @@ mod tests {
         let config = Config::from_toml(&text, &Overrides::default()).expect("ok");
         assert_eq!(config.security.api_keys.len(), 2);
         assert_eq!(config.security.api_keys[0].digest, [0xab; 32]);
-        assert!(config.security.api_keys[1].admin);
+        assert!(config.security.api_keys[1].is_admin());
         assert!(!config.to_toml().contains(&hex));
     }
 

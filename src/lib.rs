@@ -12,6 +12,7 @@ pub mod scheduler;
 pub mod server;
 pub mod task;
 pub mod telemetry;
+pub mod workers;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -256,6 +256,16 @@ pub fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Principal, Respon
     };
     match state.auth.authenticate(secret, origin(headers)) {
         Some(principal) => Ok(principal),
+        None if state.auth.is_worker_key(secret) => {
+            state.metrics.rejected(ErrorCode::Unauthorized);
+            Err(error_response(
+                StatusCode::FORBIDDEN,
+                &WireError::new(
+                    ErrorCode::Unauthorized,
+                    "a worker key may only serve tasks (GET /v1/worker)",
+                ),
+            ))
+        }
         None => {
             state.metrics.rejected(ErrorCode::Unauthorized);
             tracing::info!(client = "unknown", "authentication failed");

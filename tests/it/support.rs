@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use taskwire::auth::digest;
-use taskwire::config::{Config, KeyConfig, KeySource};
+use taskwire::config::{Config, KeyConfig, KeyRole, KeySource};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -27,7 +27,11 @@ pub fn key(name: &str, secret: &str, admin: bool) -> KeyConfig {
     KeyConfig {
         name: name.to_owned(),
         digest: digest(secret),
-        admin,
+        role: if admin {
+            KeyRole::Admin
+        } else {
+            KeyRole::Client
+        },
         source: KeySource::File,
     }
 }
