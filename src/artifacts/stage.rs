@@ -227,7 +227,7 @@ pub fn clean_name(name: &str) -> String {
 
 /// A content type safe for a header; anything odd becomes
 /// `application/octet-stream`.
-fn clean_content_type(content_type: &str) -> String {
+pub(super) fn clean_content_type(content_type: &str) -> String {
     let ok = !content_type.is_empty()
         && content_type.len() <= 200
         && content_type.contains('/')
