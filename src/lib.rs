@@ -86,6 +86,13 @@ pub async fn serve_with(
         &background,
         stop.clone(),
     );
+    let workers = workers::Workers::new(
+        &config,
+        scheduler.clone(),
+        artifacts.clone(),
+        metrics.clone(),
+    );
+    let supervisor = workers::supervisor::Supervisor::start(&workers);
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
@@ -112,11 +119,13 @@ pub async fn serve_with(
         drained: drained.clone(),
         streams: streams.clone(),
         static_dir: static_dir(),
+        workers,
     });
     let app = server::router(state.clone());
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(drained.clone().cancelled_owned())
         .into_future();
@@ -126,6 +135,9 @@ pub async fn serve_with(
     tracing::info!("shutdown: draining");
     draining.cancel();
     scheduler.drain().await;
+    // Every task has ended: managed workers are drained and stopped
+    // (stdin closed, then SIGTERM and SIGKILL to each process group).
+    supervisor.shutdown().await;
     tracing::info!("shutdown: every task has ended; closing connections");
     drained.cancel();
     streams.close();

@@ -35,6 +35,17 @@ enum Command {
         #[arg(long, value_parser = ["client", "admin", "worker"])]
         role: Option<String>,
     },
+    /// Starts a managed worker with the parent-death signal set (used by
+    /// `serve` for `[[workers]]` processes; not for direct use).
+    #[command(hide = true)]
+    WorkerExec {
+        /// The pid of the `serve` process that started it.
+        #[arg(long)]
+        parent: u32,
+        /// The worker's command and arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +60,11 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Keygen { name, admin, role } => keygen(&name, admin, role.as_deref()),
+        Command::WorkerExec { parent, command } => {
+            let error = taskwire::workers::supervisor::exec_worker(parent, &command);
+            eprintln!("taskwire worker-exec: {error}");
+            ExitCode::from(127)
+        }
     }
 }
 
@@ -93,6 +109,9 @@ fn serve(overrides: &Overrides) -> ExitCode {
         Err(code) => return code,
     };
     taskwire::telemetry::init_logging(config.log_format);
+    // Managed workers start through this binary, which gives each the
+    // parent-death signal before it becomes the worker.
+    config.workers.launcher = std::env::current_exe().ok();
     let demo_key = if config.security.api_keys.is_empty() {
         match taskwire::auth::generate_key() {
             Ok(key) => {

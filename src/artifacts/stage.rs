@@ -61,6 +61,18 @@ impl Stage {
         }
     }
 
+    /// The last finished file's name, size and SHA-256 (lowercase hex).
+    pub fn last_file(&self) -> Option<(String, u64, String)> {
+        self.entries
+            .last()
+            .map(|e| (e.name.clone(), e.size, crate::auth::hex(&e.sha256)))
+    }
+
+    /// The names of the finished files, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.name.clone()).collect()
+    }
+
     /// Whether any file was finished here.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

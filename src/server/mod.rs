@@ -15,6 +15,8 @@ mod connection;
 pub mod encode;
 mod files;
 mod rest;
+mod worker_rest;
+mod worker_ws;
 mod ws;
 
 use std::path::PathBuf;
@@ -65,6 +67,8 @@ pub struct Inner {
     pub streams: TaskTracker,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// External workers: sessions' shared settings, the board, uploads.
+    pub workers: crate::workers::Workers,
 }
 
 impl std::ops::Deref for AppState {
@@ -137,6 +141,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes(&state))
+        .route("/v1/worker", get(worker_ws::upgrade))
+        .merge(worker_rest::routes())
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -169,6 +175,8 @@ pub fn router(state: AppState) -> Router {
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(waiting) = worker_rest::not_ready(&state) {
+        (StatusCode::SERVICE_UNAVAILABLE, waiting).into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }

@@ -15,6 +15,143 @@
 //! `exec` (an `ExecutorSpec` registered, `Order`s in, `Report`s out); they
 //! never see a client, a key or another worker's attempts.
 
+pub mod board;
 pub mod config;
+pub mod driver;
 pub mod schema;
 pub mod session;
+pub mod uploads;
+
+use crate::exec::{ExecutorSpec, RegisterError, Registration};
+use crate::scheduler::Scheduler;
+
+/// Registers a worker with the scheduler.
+///
+/// Until the scheduler core with its executor registry lands (issue 12),
+/// no executor can be registered: every worker is refused as if the server
+/// were shutting down. After the merge this is `scheduler.register(spec)`.
+pub async fn register(
+    scheduler: &Scheduler,
+    spec: ExecutorSpec,
+) -> Result<Registration, RegisterError> {
+    let _ = (scheduler, spec);
+    Err(RegisterError::ShuttingDown)
+}
+pub mod stdio;
+pub mod supervisor;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::artifacts::Artifacts;
+use crate::config::Config;
+use crate::exec::TaskDecl;
+use crate::telemetry::Metrics;
+
+use self::board::Board;
+use self::config::{GroupConfig, WorkersConfig};
+use self::uploads::Uploads;
+
+/// What every worker session needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: WorkersConfig,
+    declared: Arc<HashMap<Arc<str>, TaskDecl>>,
+    scheduler: Scheduler,
+    artifacts: Artifacts,
+    board: Board,
+    uploads: Uploads,
+    max_message_bytes: usize,
+    max_file_bytes: u64,
+    shutdown_grace: Duration,
+    hello_timeout_remote: Duration,
+}
+
+impl Workers {
+    pub fn new(
+        config: &Config,
+        scheduler: Scheduler,
+        artifacts: Artifacts,
+        metrics: Metrics,
+    ) -> Workers {
+        let declared = config
+            .workers
+            .tasks
+            .iter()
+            .map(|t| (Arc::clone(&t.name), t.clone()))
+            .collect();
+        Workers {
+            inner: Arc::new(Inner {
+                config: config.workers.clone(),
+                declared: Arc::new(declared),
+                scheduler,
+                artifacts,
+                board: Board::new(metrics, config.limits.workers),
+                uploads: Uploads::default(),
+                max_message_bytes: config.limits.max_message_bytes,
+                // A file cannot be larger than the whole temporary area.
+                max_file_bytes: config.files.max_temp_bytes,
+                shutdown_grace: config.limits.shutdown_grace,
+                hello_timeout_remote: config.security.auth_timeout,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &WorkersConfig {
+        &self.inner.config
+    }
+
+    pub fn board(&self) -> &Board {
+        &self.inner.board
+    }
+
+    pub fn uploads(&self) -> &Uploads {
+        &self.inner.uploads
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
+    }
+
+    pub fn artifacts(&self) -> &Artifacts {
+        &self.inner.artifacts
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes
+    }
+
+    pub fn max_file_bytes(&self) -> u64 {
+        self.inner.max_file_bytes
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        self.inner.shutdown_grace
+    }
+
+    /// A session's settings: a managed group's, or a remote worker's.
+    pub fn settings(&self, group: Option<&GroupConfig>) -> session::Settings {
+        let c = &self.inner.config;
+        session::Settings {
+            heartbeat_interval: c.heartbeat_interval,
+            heartbeat_timeout: c.heartbeat_timeout,
+            hello_timeout: group.map_or(self.inner.hello_timeout_remote, |g| g.startup_timeout),
+            reconnect_grace: if group.is_some() {
+                Duration::ZERO
+            } else {
+                c.reconnect_grace
+            },
+            max_violations: c.max_worker_violations,
+            max_message_bytes: self.inner.max_message_bytes as u64,
+            max_file_bytes: self.inner.max_file_bytes,
+            task_filter: group.and_then(|g| g.tasks.clone()),
+            declared: Arc::clone(&self.inner.declared),
+        }
+    }
+}

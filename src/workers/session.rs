@@ -121,6 +121,7 @@ pub struct Session {
     kind: ExecutorKind,
     /// Managed: the name the supervisor gave the process; remote: `hello`'s.
     name: Option<Arc<str>>,
+    prefix: Option<Arc<str>>,
     worker_id: Option<String>,
     phase: Phase,
     slots: usize,
@@ -165,6 +166,7 @@ impl Session {
             settings,
             kind,
             name,
+            prefix: None,
             worker_id: None,
             phase: Phase::Hello { until },
             slots: 0,
@@ -484,6 +486,53 @@ impl Session {
         }
     }
 
+    /// A frame the transport could not take as text (a binary frame).
+    pub fn on_unreadable(&mut self, message: &str, now: Instant, out: &mut Vec<Effect>) {
+        if matches!(self.phase, Phase::Closed | Phase::Disconnected { .. }) {
+            return;
+        }
+        self.last_heard = now;
+        self.refuse(None, WorkerErrorCode::BadMessage, message, now, out);
+    }
+
+    /// Remote workers are shown as `<key name>/<hello name>`, so workers of
+    /// different keys never share a name.
+    pub fn with_name_prefix(mut self, prefix: &str) -> Session {
+        self.prefix = Some(Arc::from(prefix));
+        self
+    }
+
+    /// A frame over `max_message_bytes` that the transport did not keep.
+    pub fn on_oversize(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if matches!(self.phase, Phase::Closed | Phase::Disconnected { .. }) {
+            return;
+        }
+        self.last_heard = now;
+        self.refuse(
+            None,
+            WorkerErrorCode::TooLarge,
+            "message over max_message_bytes",
+            now,
+            out,
+        );
+    }
+
+    /// Stop taking work (a managed process that reached `max_tasks`, or
+    /// the server draining); the session ends once nothing runs.
+    pub fn drain(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        self.phase = Phase::Draining;
+        out.push(Effect::Report(Report::Draining));
+        self.send(&ServerMessage::Drain, now, out);
+    }
+
+    /// Whether the session is draining with nothing left to run.
+    pub fn idle_draining(&self) -> bool {
+        self.phase == Phase::Draining && self.running.is_empty()
+    }
+
     fn on_hello(
         &mut self,
         hello: Hello,
@@ -562,7 +611,10 @@ impl Session {
             }
         }
         if self.name.is_none() {
-            self.name = Some(Arc::from(hello.worker.name.as_str()));
+            self.name = Some(match &self.prefix {
+                Some(prefix) => Arc::from(format!("{prefix}/{}", hello.worker.name)),
+                None => Arc::from(hello.worker.name.as_str()),
+            });
         }
         tracing::info!(
             worker = self.shown_name(),
