@@ -868,7 +868,7 @@ impl Session {
             Phase::Closed | Phase::Registering => {}
             Phase::Hello { until } => {
                 if now >= until {
-                    tracing::warn!(worker = self.shown_name(), "worker sent no hello in time");
+                    tracing::debug!(worker = self.shown_name(), "no hello before the deadline");
                     self.close(WorkerCloseCode::Timeout, Some(LostCause::Hung), out);
                 }
             }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::Driver;
+use super::session::Phase;
 use crate::exec::LostCause;
 
 /// Longest stderr line kept in the log; the rest of it is cut.
@@ -80,7 +81,7 @@ pub async fn run(
             }
         }
         was_ready |= driver.executor().is_some();
-        if driver.end().is_some() {
+        if driver.end().is_some() || driver.session.phase() == Phase::Closed {
             break;
         }
         let done = driver.session.stats.done + driver.session.stats.failed;
@@ -121,7 +122,7 @@ pub async fn run(
             () = stop.cancelled(), if !stopping => {
                 stopping = true;
                 driver.drain().await;
-                if !matches!(driver.session.phase(), super::session::Phase::Draining) {
+                if driver.session.phase() != Phase::Draining {
                     // Not serving (no hello yet): nothing to wait for.
                     driver.shutdown().await;
                 }

@@ -9,3 +9,4 @@ mod process;
 mod protocol;
 mod rest;
 mod tasks;
+mod workers;
