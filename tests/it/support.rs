@@ -22,6 +22,8 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub const ALICE: &str = "tw_alice_0123456789abcdef0123456789abcdef";
 pub const BOB: &str = "tw_bob_0123456789abcdef0123456789abcdef";
 pub const ADMIN: &str = "tw_admin_0123456789abcdef0123456789abcdef";
+/// A worker key (`role = "worker"`, name `pool`).
+pub const WORKER: &str = "tw_worker_0123456789abcdef0123456789abcdef";
 
 pub fn key(name: &str, secret: &str, admin: bool) -> KeyConfig {
     KeyConfig {
@@ -36,11 +38,19 @@ pub fn key(name: &str, secret: &str, admin: bool) -> KeyConfig {
     }
 }
 
+pub fn worker_key(name: &str, secret: &str) -> KeyConfig {
+    KeyConfig {
+        role: KeyRole::Worker,
+        ..key(name, secret, false)
+    }
+}
+
 pub fn test_config() -> Config {
     let mut config = Config::with_keys(vec![
         key("alice", ALICE, false),
         key("bob", BOB, false),
         key("ops", ADMIN, true),
+        worker_key("pool", WORKER),
     ]);
     config.limits.workers = 2;
     config.limits.shutdown_grace = Duration::from_millis(200);

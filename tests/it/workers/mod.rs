@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 mod managed;
+mod remote;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
