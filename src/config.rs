@@ -112,8 +112,7 @@ struct FileConfig {
     /// `workers = N` (v1: the built-in pool size) or `[[workers]]` (managed
     /// worker groups); TOML cannot hold both, so `builtin_workers` also sets
     /// the pool size.
-    #[serde(default)]
-    workers: WorkersKey,
+    workers: Option<toml::Value>,
     builtin_workers: Option<usize>,
     queue_capacity: Option<usize>,
     result_ttl_s: Option<u64>,
@@ -323,11 +322,7 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
 
-        let (pool_size, groups) = match file.workers {
-            WorkersKey::Absent => (None, Vec::new()),
-            WorkersKey::PoolSize(n) => (Some(n), Vec::new()),
-            WorkersKey::Groups(groups) => (None, groups),
-        };
+        let (pool_size, groups) = workers_key(file.workers, &mut problems);
         if pool_size.is_some() && file.builtin_workers.is_some() {
             problems.push(
                 "builtin_workers: give either `workers = N` or `builtin_workers = N`".to_owned(),
@@ -644,14 +639,35 @@ impl Config {
     }
 }
 
-/// The two meanings of the `workers` key.
-#[derive(Debug, Default, Deserialize)]
-#[serde(untagged)]
-enum WorkersKey {
-    #[default]
-    Absent,
-    PoolSize(usize),
-    Groups(Vec<crate::workers::config::FileGroup>),
+/// The two meanings of the `workers` key: v1's pool size, or the
+/// `[[workers]]` groups.
+fn workers_key(
+    value: Option<toml::Value>,
+    problems: &mut Vec<String>,
+) -> (Option<usize>, Vec<crate::workers::config::FileGroup>) {
+    match value {
+        None => (None, Vec::new()),
+        Some(toml::Value::Integer(n)) => match usize::try_from(n) {
+            Ok(n) => (Some(n), Vec::new()),
+            Err(_) => {
+                problems.push(format!("workers: {n} is out of range 1..=4096"));
+                (None, Vec::new())
+            }
+        },
+        Some(value @ toml::Value::Array(_)) => match serde_path_to_error::deserialize(value) {
+            Ok(groups) => (None, groups),
+            Err(e) => {
+                problems.push(format!("workers{}: {}", e.path(), e.inner()));
+                (None, Vec::new())
+            }
+        },
+        Some(_) => {
+            problems.push(
+                "workers: a number (the built-in pool size) or [[workers]] tables".to_owned(),
+            );
+            (None, Vec::new())
+        }
+    }
 }
 
 fn pick<T>(flag_or_env: Option<T>, file: Option<T>, default: T) -> T {
@@ -785,6 +801,112 @@ mod tests {
         assert_eq!(config.security.api_keys[0].digest, [0xab; 32]);
         assert!(config.security.api_keys[1].is_admin());
         assert!(!config.to_toml().contains(&hex));
+    }
+
+    #[test]
+    fn worker_sections_and_knobs() {
+        let text = r#"
+builtin_workers = 3
+heartbeat_interval_s = 2
+cancel_grace_s = 4
+max_attempts = 3
+[[workers]]
+name = "pdf"
+command = ["node", "worker.mjs"]
+args = ["--fast"]
+env = { TOKEN = "secret-value" }
+instances = 4
+max_tasks = 100
+tasks = ["render"]
+[[tasks]]
+name = "render"
+description = "Renders a page"
+input_schema = { type = "object", required = ["page"] }
+timeout_s = 30
+retry_safe = true
+[[api_keys]]
+name = "pool"
+sha256 = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+role = "worker"
+"#;
+        let config = Config::from_toml(text, &Overrides::default()).expect("valid");
+        assert_eq!(config.limits.workers, 3);
+        let w = &config.workers;
+        assert_eq!(w.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(w.heartbeat_timeout, Duration::from_secs(15));
+        assert_eq!(w.cancel_grace, Duration::from_secs(4));
+        assert_eq!(w.max_attempts, 3);
+        assert_eq!(w.groups[0].instances, 4);
+        assert_eq!(w.groups[0].command, ["node", "worker.mjs"]);
+        assert_eq!(w.groups[0].max_tasks, Some(100));
+        assert_eq!(w.tasks[0].timeout, Some(Duration::from_secs(30)));
+        assert!(w.tasks[0].retry_safe);
+        assert_eq!(
+            w.tasks[0].input_schema,
+            Some(serde_json::json!({"type": "object", "required": ["page"]}))
+        );
+        assert_eq!(config.security.api_keys[0].role, KeyRole::Worker);
+        let shown = config.to_toml();
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("secret-value"),
+            "{shown}"
+        );
+        // v1's `workers = N` still sets the pool.
+        let config = Config::from_toml("workers = 5", &Overrides::default()).expect("v1");
+        assert_eq!(config.limits.workers, 5);
+        assert!(config.workers.groups.is_empty());
+    }
+
+    #[test]
+    fn worker_problems_name_their_key() {
+        let cases = [
+            (
+                "[[workers]]\nname = \"a b\"\ncommand = [\"x\"]",
+                "workers[0].name",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = []",
+                "workers[0].command",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = \"node w.mjs\"",
+                "command",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = [\"x\"]\ninstances = 0",
+                "workers[0].instances",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = [\"x\"]\n[[workers]]\nname = \"a\"\ncommand = [\"y\"]",
+                "used twice",
+            ),
+            (
+                "[[tasks]]\nname = \"t\"\ninput_schema = { type = \"nope\" }",
+                "tasks[0].input_schema",
+            ),
+            (
+                "[[tasks]]\nname = \"t\"\ninput_schema_file = \"/no/such/file.json\"",
+                "tasks[0].input_schema_file",
+            ),
+            (
+                "heartbeat_interval_s = 10\nheartbeat_timeout_s = 15",
+                "heartbeat_timeout_s",
+            ),
+            ("max_attempts = 0", "max_attempts"),
+            ("workers = 2\nbuiltin_workers = 2", "builtin_workers"),
+            (
+                "[[api_keys]]\nname = \"a\"\nsha256 = \"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"\nrole = \"worker\"\nadmin = true",
+                "contradicts",
+            ),
+            (
+                "[[api_keys]]\nname = \"a\"\nsha256 = \"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"\nrole = \"root\"",
+                "role",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = invalid(text);
+            assert!(e.contains(expected), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -65,20 +65,36 @@ pub fn hello(name: &str, slots: u32, tasks: &[&str], safe: &[&str]) -> Value {
 #[tokio::test]
 async fn upgrade_checks() {
     let server = TestServer::start().await;
-    assert_eq!(connect_with(&server, None, None, true).await.err(), Some(401));
     assert_eq!(
-        connect_with(&server, Some("tw_nobody_0123456789"), None, true).await.err(),
+        connect_with(&server, None, None, true).await.err(),
         Some(401)
     );
-    assert_eq!(connect_with(&server, Some(ALICE), None, true).await.err(), Some(403));
-    assert_eq!(connect_with(&server, Some(ADMIN), None, true).await.err(), Some(403));
+    assert_eq!(
+        connect_with(&server, Some("tw_nobody_0123456789"), None, true)
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        connect_with(&server, Some(ALICE), None, true).await.err(),
+        Some(403)
+    );
+    assert_eq!(
+        connect_with(&server, Some(ADMIN), None, true).await.err(),
+        Some(403)
+    );
     let origin = format!("http://{}", server.addr);
     assert_eq!(
-        connect_with(&server, Some(WORKER), Some(&origin), true).await.err(),
+        connect_with(&server, Some(WORKER), Some(&origin), true)
+            .await
+            .err(),
         Some(403),
         "even the server's own origin: no browser is a worker"
     );
-    assert_eq!(connect_with(&server, Some(WORKER), None, false).await.err(), Some(400));
+    assert_eq!(
+        connect_with(&server, Some(WORKER), None, false).await.err(),
+        Some(400)
+    );
     let ws = connect(&server, WORKER).await;
     assert_eq!(ws.protocol.as_deref(), Some("taskwire.worker.v1"));
     server.stop().await;
@@ -95,7 +111,10 @@ async fn a_worker_key_is_no_client() {
     assert_eq!(body["error"]["code"], "unauthorized");
     let (status, _) = server.get_json(WORKER, "/v1/admin/tasks").await;
     assert_eq!(status, 403);
-    assert!(server.ws_raw(Some(WORKER), None).await.is_err(), "header auth on /v1/ws is refused");
+    assert!(
+        server.ws_raw(Some(WORKER), None).await.is_err(),
+        "header auth on /v1/ws is refused"
+    );
     let mut ws = server.ws_raw(None, None).await.unwrap();
     ws.send(json!({"type": "auth", "key": WORKER})).await;
     assert_eq!(ws.closed().await, Some(4401));
@@ -104,23 +123,39 @@ async fn a_worker_key_is_no_client() {
 
 #[tokio::test]
 async fn before_hello_only_hello_counts_and_a_bad_hello_closes() {
-    let server = TestServer::with(|c| c.security.auth_timeout = std::time::Duration::from_secs(1)).await;
+    let server =
+        TestServer::with(|c| c.security.auth_timeout = std::time::Duration::from_secs(1)).await;
     let mut ws = connect(&server, WORKER).await;
     ws.send_text("not json").await;
     let error = ws.next().await;
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["code"], "bad_message");
     ws.send(json!({"type": "heartbeat"})).await;
-    assert_eq!(ws.next().await["error"]["message"], "the first message must be hello");
-    assert_eq!(ws.closed().await, Some(4408), "no hello within auth_timeout_s");
+    assert_eq!(
+        ws.next().await["error"]["message"],
+        "the first message must be hello"
+    );
+    assert_eq!(
+        ws.closed().await,
+        Some(4408),
+        "no hello within auth_timeout_s"
+    );
 
     let mut ws = connect(&server, WORKER).await;
-    ws.send(json!({"type": "hello", "protocol": 1, "worker": {"name": "w"},
-                   "tasks": [{"name": "t", "input_schema": {"type": "no-such-type"}}]}))
-        .await;
+    ws.send(
+        json!({"type": "hello", "protocol": 1, "worker": {"name": "w"},
+                   "tasks": [{"name": "t", "input_schema": {"type": "no-such-type"}}]}),
+    )
+    .await;
     let error = ws.next().await;
     assert_eq!(error["error"]["code"], "bad_message");
-    assert!(error["error"]["message"].as_str().unwrap().contains("input_schema"), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("input_schema"),
+        "{error}"
+    );
     assert_eq!(ws.closed().await, Some(4400));
     server.stop().await;
 }
@@ -163,7 +198,12 @@ async fn admin_workers_lists_the_builtin_pool_and_connected_workers() {
     assert_eq!(workers[0]["slots"], 2);
     assert_eq!(workers[1]["kind"], "remote");
     assert_eq!(workers[1]["group"], "pool");
-    assert!(workers[1]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        workers[1]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert_eq!(workers[1]["state"], "starting");
     server.stop().await;
 }
