@@ -256,7 +256,8 @@ mod tests {
         assert_eq!(files[0].name, "out.txt");
         assert_eq!(files[0].content_type, "application/octet-stream");
         assert_eq!(files[0].sha256, crate::auth::hex(&Sha256::digest(b"hello")));
-        assert_eq!(std::fs::read(&files[0].path).unwrap_or_default(), b"hello");
+        let on_disk = artifacts.served_dir().join(&files[0].token);
+        assert_eq!(std::fs::read(on_disk).unwrap_or_default(), b"hello");
         stop.cancel();
     }
 

@@ -1,8 +1,7 @@
 //! Worker routes besides the WebSocket: remote workers' uploads
 //! (`PUT /v1/worker/uploads/{task_id}/{attempt}/{name}`, the `upload_url`
-//! of an `assign` plus the file name), the admin list of workers
-//! (`GET /v1/admin/workers`), and what `/readyz` says about managed
-//! groups.
+//! of an `assign` plus the file name), and what `/readyz` says about
+//! managed groups.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,40 +11,28 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::put;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{AppState, encode, error_response};
+use super::AppState;
+use super::error::error_response;
 use crate::artifacts::{Stage, StageError, StagedFile};
 use crate::auth::WorkerAuthError;
 use crate::protocol::worker::WorkerErrorCode;
 use crate::protocol::{ErrorCode, WireError};
 use crate::task::TaskId;
-use crate::workers::board::WorkerView;
 use crate::workers::uploads::UploadError;
 
 /// An upload that sends nothing for this long is abandoned (`408`).
 const BODY_IDLE: Duration = Duration::from_secs(30);
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/worker/uploads/{task_id}/{attempt}/{name}",
-            // The size bound is `max_file_bytes`, checked while streaming.
-            put(upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/v1/admin/workers", get(admin_workers))
-}
-
-/// `Authorization: Bearer <secret>`, the scheme in any case.
-pub(super) fn bearer_secret(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, secret) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| secret.trim())
-        .filter(|s| !s.is_empty())
+    Router::new().route(
+        "/v1/worker/uploads/{task_id}/{attempt}/{name}",
+        // The size bound is `max_file_bytes`, checked while streaming.
+        put(upload).layer(DefaultBodyLimit::disable()),
+    )
 }
 
 /// What `/readyz` answers while a managed group has no ready process.
@@ -98,7 +85,7 @@ async fn upload(
             ),
         );
     }
-    let Some(secret) = bearer_secret(&headers) else {
+    let Some(secret) = super::caller::bearer_secret(&headers) else {
         return error_response(
             StatusCode::UNAUTHORIZED,
             &WireError::new(
@@ -293,77 +280,20 @@ async fn write_into(
     })
 }
 
-#[derive(Serialize)]
-struct WorkerJson<'a> {
-    id: &'a str,
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<&'a str>,
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    peer: Option<&'a str>,
-    tasks: Vec<&'a str>,
-    slots: usize,
-    busy: usize,
-    running: Vec<String>,
-    state: &'a str,
-    connected_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_heartbeat_at: Option<String>,
-    done: u64,
-    failed: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    restarts: Option<u64>,
-}
-
-/// The Worker object of `docs/protocol.md` §12.
-fn worker_json(view: &WorkerView) -> WorkerJson<'_> {
-    WorkerJson {
-        id: view.id.as_deref().unwrap_or(""),
-        name: &view.name,
-        group: view.group.as_deref(),
-        kind: view.kind,
-        pid: view.pid,
-        peer: view.peer.as_deref(),
-        tasks: view.tasks.iter().map(|t| &**t).collect(),
-        slots: view.slots,
-        busy: view.running.len(),
-        running: view.running.iter().map(ToString::to_string).collect(),
-        state: view.state,
-        connected_at: encode::rfc3339(view.connected_at),
-        last_heartbeat_at: view.last_heartbeat_at.map(encode::rfc3339),
-        done: view.done,
-        failed: view.failed,
-        restarts: view.restarts,
-    }
-}
-
-async fn admin_workers(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let principal = match super::bearer(&state, &headers) {
-        Ok(principal) => principal,
-        Err(response) => return response,
-    };
-    if !principal.admin {
-        return error_response(
-            StatusCode::FORBIDDEN,
-            &WireError::new(ErrorCode::Unauthorized, "needs an admin key"),
-        );
-    }
-    let views = state.workers.board().list();
-    let workers: Vec<WorkerJson<'_>> = views.iter().map(worker_json).collect();
-    #[derive(Serialize)]
-    struct List<'a> {
-        workers: Vec<WorkerJson<'a>>,
-    }
-    let body = serde_json::to_string(&List { workers }).unwrap_or_default();
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
-        .into_response()
+/// `GET /v1/admin/workers`: the scheduler's executors, with when each was
+/// last heard from and its restarts (which only the worker side knows).
+pub(super) fn admin_workers_json(state: &AppState, views: &[crate::scheduler::WorkerView]) -> String {
+    let board = state.workers.board();
+    let workers = views
+        .iter()
+        .map(|view| {
+            let mut worker = super::encode::worker(view);
+            if let Some((heard, restarts)) = board.liveness(&worker.id) {
+                worker.last_heartbeat_at = heard.map(super::encode::rfc3339);
+                worker.restarts = restarts;
+            }
+            worker
+        })
+        .collect();
+    serde_json::to_string(&crate::protocol::admin::AdminWorkers { workers }).unwrap_or_default()
 }

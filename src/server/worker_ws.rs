@@ -1,8 +1,10 @@
 //! `GET /v1/worker`: the remote worker transport (`docs/protocol.md`
 //! Part II). Checks before the upgrade — no `Origin` (no browser is a
 //! worker), a worker key as Bearer, the `taskwire.worker.v1` subprotocol,
-//! the connection limit, not draining — then one task per socket drives
-//! the worker's session ([`crate::workers::driver::Driver`]).
+//! the connection limit, not draining — then one task per socket pumps
+//! frames between it and the worker's session (`workers::remote`), which
+//! runs apart so that it can outlive a dropped connection and be taken
+//! over by the worker's next one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,20 +15,20 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
-use tokio::time::Instant;
+use tokio::sync::mpsc;
 
-use super::{AppState, error_response};
+use super::AppState;
+use super::error::error_response;
 use crate::auth::WorkerAuthError;
-use crate::exec::ExecutorKind;
 use crate::protocol::worker::{WORKER_SUBPROTOCOL, WorkerCloseCode};
 use crate::protocol::{ErrorCode, WireError};
-use crate::workers::board::WorkerView;
-use crate::workers::driver::{Driver, Files};
-use crate::workers::session::{Phase, Session};
+use crate::workers::remote::{self, Link, LinkIn, LinkOut};
 
 /// WebSocket read buffer: small, so an idle worker costs little.
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 64 * 1024;
+/// Frames written before one flush.
+const MAX_BURST: usize = 256;
 
 pub(super) async fn upgrade(
     State(state): State<AppState>,
@@ -45,7 +47,7 @@ pub(super) async fn upgrade(
             "workers do not connect from browsers (no Origin allowed)",
         );
     }
-    let Some(secret) = super::worker_rest::bearer_secret(&headers) else {
+    let Some(secret) = super::caller::bearer_secret(&headers) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "missing Authorization: Bearer <worker key>",
@@ -119,116 +121,132 @@ async fn run(
     peer: String,
     _slot: super::ConnectionSlot,
 ) {
-    let workers = &state.workers;
-    let entry = workers.board().join(
-        WorkerView {
-            id: None,
-            name: Arc::clone(&owner),
-            group: Some(Arc::clone(&owner)),
-            kind: "remote",
-            pid: None,
-            peer: Some(peer.clone()),
-            tasks: Vec::new(),
-            slots: 0,
-            running: Vec::new(),
-            state: "starting",
-            connected_at: std::time::SystemTime::now(),
-            last_heartbeat_at: None,
-            done: 0,
-            failed: 0,
-            restarts: None,
-        },
-        Arc::clone(&owner),
-    );
-    let session = Session::new(
-        workers.settings(None),
-        ExecutorKind::Remote { peer: peer.clone() },
-        None,
-        Instant::now(),
-    )
-    .with_name_prefix(&owner);
-    let base = state.config.files.public_url.as_deref().unwrap_or("");
-    let mut driver = Driver::new(
-        session,
-        workers.scheduler().clone(),
-        workers.artifacts().clone(),
-        Files::Uploads {
-            uploads: workers.uploads().clone(),
-            base_url: format!("{base}/v1/worker/uploads"),
-            owner: Arc::clone(&owner),
-        },
-        workers.max_file_bytes(),
-        entry,
-    );
-    tracing::info!(client = %owner, %peer, "worker connected");
-    let mut open = true;
-    loop {
-        let outgoing = driver.take_outgoing();
-        if open && !outgoing.is_empty() && send_all(&mut socket, outgoing).await.is_err() {
-            open = false;
-            driver.closed(None).await;
-            continue;
-        }
-        if let Some((code, _)) = driver.end().cloned() {
-            if open {
-                let _ = socket
-                    .send(Message::Close(Some(CloseFrame {
-                        code: code.code(),
-                        reason: code.reason().into(),
-                    })))
-                    .await;
+    // The first frame: a hello (maybe of a worker coming back), or whatever
+    // the session will refuse.
+    let first =
+        match tokio::time::timeout(state.config.security.auth_timeout, first_text(&mut socket))
+            .await
+        {
+            Ok(Some(text)) => text,
+            Ok(None) => return,
+            Err(_) => {
+                close(&mut socket, WorkerCloseCode::Timeout).await;
+                return;
             }
-            break;
-        }
-        if !open && matches!(driver.session.phase(), Phase::Closed) {
-            break;
-        }
-        let deadline = driver.session.next_deadline();
+        };
+    let (in_tx, incoming) = mpsc::channel(64);
+    let (outgoing, mut out_rx) = mpsc::channel(remote::LINK_QUEUE);
+    let link = Link {
+        incoming,
+        outgoing,
+        peer: peer.clone(),
+    };
+    let workers = &state.workers;
+    let link = match remote::hello_name(&owner, &first) {
+        Some(name) => workers.parking().take_over(&name, link, first).err(),
+        None => Some((link, first)),
+    };
+    if let Some((link, first)) = link {
+        tracing::info!(client = %owner, %peer, "worker connected");
+        state.streams.spawn(remote::run(
+            workers.clone(),
+            Arc::clone(&owner),
+            link,
+            first,
+            state.drained.clone(),
+        ));
+    } else {
+        tracing::info!(client = %owner, %peer, "worker reconnected");
+    }
+    loop {
         tokio::select! {
-            message = socket.recv(), if open => match message {
-                Some(Ok(Message::Text(text))) => driver.frame(text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => driver.unreadable("binary frames are not part of the worker protocol").await,
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => {
-                    open = false;
-                    driver.closed(None).await;
-                }
-                Some(Err(e)) => {
-                    let too_big = matches!(
-                        e.into_inner().downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
-                        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
-                    );
-                    if too_big {
-                        let close = WorkerCloseCode::MessageTooBig;
-                        let _ = socket
-                            .send(Message::Close(Some(CloseFrame { code: close.code(), reason: close.reason().into() })))
-                            .await;
+            message = socket.recv() => {
+                let event = match message {
+                    Some(Ok(Message::Text(text))) => LinkIn::Frame(text.as_str().to_owned()),
+                    Some(Ok(Message::Binary(_))) => LinkIn::Unreadable("binary frames are not part of the worker protocol"),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        if is_too_big(e) {
+                            close(&mut socket, WorkerCloseCode::MessageTooBig).await;
+                        }
+                        break;
                     }
-                    open = false;
-                    driver.closed(None).await;
+                };
+                if in_tx.send(event).await.is_err() {
+                    break;
                 }
+            }
+            out = out_rx.recv() => match out {
+                Some(LinkOut::Frame(first)) => {
+                    if write_burst(&mut socket, &mut out_rx, first).await.is_err() {
+                        break;
+                    }
+                }
+                Some(LinkOut::Close(code)) => {
+                    close(&mut socket, code).await;
+                    break;
+                }
+                None => break,
             },
-            order = driver.next_order() => match order {
-                Some(order) => driver.order(order).await,
-                None => driver.orders_closed().await,
-            },
-            () = sleep_until(deadline) => driver.tick().await,
-            () = state.drained.cancelled() => driver.shutdown().await,
         }
     }
-    tracing::info!(client = %owner, %peer, "worker disconnected");
+    tracing::info!(client = %owner, %peer, "worker connection closed");
 }
 
-async fn send_all(socket: &mut WebSocket, frames: Vec<String>) -> Result<(), axum::Error> {
-    for frame in frames {
-        socket.feed(Message::Text(frame.into())).await?;
+/// The first text frame, or `None` when the socket closed first.
+async fn first_text(socket: &mut WebSocket) -> Option<String> {
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(text)) => return Some(text.as_str().to_owned()),
+            Ok(Message::Binary(_)) => return Some(String::new()),
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Close(_)) => return None,
+            Err(e) => {
+                if is_too_big(e) {
+                    close(socket, WorkerCloseCode::MessageTooBig).await;
+                }
+                return None;
+            }
+        }
+    }
+}
+
+fn is_too_big(error: axum::Error) -> bool {
+    matches!(
+        error
+            .into_inner()
+            .downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn close(socket: &mut WebSocket, code: WorkerCloseCode) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: code.code(),
+            reason: code.reason().into(),
+        })))
+        .await;
+}
+
+/// Feeds what is queued (up to a burst), then flushes once.
+async fn write_burst(
+    socket: &mut WebSocket,
+    queue: &mut mpsc::Receiver<LinkOut>,
+    first: String,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first.into())).await?;
+    for _ in 1..MAX_BURST {
+        match queue.try_recv() {
+            Ok(LinkOut::Frame(text)) => socket.feed(Message::Text(text.into())).await?,
+            Ok(LinkOut::Close(code)) => {
+                socket.flush().await?;
+                close(socket, code).await;
+                return Err(axum::Error::new(std::io::Error::other("closed")));
+            }
+            Err(_) => break,
+        }
     }
     socket.flush().await
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

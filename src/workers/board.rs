@@ -170,6 +170,15 @@ impl Board {
         list
     }
 
+    /// What only the board knows of executor `id` (`w-3`): when it was
+    /// last heard from, and its process's restarts.
+    pub fn liveness(&self, id: &str) -> Option<(Option<SystemTime>, Option<u64>)> {
+        self.lock()
+            .values()
+            .find(|v| v.id.as_deref() == Some(id))
+            .map(|v| (v.last_heartbeat_at, v.restarts))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, WorkerView>> {
         self.inner
             .workers

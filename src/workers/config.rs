@@ -51,9 +51,6 @@ pub(crate) struct Knobs {
     pub heartbeat_interval_s: Option<u64>,
     pub heartbeat_timeout_s: Option<u64>,
     pub reconnect_grace_s: Option<u64>,
-    pub cancel_grace_s: Option<u64>,
-    pub max_attempts: Option<u32>,
-    pub no_worker_wait_s: Option<u64>,
     pub max_worker_violations: Option<u32>,
 }
 
@@ -90,12 +87,6 @@ pub struct WorkersConfig {
     pub heartbeat_timeout: Duration,
     /// A remote worker may reconnect and `resume` within this.
     pub reconnect_grace: Duration,
-    /// A worker that does not stop a cancelled attempt within this is lost.
-    pub cancel_grace: Duration,
-    /// Attempts of a `retry_safe` task at most (then `worker_lost`).
-    pub max_attempts: u32,
-    /// A task waits at most this long for a worker serving its name.
-    pub no_worker_wait: Duration,
     /// Protocol violations per minute before a worker is closed.
     pub max_worker_violations: u32,
     /// The program that starts managed workers with a parent-death signal
@@ -111,9 +102,6 @@ impl Default for WorkersConfig {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
             reconnect_grace: Duration::from_secs(10),
-            cancel_grace: Duration::from_secs(10),
-            max_attempts: 2,
-            no_worker_wait: Duration::from_secs(600),
             max_worker_violations: 20,
             launcher: None,
         }
@@ -159,27 +147,6 @@ pub(crate) fn resolve(
         defaults.reconnect_grace.as_secs(),
         0,
         3600,
-    );
-    let cancel_grace_s = range(
-        "cancel_grace_s",
-        knobs.cancel_grace_s,
-        defaults.cancel_grace.as_secs(),
-        0,
-        3600,
-    );
-    let max_attempts = range(
-        "max_attempts",
-        knobs.max_attempts.map(u64::from),
-        u64::from(defaults.max_attempts),
-        1,
-        100,
-    );
-    let no_worker_wait_s = range(
-        "no_worker_wait_s",
-        knobs.no_worker_wait_s,
-        defaults.no_worker_wait.as_secs(),
-        1,
-        7 * 86_400,
     );
     let max_worker_violations = range(
         "max_worker_violations",
@@ -323,9 +290,6 @@ pub(crate) fn resolve(
         heartbeat_interval: secs(heartbeat_interval_s),
         heartbeat_timeout: secs(heartbeat_timeout_s),
         reconnect_grace: secs(reconnect_grace_s),
-        cancel_grace: secs(cancel_grace_s),
-        max_attempts: max_attempts as u32,
-        no_worker_wait: secs(no_worker_wait_s),
         max_worker_violations: max_worker_violations as u32,
         launcher: None,
     }

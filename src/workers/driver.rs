@@ -128,6 +128,13 @@ impl Driver {
         self.run(out).await;
     }
 
+    /// A remote worker's new connection took this session over.
+    pub async fn reattach(&mut self, hello: &str) {
+        let mut out = Vec::new();
+        self.session.reattach(hello, Instant::now(), &mut out);
+        self.run(out).await;
+    }
+
     pub async fn tick(&mut self) {
         let mut out = Vec::new();
         self.session.on_tick(Instant::now(), &mut out);
@@ -223,7 +230,6 @@ impl Driver {
                             });
                             self.session.registered(
                                 registration.id.to_string(),
-                                &registration.resumed,
                                 Instant::now(),
                                 &mut out,
                             );

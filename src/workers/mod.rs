@@ -18,6 +18,7 @@
 pub mod board;
 pub mod config;
 pub mod driver;
+pub mod remote;
 pub mod schema;
 pub mod session;
 pub mod uploads;
@@ -26,16 +27,11 @@ use crate::exec::{ExecutorSpec, RegisterError, Registration};
 use crate::scheduler::Scheduler;
 
 /// Registers a worker with the scheduler.
-///
-/// Until the scheduler core with its executor registry lands (issue 12),
-/// no executor can be registered: every worker is refused as if the server
-/// were shutting down. After the merge this is `scheduler.register(spec)`.
 pub async fn register(
     scheduler: &Scheduler,
     spec: ExecutorSpec,
 ) -> Result<Registration, RegisterError> {
-    let _ = (scheduler, spec);
-    Err(RegisterError::ShuttingDown)
+    scheduler.register(spec).await
 }
 pub mod stdio;
 pub mod supervisor;
@@ -67,6 +63,9 @@ struct Inner {
     artifacts: Artifacts,
     board: Board,
     uploads: Uploads,
+    parking: remote::Parking,
+    /// `public_url` without a trailing slash, or empty.
+    public_url: String,
     max_message_bytes: usize,
     max_file_bytes: u64,
     shutdown_grace: Duration,
@@ -94,6 +93,8 @@ impl Workers {
                 artifacts,
                 board: Board::new(metrics, config.limits.workers),
                 uploads: Uploads::default(),
+                parking: remote::Parking::default(),
+                public_url: config.files.public_url.clone().unwrap_or_default(),
                 max_message_bytes: config.limits.max_message_bytes,
                 // A file cannot be larger than the whole temporary area.
                 max_file_bytes: config.files.max_temp_bytes,
@@ -113,6 +114,14 @@ impl Workers {
 
     pub fn uploads(&self) -> &Uploads {
         &self.inner.uploads
+    }
+
+    pub fn parking(&self) -> &remote::Parking {
+        &self.inner.parking
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
     }
 
     pub fn scheduler(&self) -> &Scheduler {

@@ -111,7 +111,11 @@ struct Running {
     attempt: u32,
     /// A `cancel` was sent; past this the worker is lost.
     cancel_by: Option<Instant>,
+    /// The grace of that cancel (given again after a reconnect).
+    cancel_grace: Option<Duration>,
     asking: bool,
+    /// Assigned while the worker was disconnected: it does not know it yet.
+    unsent: bool,
 }
 
 /// The worker session's state.
@@ -133,8 +137,13 @@ pub struct Session {
     violations: VecDeque<Instant>,
     last_heard: Instant,
     last_sent: Instant,
-    /// Attempts the worker asked to resume, until the registration answers.
+    /// Attempts a first `hello` asked to resume (none is kept: no
+    /// registration holds them), until the registration answers.
     resume: Vec<(TaskId, u32)>,
+    /// Frames for a disconnected remote worker, sent when it comes back.
+    pending: Vec<String>,
+    /// A `drain` came while it was disconnected.
+    drain_after: bool,
     /// What happened last, for the monitoring page.
     pub stats: SessionStats,
 }
@@ -147,6 +156,8 @@ pub struct SessionStats {
     pub last_heartbeat_at: Option<SystemTime>,
 }
 
+/// Frames held for a disconnected worker at most (then it is lost).
+const MAX_PENDING: usize = 4096;
 /// How many ended attempts are remembered for replays and fencing.
 const ENDED_MEMORY: usize = 1024;
 /// The window of `max_worker_violations`.
@@ -176,6 +187,8 @@ impl Session {
             last_heard: now,
             last_sent: now,
             resume: Vec::new(),
+            pending: Vec::new(),
+            drain_after: false,
             stats: SessionStats::default(),
         }
     }
@@ -632,21 +645,28 @@ impl Session {
             kind: self.kind.clone(),
             slots: self.slots,
             tasks,
-            resume,
         }));
     }
 
     /// The scheduler took the registration.
-    pub fn registered(
-        &mut self,
-        worker_id: String,
-        resumed: &[(TaskId, u32, bool)],
-        now: Instant,
-        out: &mut Vec<Effect>,
-    ) {
+    /// A fresh session's `resume` names attempts that no registration of
+    /// this worker holds (it came back too late, or to another server):
+    /// none is kept.
+    pub fn registered(&mut self, worker_id: String, now: Instant, out: &mut Vec<Effect>) {
         if self.phase != Phase::Registering {
             return;
         }
+        let resumed: Vec<(TaskId, u32, bool)> = self
+            .resume
+            .drain(..)
+            .map(|(id, attempt)| (id, attempt, false))
+            .collect();
+        self.worker_id = Some(worker_id);
+        self.phase = Phase::Ready;
+        self.welcome(&resumed, now, out);
+    }
+
+    fn welcome(&mut self, resumed: &[(TaskId, u32, bool)], now: Instant, out: &mut Vec<Effect>) {
         let texts: Vec<String> = resumed.iter().map(|(id, _, _)| id.to_string()).collect();
         let listed: Vec<Resumed<'_>> = resumed
             .iter()
@@ -657,6 +677,7 @@ impl Session {
                 kept: *kept,
             })
             .collect();
+        let worker_id = self.worker_id.clone().unwrap_or_default();
         let welcome = ServerMessage::Welcome(WorkerWelcome {
             protocol: wire::WORKER_PROTOCOL_VERSION,
             worker_id: &worker_id,
@@ -669,22 +690,74 @@ impl Session {
             resumed: &listed,
         })
         .to_json();
-        for (id, attempt, kept) in resumed {
-            if *kept {
-                self.running.insert(
-                    *id,
-                    Running {
-                        attempt: *attempt,
-                        cancel_by: None,
-                        asking: false,
-                    },
-                );
+        self.push_send(welcome, now, out);
+    }
+
+    /// A remote worker came back (within its reconnect grace) and said
+    /// `hello` on a new connection: the attempts it lists and still holds
+    /// here go on; the others it held are lost (`Report::Lost`); what was
+    /// sent for it meanwhile (assignments, cancels, answers) follows the
+    /// `welcome`. The registration (tasks, slots) is the first hello's.
+    pub fn reattach(&mut self, text: &str, now: Instant, out: &mut Vec<Effect>) {
+        let Phase::Disconnected { .. } = self.phase else {
+            return;
+        };
+        let Ok(wire::WorkerRequest {
+            message: WorkerMessage::Hello(hello),
+            ..
+        }) = wire::decode(text)
+        else {
+            return;
+        };
+        self.last_heard = now;
+        let listed: Vec<(TaskId, u32)> = hello
+            .resume
+            .iter()
+            .filter_map(|e| Some((e.task_id.parse::<TaskId>().ok()?, e.attempt)))
+            .collect();
+        let mut resumed = Vec::new();
+        for (id, attempt) in &listed {
+            let kept = self
+                .running
+                .get(id)
+                .is_some_and(|r| r.attempt == *attempt && !r.unsent);
+            resumed.push((*id, *attempt, kept));
+        }
+        let lost: Vec<(TaskId, u32)> = self
+            .running
+            .iter()
+            .filter(|(id, r)| !r.unsent && !listed.contains(&(**id, r.attempt)))
+            .map(|(id, r)| (*id, r.attempt))
+            .collect();
+        for (task_id, attempt) in lost {
+            self.end(task_id, attempt);
+            out.push(Effect::Release { task_id, attempt });
+            out.push(Effect::Report(Report::Lost {
+                task_id,
+                attempt,
+                cause: LostCause::Disconnected,
+            }));
+        }
+        tracing::info!(
+            worker = self.shown_name(),
+            kept = resumed.iter().filter(|r| r.2).count(),
+            "remote worker reconnected"
+        );
+        self.phase = if self.drain_after {
+            Phase::Draining
+        } else {
+            Phase::Ready
+        };
+        self.welcome(&resumed, now, out);
+        for running in self.running.values_mut() {
+            running.unsent = false;
+            if let Some(grace) = running.cancel_grace {
+                running.cancel_by = Some(now + grace);
             }
         }
-        self.resume.clear();
-        self.worker_id = Some(worker_id);
-        self.phase = Phase::Ready;
-        self.push_send(welcome, now, out);
+        for text in std::mem::take(&mut self.pending) {
+            self.push_send(text, now, out);
+        }
     }
 
     /// The scheduler refused the registration: tell the worker, then close.
@@ -730,9 +803,7 @@ impl Session {
                     return;
                 };
                 running.cancel_by = Some(now + grace);
-                if matches!(self.phase, Phase::Disconnected { .. }) {
-                    return;
-                }
+                running.cancel_grace = Some(grace);
                 let text = task_id.to_string();
                 self.send(
                     &ServerMessage::Cancel {
@@ -781,11 +852,31 @@ impl Session {
                     out,
                 );
             }
+            Order::AskRefused {
+                task_id,
+                attempt,
+                question_id,
+                reason,
+            } => {
+                let Some(running) = self
+                    .running
+                    .get_mut(&task_id)
+                    .filter(|r| r.attempt == attempt)
+                else {
+                    return;
+                };
+                running.asking = false;
+                let message = format!("ask {question_id:?} refused: {reason}");
+                self.send_error(None, WorkerErrorCode::BadMessage, &message, now, out);
+            }
             Order::Drain => {
                 if matches!(self.phase, Phase::Ready | Phase::Registering) {
                     self.phase = Phase::Draining;
                 }
-                if self.phase == Phase::Draining {
+                if matches!(self.phase, Phase::Disconnected { .. }) {
+                    self.drain_after = true;
+                }
+                if matches!(self.phase, Phase::Draining | Phase::Disconnected { .. }) {
                     self.send(&ServerMessage::Drain, now, out);
                 }
             }
@@ -797,18 +888,18 @@ impl Session {
             // The scheduler never does this; if it did, the task must not vanish.
             tracing::error!(worker = self.shown_name(), task.id = %a.task_id, "assignment past the worker's slots");
         }
+        let unsent = matches!(self.phase, Phase::Disconnected { .. });
         self.running.insert(
             a.task_id,
             Running {
                 attempt: a.attempt,
                 cancel_by: None,
+                cancel_grace: None,
                 asking: false,
+                // Sent when the worker comes back; lost if it does not.
+                unsent,
             },
         );
-        if matches!(self.phase, Phase::Disconnected { .. }) {
-            // It waits with the others: resumed, or lost with them.
-            return;
-        }
         let text = a.task_id.to_string();
         let deadline = crate::server::encode::rfc3339(a.deadline_at);
         let (output_dir, upload_url) = match place {
@@ -843,11 +934,11 @@ impl Session {
             Phase::Ready | Phase::Draining => {
                 let remote = matches!(self.kind, ExecutorKind::Remote { .. });
                 if remote && !self.running.is_empty() && !self.settings.reconnect_grace.is_zero() {
-                    // Its attempts wait for a reconnect; nothing new comes.
+                    // Its registration and attempts wait for a reconnect;
+                    // what is sent meanwhile waits in `pending`.
                     self.phase = Phase::Disconnected {
                         until: now + self.settings.reconnect_grace,
                     };
-                    out.push(Effect::Report(Report::Draining));
                     return;
                 }
                 let cause = if self.running.is_empty() {
@@ -1071,6 +1162,18 @@ impl Session {
     }
 
     fn push_send(&mut self, text: String, now: Instant, out: &mut Vec<Effect>) {
+        if matches!(self.phase, Phase::Disconnected { .. }) {
+            if self.pending.len() < MAX_PENDING {
+                self.pending.push(text);
+            } else {
+                tracing::warn!(
+                    worker = self.shown_name(),
+                    "too much waiting for a disconnected worker; it is lost"
+                );
+                self.gone(Some(LostCause::Disconnected), out);
+            }
+            return;
+        }
         self.last_sent = now;
         out.push(Effect::Send(text));
     }

@@ -103,16 +103,18 @@ impl Harness {
         assert!(matches!(out.as_slice(), [Effect::Register(_)]), "{out:?}");
         let mut out = Vec::new();
         self.session
-            .registered("w-1".to_owned(), &[], self.now, &mut out);
+            .registered("w-1".to_owned(), self.now, &mut out);
         sent(&out)[0].clone()
     }
 
     fn assign(&mut self, task: TaskId, attempt: u32) -> Value {
-        let input: Arc<RawValue> = Arc::from(
-            RawValue::from_string(r#"{"device":"17"}"#.to_owned())
-                .unwrap_or_else(|_| unreachable!()),
-        );
-        let out = self.order(Order::Assign(Assignment {
+        sent(&self.assign_out(task, attempt))[0].clone()
+    }
+
+    fn assign_out(&mut self, task: TaskId, attempt: u32) -> Vec<Effect> {
+        let input = RawValue::from_string(r#"{"device":"17"}"#.to_owned())
+            .unwrap_or_else(|_| unreachable!());
+        self.order(Order::Assign(Assignment {
             task_id: task,
             attempt,
             task: Arc::from("sync"),
@@ -121,8 +123,7 @@ impl Harness {
             deadline_at: SystemTime::now() + Duration::from_secs(60),
             timeout: Duration::from_secs(60),
             interactive: true,
-        }));
-        sent(&out)[0].clone()
+        }))
     }
 }
 
@@ -175,7 +176,7 @@ fn hello_registers_and_welcome_carries_the_limits() {
     assert!(spec.tasks[0].retry_safe);
     assert_eq!(spec.tasks[0].timeout, Some(Duration::from_secs(30)));
     let mut out = Vec::new();
-    h.session.registered("w-4".to_owned(), &[], h.now, &mut out);
+    h.session.registered("w-4".to_owned(), h.now, &mut out);
     let welcome = &sent(&out)[0];
     assert_eq!(welcome["type"], "welcome");
     assert_eq!(welcome["worker_id"], "w-4");
@@ -577,8 +578,8 @@ fn a_remote_worker_gets_its_reconnect_grace() {
     let mut out = Vec::new();
     h.session.on_closed(None, h.now, &mut out);
     assert!(
-        matches!(reports(&out).as_slice(), [Report::Draining]),
-        "{out:?}"
+        reports(&out).is_empty(),
+        "the scheduler sees no gap: {out:?}"
     );
     assert!(gone(&h.tick(Duration::from_secs(9))).is_none());
     let out = h.tick(Duration::from_secs(1));
@@ -586,22 +587,77 @@ fn a_remote_worker_gets_its_reconnect_grace() {
 }
 
 #[test]
-fn a_reconnecting_worker_resumes_what_was_kept() {
+fn a_fresh_session_keeps_nothing_it_is_asked_to_resume() {
     let mut h = Harness::remote();
     let task = id(12);
     let out = h.frame(json!({"type": "hello", "protocol": 1, "worker": {"name": "edge"}, "tasks": [{"name": "sync"}],
         "resume": [{"task_id": task.to_string(), "attempt": 1}]}));
-    let [Effect::Register(spec)] = out.as_slice() else {
-        panic!("{out:?}")
-    };
-    assert_eq!(spec.resume, vec![(task, 1)]);
+    assert!(matches!(out.as_slice(), [Effect::Register(_)]), "{out:?}");
     let mut out = Vec::new();
-    h.session
-        .registered("w-9".to_owned(), &[(task, 1, true)], h.now, &mut out);
+    h.session.registered("w-9".to_owned(), h.now, &mut out);
     assert_eq!(
         sent(&out)[0]["resumed"],
-        json!([{"task_id": task.to_string(), "attempt": 1, "kept": true}])
+        json!([{"task_id": task.to_string(), "attempt": 1, "kept": false}])
     );
-    let out = h.frame(json!({"type": "complete", "task_id": task.to_string(), "attempt": 1}));
+}
+
+#[test]
+fn a_reconnecting_worker_takes_its_session_back() {
+    let mut h = Harness::remote();
+    h.ready(3);
+    let (a, b, c) = (id(13), id(14), id(15));
+    h.assign(a, 1);
+    h.assign(b, 1);
+    let mut out = Vec::new();
+    h.session.on_closed(None, h.now, &mut out);
+    // Meanwhile: a new assignment and a cancel, held for the worker.
+    assert!(
+        sent(&h.order(Order::Stop {
+            task_id: b,
+            attempt: 1,
+            reason: StopReason::Cancelled(CancelReason::Client),
+            grace: Duration::from_secs(2),
+        }))
+        .is_empty()
+    );
+    assert!(
+        h.tick(Duration::from_secs(5)).is_empty(),
+        "no heartbeat to nobody, no cancel grace while away"
+    );
+    let assign_c = h.assign_out(c, 1);
+    assert!(sent(&assign_c).is_empty());
+    let mut out = Vec::new();
+    let hello = json!({"type": "hello", "protocol": 1, "worker": {"name": "w1"}, "slots": 3, "tasks": [{"name": "sync"}],
+        "resume": [{"task_id": a.to_string(), "attempt": 1}, {"task_id": id(99).to_string(), "attempt": 1}]});
+    h.session.reattach(&hello.to_string(), h.now, &mut out);
+    let lost: Vec<_> = reports(&out)
+        .into_iter()
+        .filter_map(|r| match r {
+            Report::Lost { task_id, cause, .. } => Some((*task_id, cause.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lost,
+        vec![(b, LostCause::Disconnected)],
+        "b was not resumed"
+    );
+    let frames = sent(&out);
+    assert_eq!(frames[0]["type"], "welcome");
+    assert_eq!(frames[0]["worker_id"], "w-1", "the same registration");
+    assert_eq!(
+        frames[0]["resumed"],
+        json!([{"task_id": a.to_string(), "attempt": 1, "kept": true}, {"task_id": id(99).to_string(), "attempt": 1, "kept": false}])
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "assign" && f["task_id"] == c.to_string()),
+        "{frames:?}"
+    );
+    assert_eq!(h.session.phase(), Phase::Ready);
+    let out = h.frame(json!({"type": "complete", "task_id": a.to_string(), "attempt": 1}));
+    assert!(matches!(out.as_slice(), [Effect::Complete { .. }]));
+    let out = h.frame(json!({"type": "complete", "task_id": c.to_string(), "attempt": 1}));
     assert!(matches!(out.as_slice(), [Effect::Complete { .. }]));
 }

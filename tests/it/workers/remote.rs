@@ -186,24 +186,24 @@ async fn admin_workers_lists_the_builtin_pool_and_connected_workers() {
     let server = TestServer::start().await;
     let (status, _) = server.get_json(ALICE, "/v1/admin/workers").await;
     assert_eq!(status, 403);
-    let _ws = connect(&server, WORKER).await;
-    crate::support::eventually("the remote worker is listed", || async {
-        let (_, body) = server.get_json(ADMIN, "/v1/admin/workers").await;
-        body["workers"].as_array().is_some_and(|w| w.len() == 2)
-    })
-    .await;
-    let (_, listed) = server.get_json(ADMIN, "/v1/admin/workers").await;
+    let mut ws = connect(&server, WORKER).await;
+    ws.send(hello("edge-1", 3, &["w_sync"], &[])).await;
+    assert_eq!(ws.next().await["type"], "welcome");
+    let (status, listed) = server.get_json(ADMIN, "/v1/admin/workers").await;
+    assert_eq!(status, 200);
     let workers = listed["workers"].as_array().unwrap();
-    assert_eq!(workers[0]["kind"], "builtin");
-    assert_eq!(workers[0]["slots"], 2);
-    assert_eq!(workers[1]["kind"], "remote");
-    assert_eq!(workers[1]["group"], "pool");
-    assert!(
-        workers[1]["peer"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:")
-    );
-    assert_eq!(workers[1]["state"], "starting");
+    let builtin: u64 = workers
+        .iter()
+        .filter(|w| w["kind"] == "builtin")
+        .map(|w| w["slots"].as_u64().unwrap())
+        .sum();
+    assert_eq!(builtin, 2, "the built-in slots are listed");
+    let remote = workers.iter().find(|w| w["kind"] == "remote").unwrap();
+    assert_eq!(remote["name"], "pool/edge-1");
+    assert_eq!(remote["tasks"], json!(["w_sync"]));
+    assert_eq!(remote["slots"], 3);
+    assert_eq!(remote["state"], "ready");
+    assert!(remote["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(remote["last_heartbeat_at"].as_str().is_some(), "{remote}");
     server.stop().await;
 }
