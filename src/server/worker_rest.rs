@@ -282,7 +282,10 @@ async fn write_into(
 
 /// `GET /v1/admin/workers`: the scheduler's executors, with when each was
 /// last heard from and its restarts (which only the worker side knows).
-pub(super) fn admin_workers_json(state: &AppState, views: &[crate::scheduler::WorkerView]) -> String {
+pub(super) fn admin_workers_json(
+    state: &AppState,
+    views: &[crate::scheduler::WorkerView],
+) -> String {
     let board = state.workers.board();
     let workers = views
         .iter()

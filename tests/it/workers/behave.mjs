@@ -3,7 +3,7 @@
 // BEHAVE_SLOTS, BEHAVE_PREFIX (task name prefix, default "w_"),
 // BEHAVE_STDERR (a line written to stderr at start), BEHAVE_STUBBORN=1
 // (ignores SIGTERM and the end of its stdin: only SIGKILL ends it).
-// Tasks (input fields): sleep {ms, steps}, file {name, text}, crash {signal?,
+// Tasks (input fields): sleep {ms, steps, retry_ms (later attempts)}, file {name, text}, crash {signal?,
 // code?}, hang {}, garbage {lines}, ignore_cancel {}, echo (result = input).
 import { appendFileSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
@@ -35,13 +35,15 @@ async function run(job) {
   const end = (m) => { jobs.delete(task_id); send({ task_id, attempt, ...m }); };
   switch (kind) {
     case "sleep": {
-      const steps = input.steps ?? 1;
+      const retry = attempt > 1 && input.retry_ms !== undefined;
+      const steps = retry ? 1 : (input.steps ?? 1);
+      const ms = retry ? input.retry_ms : (input.ms ?? 0);
       for (let i = 1; i <= steps; i++) {
-        await sleep((input.ms ?? 0) / steps);
+        await sleep(ms / steps);
         if (state.cancelled) return end({ type: "cancelled" });
         send({ type: "progress", task_id, attempt, progress: i / steps, message: `step ${i}` });
       }
-      return end({ type: "complete", result: { slept: input.ms ?? 0, attempt, pid: process.pid } });
+      return end({ type: "complete", result: { slept: ms, attempt, pid: process.pid } });
     }
     case "file":
       writeFileSync(join(job.output_dir, "out.bin"), input.text ?? "");

@@ -152,3 +152,52 @@ async fn sigterm_of_serve_stops_its_workers_and_exits_zero() {
         "nothing was restarted during shutdown"
     );
 }
+
+#[tokio::test]
+async fn sigterm_with_running_external_tasks_drains_them_and_leaves_no_child() {
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+    let Some(node) = node() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    let config = group(
+        "busy",
+        &node,
+        &[("BEHAVE_PIDFILE", pidfile.to_string_lossy().into_owned())],
+        "",
+    );
+    let mut serve = Serve::start(&config);
+    eventually("serve is ready (the group said hello)", || async {
+        serve.readyz().await.0 == 200
+    })
+    .await;
+    let mut request = format!("ws://127.0.0.1:{}/v1/ws", serve.port)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", super::KEY)).unwrap(),
+    );
+    let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = crate::support::Ws {
+        stream,
+        protocol: None,
+    };
+    assert_eq!(ws.next().await["type"], "welcome");
+    let task = ws
+        .submit_ok("w_sleep", json!({"ms": 60000, "steps": 600}))
+        .await;
+    ws.until(|e| e["task_id"] == task.as_str() && e["type"] == "progress")
+        .await;
+    let pid = pids(&pidfile)[0];
+    serve.signal("TERM");
+    let end = ws.terminal(&task).await;
+    assert_eq!(end["type"], "cancelled", "{end}");
+    assert_eq!(end["reason"], "shutdown");
+    assert_eq!(ws.closed().await, Some(1001));
+    assert_eq!(serve.exited().await, Some(0));
+    assert!(!alive(pid), "the worker is gone with serve");
+    serve.logged(&["worker exited", "busy-1"]).await;
+}

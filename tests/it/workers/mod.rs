@@ -6,6 +6,7 @@
 //! `TASKWIRE_TEST_ALL=1`, which turns a missing `node` into a failure.
 #![allow(dead_code, unreachable_pub)]
 
+mod e2e;
 mod managed;
 mod remote;
 
@@ -193,3 +194,107 @@ pub async fn gone(pid: u32, what: &str) {
 }
 
 pub const _DEADLINE: Duration = DEADLINE;
+
+/// A `[[workers]]` group of `behave.mjs` (in-process servers).
+pub fn behave(
+    node: &Path,
+    name: &str,
+    env: &[(&str, &str)],
+) -> taskwire::workers::config::GroupConfig {
+    taskwire::workers::config::GroupConfig {
+        name: std::sync::Arc::from(name),
+        command: vec![node.to_string_lossy().into_owned(), here("behave.mjs")],
+        args: Vec::new(),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        cwd: None,
+        instances: 1,
+        startup_timeout: Duration::from_secs(30),
+        max_tasks: None,
+        tasks: None,
+    }
+}
+
+/// An in-process server running these managed groups (started through
+/// `taskwire worker-exec`, like `serve` does), ready.
+pub async fn managed_server(
+    groups: Vec<taskwire::workers::config::GroupConfig>,
+    change: impl FnOnce(&mut taskwire::config::Config),
+) -> crate::support::TestServer {
+    let server = crate::support::TestServer::with(|c| {
+        c.workers.groups = groups;
+        c.workers.launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_taskwire")));
+        change(c);
+    })
+    .await;
+    let url = server.url("/readyz");
+    eventually("every managed group is ready", || {
+        let url = url.clone();
+        async move { reqwest::get(url).await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    server
+}
+
+/// Submits each `(task, input, options)` without waiting in between; returns
+/// the task ids and every message that came meanwhile (nothing is lost).
+pub async fn submit_all(
+    ws: &mut crate::support::Ws,
+    submits: &[(&str, serde_json::Value, serde_json::Value)],
+) -> (Vec<String>, Vec<serde_json::Value>) {
+    for (i, (task, input, options)) in submits.iter().enumerate() {
+        ws.send(
+            serde_json::json!({"type": "submit", "ref": format!("s{i}"), "task": task,
+                                   "input": input, "options": options}),
+        )
+        .await;
+    }
+    let mut ids = vec![String::new(); submits.len()];
+    let mut seen = Vec::new();
+    while ids.iter().any(String::is_empty) {
+        let message = ws.next().await;
+        if let Some(i) = message["ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix('s')?.parse::<usize>().ok())
+        {
+            assert_eq!(message["type"], "accepted", "{message}");
+            ids[i] = message["task_id"].as_str().unwrap_or_default().to_owned();
+        }
+        seen.push(message);
+    }
+    (ids, seen)
+}
+
+/// Every event of `ids` (after those in `seen`) until each has its
+/// terminal one, in arrival order; `accepted` left out.
+pub async fn events_until_all_end(
+    ws: &mut crate::support::Ws,
+    ids: &[String],
+    seen: Vec<serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    let mut open: Vec<&String> = ids.iter().collect();
+    let mut seen = seen.into_iter();
+    while !open.is_empty() {
+        let event = match seen.next() {
+            Some(event) => event,
+            None => ws.next().await,
+        };
+        let Some(id) = event["task_id"].as_str() else {
+            continue;
+        };
+        if !ids.iter().any(|i| i == id) || event["type"] == "accepted" {
+            continue;
+        }
+        if matches!(
+            event["type"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            open.retain(|i| *i != id);
+        }
+        events.push(event);
+    }
+    events
+}

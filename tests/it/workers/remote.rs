@@ -207,3 +207,68 @@ async fn admin_workers_lists_the_builtin_pool_and_connected_workers() {
     assert!(remote["last_heartbeat_at"].as_str().is_some(), "{remote}");
     server.stop().await;
 }
+
+/// Reads worker frames until one of type `kind`.
+pub async fn until_type(ws: &mut Ws, kind: &str) -> Value {
+    ws.until(|m| m["type"] == kind).await
+}
+
+#[tokio::test]
+async fn a_remote_task_runs_end_to_end_with_progress_and_a_file() {
+    let server = TestServer::start().await;
+    let mut worker = connect(&server, WORKER).await;
+    worker.send(hello("edge", 1, &["w_report"], &[])).await;
+    let welcome = worker.next().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["protocol"], 1);
+
+    let mut client = server.ws(ALICE).await;
+    let task_id = client.submit_ok("w_report", json!({"lines": 3})).await;
+    let assign = until_type(&mut worker, "assign").await;
+    assert_eq!(assign["task_id"], task_id.as_str());
+    assert_eq!(assign["attempt"], 1);
+    assert_eq!(assign["task"], "w_report");
+    assert_eq!(assign["input"], json!({"lines": 3}));
+    assert!(assign.get("output_dir").is_none());
+    let upload_url = assign["upload_url"].as_str().unwrap().to_owned();
+    worker
+        .send(json!({"type": "progress", "task_id": task_id, "attempt": 1, "progress": 0.5, "message": "half"}))
+        .await;
+    let body = "one\ntwo\nthree\n";
+    let uploaded = TestServer::http()
+        .put(server.url(&format!("{upload_url}/report.txt")))
+        .bearer_auth(WORKER)
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let uploaded: Value = uploaded.json().await.unwrap();
+    assert_eq!(uploaded["size"], body.len());
+    worker
+        .send(
+            json!({"type": "complete", "ref": "c1", "task_id": task_id, "attempt": 1,
+                     "result": {"lines": 3}, "files": [{"name": "report.txt"}]}),
+        )
+        .await;
+    assert_eq!(until_type(&mut worker, "ok").await["ref"], "c1");
+
+    let events = client.events_until_end(&task_id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["started", "progress", "completed"], "{events:?}");
+    assert_eq!(events[0]["worker"], "pool/edge");
+    assert_eq!(events[0]["attempt"], 1);
+    assert_eq!(events[1]["message"], "half");
+    let completed = &events[2];
+    assert_eq!(completed["result"], json!({"lines": 3}));
+    let file = &completed["files"][0];
+    assert_eq!(file["name"], "report.txt");
+    assert_eq!(file["content_type"], "text/plain");
+    assert_eq!(file["sha256"], uploaded["sha256"]);
+    let download = reqwest::get(server.url(file["url"].as_str().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(download.text().await.unwrap(), body);
+    server.stop().await;
+}
