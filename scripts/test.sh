@@ -2,7 +2,9 @@
 # Every test, from a fresh machine: installs what the tests need if it is
 # missing (Chromium from Debian, playwright-core from npm with a lockfile,
 # a Python venv with the ODF validators), then runs
-#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite;
+#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with
+#      Node.js for the managed-worker tests; TASKWIRE_TEST_ALL=1 makes a
+#      missing one a failure);
 #   2. ODF schema validation of generated booklets;
 #   3. the end-to-end browser tests against a real `taskwire serve`;
 #   4. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
@@ -28,6 +30,10 @@ need_apt() {
 }
 
 step "rust: fmt, clippy, tests"
+# The managed-worker tests run Node.js workers (examples/workers/): here a
+# missing `node` is a failure, not a skip.
+command -v node >/dev/null 2>&1 || need_apt nodejs
+export TASKWIRE_TEST_ALL=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
