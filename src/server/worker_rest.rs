@@ -24,9 +24,6 @@ use crate::protocol::{ErrorCode, WireError};
 use crate::task::TaskId;
 use crate::workers::uploads::UploadError;
 
-/// An upload that sends nothing for this long is abandoned (`408`).
-const BODY_IDLE: Duration = Duration::from_secs(30);
-
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route(
         "/v1/worker/uploads/{task_id}/{attempt}/{name}",
@@ -143,7 +140,8 @@ async fn upload(
             );
         }
     };
-    let (stage, written) = write_body(stage, name, content_type, body, max).await;
+    let idle = state.config.limits.body_timeout;
+    let (stage, written) = write_body(stage, name, content_type, body, max, idle).await;
     let last = stage.as_ref().and_then(Stage::last_file);
     let response = match written {
         Ok(()) => match last {
@@ -183,6 +181,7 @@ async fn write_body(
     content_type: String,
     body: Body,
     max: u64,
+    idle: Duration,
 ) -> (Option<Stage>, Result<(), Response>) {
     let mut stage = stage;
     let opened = tokio::task::spawn_blocking(move || {
@@ -205,7 +204,7 @@ async fn write_body(
         }
     };
     let mut stage = stage;
-    let result = write_into(&mut stage, file, body, max).await;
+    let result = write_into(&mut stage, file, body, max, idle).await;
     (Some(stage), result)
 }
 
@@ -214,6 +213,7 @@ async fn write_into(
     file: Result<StagedFile, StageError>,
     body: Body,
     max: u64,
+    idle: Duration,
 ) -> Result<(), Response> {
     let storage_full = || {
         worker_error(
@@ -237,7 +237,7 @@ async fn write_into(
     };
     let mut stream = body.into_data_stream();
     loop {
-        let chunk = match tokio::time::timeout(BODY_IDLE, stream.next()).await {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
             Err(_) => {
                 return Err(worker_error(
                     StatusCode::REQUEST_TIMEOUT,
