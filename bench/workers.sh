@@ -31,7 +31,12 @@ log "building taskwire and taskwire-bench (release)"
 cargo build --release -q -p taskwire -p taskwire-bench
 TW="$root/target/release/taskwire"
 BENCH="$root/target/release/taskwire-bench"
-"$root/bench/peers/install.sh"
+# Celery only (the peer of this comparison), as bench/peers/install.sh does it.
+if [ ! -x "$root/bench/.venv/bin/celery" ]; then
+    log "installing celery[redis] (pip, in bench/.venv)"
+    python3 -m venv "$root/bench/.venv"
+    "$root/bench/.venv/bin/pip" install -q --disable-pip-version-check 'celery[redis]' >&2
+fi
 
 rand() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 TASKWIRE_API_KEY="bench-$(rand)"

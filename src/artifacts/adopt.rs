@@ -7,29 +7,58 @@
 //! a time with `O_NOFOLLOW` (no symlink anywhere on the way, no `..`, no
 //! absolute path), must end at a regular file, is counted in
 //! `max_temp_bytes` and hashed from the descriptor that was checked, then
-//! moved aside under a name of ours, so a later change of the worker's
-//! tree cannot swap what is published.
+//! moved into the attempt's stage under a name of ours, so a later change
+//! of the worker's tree cannot swap what is published.
+//!
+//! Making and removing an (empty) output directory is one `mkdir` and one
+//! `rmdir`, done in place: cheaper than a hop to the blocking pool, which
+//! only the adoption of files and the removal of a non-empty tree need.
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
 use super::stage::{MIN_FILE_CHARGE, StagedEntry};
 use super::{Artifacts, Stage, StageError, clean_name};
 
-/// One attempt's output directory; removed (with what is left in it) on drop.
+/// One attempt's output directory; removed (with what is left in it) on
+/// drop, which is blocking IO unless [`OutputDir::remove_if_empty`] did it.
 #[derive(Debug)]
 pub struct OutputDir {
-    dir: TempDir,
+    path: PathBuf,
+    removed: bool,
 }
 
 impl OutputDir {
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
+    }
+
+    /// Removes the directory if it is empty (one `rmdir`); gives it back
+    /// otherwise, to be dropped off the async threads.
+    pub fn remove_if_empty(mut self) -> Result<(), OutputDir> {
+        match std::fs::remove_dir(&self.path) {
+            Ok(()) => {
+                self.removed = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.removed = true;
+                Ok(())
+            }
+            Err(_) => Err(self),
+        }
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -59,12 +88,18 @@ pub enum AdoptError {
 }
 
 impl Artifacts {
-    /// A fresh, empty output directory for one attempt; blocking IO.
+    /// A fresh, empty output directory for one attempt (one `mkdir`).
     pub fn output_dir(&self) -> io::Result<OutputDir> {
-        let dir = tempfile::Builder::new()
-            .prefix("out-")
-            .tempdir_in(&self.inner.staging)?;
-        Ok(OutputDir { dir })
+        let name = format!(
+            "out-{}",
+            crate::auth::hex(&crate::auth::random_bytes::<12>().map_err(io::Error::other)?)
+        );
+        let path = self.inner.staging.join(name);
+        std::fs::create_dir(&path)?;
+        Ok(OutputDir {
+            path,
+            removed: false,
+        })
     }
 
     /// Checks, counts and hashes the listed files of `dir`; blocking IO.
@@ -121,9 +156,10 @@ impl Artifacts {
                 StageError::StorageFull { max } => AdoptError::StorageFull { max },
                 StageError::Io(e) => AdoptError::Io(e),
             })?;
-            // Moved aside under our own name, inside the same directory.
-            let ours = format!(".taskwire-{index}");
-            let moved = rustix::fs::renameat(&parent, leaf.as_str(), &root, ours.as_str());
+            // Moved into the stage under our own name.
+            let ours = stage.next_path()?;
+            let moved =
+                rustix::fs::renameat(&parent, leaf.as_str(), rustix::fs::CWD, ours.as_path());
             let mut file = std::fs::File::from(fd);
             let hashed = moved
                 .map_err(io::Error::from)
@@ -137,7 +173,7 @@ impl Artifacts {
             };
             // From here the stage owns the charge (released on its drop).
             stage.entries.push(StagedEntry {
-                path: dir.path().join(&ours),
+                path: ours,
                 name: clean_name(&listed.name),
                 content_type: super::stage::clean_content_type(
                     listed
@@ -150,7 +186,7 @@ impl Artifacts {
                 charged: charge,
             });
         }
-        stage.dir = Some(dir.dir);
+        drop(dir);
         Ok(stage)
     }
 }

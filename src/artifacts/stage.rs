@@ -106,7 +106,9 @@ impl Stage {
         })
     }
 
-    fn open_next(&mut self) -> io::Result<(PathBuf, File)> {
+    /// The path of the next file of this stage (its directory made on
+    /// first use); blocking IO.
+    pub(super) fn next_path(&mut self) -> io::Result<PathBuf> {
         let dir = match &self.dir {
             Some(dir) => dir.path().to_owned(),
             None => {
@@ -119,7 +121,11 @@ impl Stage {
             }
         };
         self.next_file += 1;
-        let path = dir.join(format!("f{}", self.next_file));
+        Ok(dir.join(format!("f{}", self.next_file)))
+    }
+
+    fn open_next(&mut self) -> io::Result<(PathBuf, File)> {
+        let path = self.next_path()?;
         let file = File::options().write(true).create_new(true).open(&path)?;
         Ok((path, file))
     }

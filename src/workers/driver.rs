@@ -55,7 +55,12 @@ pub struct Driver {
     outgoing: Vec<String>,
     /// Set when the session ended: how to close, and why (lost or not).
     end: Option<(WorkerCloseCode, Option<LostCause>)>,
+    /// What the board was last shown: phase, running attempts, when.
+    shown: (Phase, usize, Instant),
 }
+
+/// The board is refreshed at most this often while nothing changes shape.
+const BOARD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Driver {
     pub fn new(
@@ -77,6 +82,7 @@ impl Driver {
             entry,
             outgoing: Vec::new(),
             end: None,
+            shown: (Phase::Closed, usize::MAX, Instant::now()),
         }
     }
 
@@ -170,21 +176,18 @@ impl Driver {
                     dir: None,
                 };
                 let place_text = match &self.files {
-                    Files::OutputDir => {
-                        let artifacts = self.artifacts.clone();
-                        match tokio::task::spawn_blocking(move || artifacts.output_dir()).await {
-                            Ok(Ok(dir)) => {
-                                let text = dir.path().to_string_lossy().into_owned();
-                                files.dir = Some(dir);
-                                Some(text)
-                            }
-                            Ok(Err(e)) => {
-                                tracing::error!(error = %e, "cannot make an output directory");
-                                None
-                            }
-                            Err(_) => None,
+                    // One mkdir, in place (see artifacts/adopt.rs).
+                    Files::OutputDir => match self.artifacts.output_dir() {
+                        Ok(dir) => {
+                            let text = dir.path().to_string_lossy().into_owned();
+                            files.dir = Some(dir);
+                            Some(text)
                         }
-                    }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot make an output directory");
+                            None
+                        }
+                    },
                     Files::Uploads {
                         uploads,
                         base_url,
@@ -302,8 +305,7 @@ impl Driver {
         if let Some(files) = self.attempts.remove(&(task_id, attempt))
             && let Some(dir) = files.dir
         {
-            // Removing a directory tree is blocking IO.
-            drop(tokio::task::spawn_blocking(move || drop(dir)));
+            drop_dir(dir);
         }
     }
 
@@ -326,6 +328,14 @@ impl Driver {
                         "the attempt's output directory is gone",
                     ));
                 };
+                if files.is_empty() {
+                    drop_dir(dir);
+                    return Outcome::Completed {
+                        result,
+                        files: Vec::new(),
+                        duration: started.elapsed(),
+                    };
+                }
                 let listed: Vec<ListedFile> = files
                     .into_iter()
                     .map(|f| ListedFile {
@@ -386,9 +396,18 @@ impl Driver {
         }
     }
 
-    /// Mirrors the session on the board.
+    /// Mirrors the session on the board: at once when its phase changed or
+    /// it became idle, else at most every 100 ms (the board is for people
+    /// and gauges, not for every frame).
     fn show(&mut self) {
         let phase = self.session.phase();
+        let busy = self.session.running().count();
+        let now = Instant::now();
+        let idle_now = busy == 0 && self.shown.1 != 0;
+        if phase == self.shown.0 && !idle_now && now.duration_since(self.shown.2) < BOARD_EVERY {
+            return;
+        }
+        self.shown = (phase, busy, now);
         let running: Vec<TaskId> = self.session.running().map(|(id, _)| id).collect();
         let stats = self.session.stats.clone();
         let registered = self.registration.is_some();
@@ -405,6 +424,14 @@ impl Driver {
             v.failed = stats.failed;
             v.last_heartbeat_at = stats.last_heartbeat_at;
         });
+    }
+}
+
+/// Removes an attempt's output directory: in place when it is empty (one
+/// `rmdir`), else off the async threads.
+fn drop_dir(dir: OutputDir) {
+    if let Err(dir) = dir.remove_if_empty() {
+        drop(tokio::task::spawn_blocking(move || drop(dir)));
     }
 }
 
