@@ -10,9 +10,11 @@
 //! moved into the attempt's stage under a name of ours, so a later change
 //! of the worker's tree cannot swap what is published.
 //!
-//! Making and removing an (empty) output directory is one `mkdir` and one
-//! `rmdir`, done in place: cheaper than a hop to the blocking pool, which
-//! only the adoption of files and the removal of a non-empty tree need.
+//! Making a directory writes metadata (slow on a busy disk: milliseconds),
+//! so a worker's directories are reused: one per slot, made once; after an
+//! attempt, a directory that is empty again ([`OutputDir::is_empty`], a
+//! cached read) goes back to the pool, any other is removed off the async
+//! threads.
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -37,20 +39,9 @@ impl OutputDir {
         &self.path
     }
 
-    /// Removes the directory if it is empty (one `rmdir`); gives it back
-    /// otherwise, to be dropped off the async threads.
-    pub fn remove_if_empty(mut self) -> Result<(), OutputDir> {
-        match std::fs::remove_dir(&self.path) {
-            Ok(()) => {
-                self.removed = true;
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.removed = true;
-                Ok(())
-            }
-            Err(_) => Err(self),
-        }
+    /// Whether nothing is left in it (a directory read, cheap when cached).
+    pub fn is_empty(&self) -> bool {
+        std::fs::read_dir(&self.path).is_ok_and(|mut entries| entries.next().is_none())
     }
 }
 
@@ -88,7 +79,7 @@ pub enum AdoptError {
 }
 
 impl Artifacts {
-    /// A fresh, empty output directory for one attempt (one `mkdir`).
+    /// A fresh, empty output directory; blocking IO.
     pub fn output_dir(&self) -> io::Result<OutputDir> {
         let name = format!(
             "out-{}",
@@ -106,7 +97,7 @@ impl Artifacts {
     /// On error nothing is kept (the directory goes with `dir`).
     pub fn adopt(
         &self,
-        dir: OutputDir,
+        dir: &OutputDir,
         files: &[ListedFile],
         max_file_bytes: u64,
     ) -> Result<Stage, AdoptError> {
@@ -186,7 +177,6 @@ impl Artifacts {
                 charged: charge,
             });
         }
-        drop(dir);
         Ok(stage)
     }
 }
@@ -281,7 +271,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("sub/a.txt"), b"hello").unwrap_or_else(|e| panic!("{e}"));
         let stage = artifacts
-            .adopt(dir, &[listed("./sub/a.txt")], 1 << 20)
+            .adopt(&dir, &[listed("./sub/a.txt")], 1 << 20)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(artifacts.used_bytes(), MIN_FILE_CHARGE);
         let files = artifacts
@@ -338,7 +328,7 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap_or_else(|e| panic!("{e}"));
         }
         let all: Vec<ListedFile> = ["a", "b", "c", "d"].iter().map(|p| listed(p)).collect();
-        let error = artifacts.adopt(dir, &all, 1 << 20).err();
+        let error = artifacts.adopt(&dir, &all, 1 << 20).err();
         assert!(
             matches!(error, Some(AdoptError::StorageFull { .. })),
             "{error:?}"
@@ -350,7 +340,7 @@ mod tests {
         );
         let dir = artifacts.output_dir().unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("big"), vec![0u8; 100]).unwrap_or_else(|e| panic!("{e}"));
-        let error = artifacts.adopt(dir, &[listed("big")], 10).err();
+        let error = artifacts.adopt(&dir, &[listed("big")], 10).err();
         assert!(
             matches!(error, Some(AdoptError::TooLarge { index: 0, max: 10 })),
             "{error:?}"

@@ -57,6 +57,8 @@ pub struct Driver {
     end: Option<(WorkerCloseCode, Option<LostCause>)>,
     /// What the board was last shown: phase, running attempts, when.
     shown: (Phase, usize, Instant),
+    /// Empty output directories of finished attempts, for the next ones.
+    free_dirs: Vec<OutputDir>,
 }
 
 /// The board is refreshed at most this often while nothing changes shape.
@@ -83,6 +85,7 @@ impl Driver {
             outgoing: Vec::new(),
             end: None,
             shown: (Phase::Closed, usize::MAX, Instant::now()),
+            free_dirs: Vec::new(),
         }
     }
 
@@ -176,16 +179,28 @@ impl Driver {
                     dir: None,
                 };
                 let place_text = match &self.files {
-                    // One mkdir, in place (see artifacts/adopt.rs).
-                    Files::OutputDir => match self.artifacts.output_dir() {
-                        Ok(dir) => {
+                    // A reused empty directory, or a new one (see artifacts/adopt.rs).
+                    Files::OutputDir => match self.free_dirs.pop() {
+                        Some(dir) => {
                             let text = dir.path().to_string_lossy().into_owned();
                             files.dir = Some(dir);
                             Some(text)
                         }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot make an output directory");
-                            None
+                        None => {
+                            let artifacts = self.artifacts.clone();
+                            match tokio::task::spawn_blocking(move || artifacts.output_dir()).await
+                            {
+                                Ok(Ok(dir)) => {
+                                    let text = dir.path().to_string_lossy().into_owned();
+                                    files.dir = Some(dir);
+                                    Some(text)
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::error!(error = %e, "cannot make an output directory");
+                                    None
+                                }
+                                Err(_) => None,
+                            }
                         }
                     },
                     Files::Uploads {
@@ -305,7 +320,7 @@ impl Driver {
         if let Some(files) = self.attempts.remove(&(task_id, attempt))
             && let Some(dir) = files.dir
         {
-            drop_dir(dir);
+            self.give_back(dir);
         }
     }
 
@@ -329,7 +344,7 @@ impl Driver {
                     ));
                 };
                 if files.is_empty() {
-                    drop_dir(dir);
+                    self.give_back(dir);
                     return Outcome::Completed {
                         result,
                         files: Vec::new(),
@@ -346,8 +361,19 @@ impl Driver {
                     .collect();
                 let artifacts = self.artifacts.clone();
                 let max = self.max_file_bytes;
-                match tokio::task::spawn_blocking(move || artifacts.adopt(dir, &listed, max)).await
-                {
+                let adopted = tokio::task::spawn_blocking(move || {
+                    let stage = artifacts.adopt(&dir, &listed, max);
+                    (dir, stage)
+                })
+                .await;
+                let adopted = match adopted {
+                    Ok((dir, stage)) => {
+                        self.give_back(dir);
+                        Ok(stage)
+                    }
+                    Err(e) => Err(e),
+                };
+                match adopted {
                     Ok(Ok(stage)) => Ok(stage),
                     Ok(Err(e)) => Err(adopt_failure(&e)),
                     Err(_) => Err(TaskFailure::new(
@@ -396,6 +422,16 @@ impl Driver {
         }
     }
 
+    /// An attempt's directory after the attempt: reused when it is empty
+    /// again, else removed off the async threads.
+    fn give_back(&mut self, dir: OutputDir) {
+        if self.free_dirs.len() < self.session.slots().max(1) && dir.is_empty() {
+            self.free_dirs.push(dir);
+        } else {
+            drop(tokio::task::spawn_blocking(move || drop(dir)));
+        }
+    }
+
     /// Mirrors the session on the board: at once when its phase changed or
     /// it became idle, else at most every 100 ms (the board is for people
     /// and gauges, not for every frame).
@@ -424,14 +460,6 @@ impl Driver {
             v.failed = stats.failed;
             v.last_heartbeat_at = stats.last_heartbeat_at;
         });
-    }
-}
-
-/// Removes an attempt's output directory: in place when it is empty (one
-/// `rmdir`), else off the async threads.
-fn drop_dir(dir: OutputDir) {
-    if let Err(dir) = dir.remove_if_empty() {
-        drop(tokio::task::spawn_blocking(move || drop(dir)));
     }
 }
 
