@@ -308,7 +308,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             std::fs::create_dir(dir.path().join("adir")).unwrap_or_else(|e| panic!("{e}"));
             let error = artifacts
-                .adopt(dir, &[listed(path)], 1 << 20)
+                .adopt(&dir, &[listed(path)], 1 << 20)
                 .err()
                 .map(|e| e.to_string());
             assert!(
