@@ -16,6 +16,7 @@ pub mod schedules;
 pub mod server;
 pub mod task;
 pub mod telemetry;
+pub mod workers;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub enum ServeError {
     Pool(#[from] RegisterError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("[[tasks]]: {0}")]
+    DeclaredTask(String),
 }
 
 /// Where `static/` is: `TASKWIRE_STATIC_DIR`, else next to the sources
@@ -86,6 +89,11 @@ pub async fn serve_with(
     let artifacts = Artifacts::start(&config.files, &background, stop.clone(), metrics.clone())?;
     let catalog = Arc::new(catalog);
     let directory = Arc::new(Directory::with_builtins(&catalog));
+    for decl in &config.workers.tasks {
+        directory
+            .declare(decl, directory::Source::Config)
+            .map_err(ServeError::DeclaredTask)?;
+    }
     let discard = artifacts.clone();
     let scheduler = Scheduler::start(
         &config.limits,
@@ -117,6 +125,13 @@ pub async fn serve_with(
         &background,
         stop.clone(),
     );
+    let workers = workers::Workers::new(
+        &config,
+        scheduler.clone(),
+        artifacts.clone(),
+        metrics.clone(),
+    );
+    let supervisor = workers::supervisor::Supervisor::start(&workers);
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
@@ -146,6 +161,7 @@ pub async fn serve_with(
         drained: drained.clone(),
         streams: streams.clone(),
         static_dir: static_dir(),
+        workers,
     });
     let app = server::router(state.clone());
     let server = tokio::spawn(server::listener::serve(
@@ -160,6 +176,9 @@ pub async fn serve_with(
     tracing::info!("shutdown: draining");
     draining.cancel();
     scheduler.drain().await;
+    // Every task has ended: managed workers are drained and stopped
+    // (stdin closed, then SIGTERM and SIGKILL to each process group).
+    supervisor.shutdown().await;
     tracing::info!("shutdown: every task has ended; closing connections");
     drained.cancel();
     streams.close();

@@ -21,6 +21,8 @@ mod files;
 pub mod listener;
 mod rest;
 mod schedules;
+mod worker_rest;
+mod worker_ws;
 mod ws;
 
 use std::path::PathBuf;
@@ -75,6 +77,8 @@ pub struct Inner {
     pub streams: TaskTracker,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// External workers: sessions' shared settings, the board, uploads.
+    pub workers: crate::workers::Workers,
 }
 
 impl std::ops::Deref for AppState {
@@ -165,6 +169,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes(&state))
         .merge(schedules::routes())
+        .route("/v1/worker", get(worker_ws::upgrade))
+        .merge(worker_rest::routes())
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -210,6 +216,8 @@ async fn count_errors(State(state): State<AppState>, response: Response) -> Resp
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(waiting) = worker_rest::not_ready(&state) {
+        (StatusCode::SERVICE_UNAVAILABLE, waiting).into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }

@@ -14,3 +14,4 @@ mod questions;
 mod rest;
 mod schedules;
 mod tasks;
+mod workers;
