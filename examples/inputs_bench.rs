@@ -40,7 +40,7 @@ use lopdf::content::{Content, Operation};
 use lopdf::{Document, Object, Stream, dictionary};
 use serde_json::{Value, json};
 use taskwire::auth::digest;
-use taskwire::config::{Config, KeyConfig, KeySource};
+use taskwire::config::{Config, KeyConfig, KeyRole, KeySource};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -177,7 +177,7 @@ async fn server(mib: usize) -> SocketAddr {
     let mut config = Config::with_keys(vec![KeyConfig {
         name: "bench".to_owned(),
         digest: digest(KEY),
-        admin: false,
+        role: KeyRole::Client,
         source: KeySource::File,
     }]);
     config.limits.workers = 2;
@@ -229,7 +229,7 @@ async fn until(ws: &mut Ws, mut wanted: impl FnMut(&Value) -> bool) -> Value {
 }
 
 /// Submits and waits for the terminal event; panics unless `completed`.
-async fn run(ws: &mut Ws, task: &str, input: &Value) -> Value {
+async fn run_task(ws: &mut Ws, task: &str, input: &Value) -> Value {
     let submit = json!({"type": "submit", "ref": "b", "task": task, "input": input});
     ws.send(Message::text(submit.to_string())).await.unwrap();
     let accepted = until(ws, |m| m["type"] == "accepted").await;
@@ -303,7 +303,7 @@ async fn main() {
     let mut socket = ws(addr).await;
     let mut stream = 0u32;
     let mut ws_times = Vec::new();
-    for run in 0..=args.runs {
+    for round in 0..=args.runs {
         stream += 1;
         let started = Instant::now();
         let begin = json!({"type": "upload_begin", "stream": stream, "name": "blob.bin", "size": blob.len()});
@@ -317,7 +317,7 @@ async fn main() {
         let end = json!({"type": "upload_end", "stream": stream});
         socket.send(Message::text(end.to_string())).await.unwrap();
         let done = until(&mut socket, |m| m["type"] == "uploaded").await;
-        if run > 0 {
+        if round > 0 {
             ws_times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         delete_upload(&http, addr, done["upload_id"].as_str().unwrap()).await;
@@ -330,10 +330,10 @@ async fn main() {
 
     let input = json!({"file": {"$url": format!("http://{origin}/blob")}});
     let mut fetch_times = Vec::new();
-    for run in 0..=args.runs {
+    for round in 0..=args.runs {
         let started = Instant::now();
-        run(&mut socket, "echo", &input).await;
-        if run > 0 {
+        run_task(&mut socket, "echo", &input).await;
+        if round > 0 {
             fetch_times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
@@ -354,13 +354,13 @@ async fn main() {
     for (what, files) in [("pdf_check_upload", uploads), ("pdf_check_url", urls)] {
         let input = json!({"files": files, "page_size": "A4"});
         let mut per_file = Vec::new();
-        for run in 0..=args.runs {
+        for round in 0..=args.runs {
             let started = Instant::now();
-            let end = run(&mut socket, "pdf_check", &input).await;
+            let end = run_task(&mut socket, "pdf_check", &input).await;
             let elapsed = started.elapsed();
             let reports = end["result"]["files"].as_array().map_or(0, Vec::len);
             assert_eq!(reports, args.pdfs, "{}", end["result"]);
-            if run > 0 {
+            if round > 0 {
                 per_file.push(elapsed.as_secs_f64() * 1000.0 / args.pdfs as f64);
             }
         }

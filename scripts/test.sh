@@ -4,7 +4,9 @@
 # a Python venv with the ODF validators, cargo-fuzz from crates.io), then runs
 #   0. (in the background, from the start) every lock file installs as it is
 #      with its ordinary client (scripts/check-locks.sh);
-#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite;
+#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with
+#      Node.js for the managed-worker tests; TASKWIRE_TEST_ALL=1 makes a
+#      missing one a failure);
 #   2. a short run of every fuzz target (scripts/fuzz.sh, nightly toolchain);
 #   3. ODF schema validation of generated booklets;
 #   4. the end-to-end browser tests against a real `taskwire serve`;
@@ -39,6 +41,10 @@ locks_pid=$!
 trap 'kill "$locks_pid" 2>/dev/null || true' EXIT
 
 step "rust: fmt, clippy, tests"
+# The managed-worker tests run Node.js workers (examples/workers/): here a
+# missing `node` is a failure, not a skip.
+command -v node >/dev/null 2>&1 || need_apt nodejs
+export TASKWIRE_TEST_ALL=1
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace

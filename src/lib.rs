@@ -17,6 +17,7 @@ pub mod schedules;
 pub mod server;
 pub mod task;
 pub mod telemetry;
+pub mod workers;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum ServeError {
     Inputs(#[from] crate::inputs::InputsError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("[[tasks]]: {0}")]
+    DeclaredTask(String),
 }
 
 /// Where `static/` is: `TASKWIRE_STATIC_DIR`, else next to the sources
@@ -91,6 +94,11 @@ pub async fn serve_with(
         crate::inputs::Inputs::start(&config.inputs, &artifacts, &background, stop.clone())?;
     let catalog = Arc::new(catalog);
     let directory = Arc::new(Directory::with_builtins(&catalog));
+    for decl in &config.workers.tasks {
+        directory
+            .declare(decl, directory::Source::Config)
+            .map_err(ServeError::DeclaredTask)?;
+    }
     let discard = artifacts.clone();
     let scheduler = Scheduler::start(
         &config.limits,
@@ -124,6 +132,13 @@ pub async fn serve_with(
         &background,
         stop.clone(),
     );
+    let workers = workers::Workers::new(
+        &config,
+        scheduler.clone(),
+        artifacts.clone(),
+        metrics.clone(),
+    );
+    let supervisor = workers::supervisor::Supervisor::start(&workers);
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
@@ -154,6 +169,7 @@ pub async fn serve_with(
         drained: drained.clone(),
         streams: streams.clone(),
         static_dir: static_dir(),
+        workers,
     });
     let app = server::router(state.clone());
     let server = tokio::spawn(server::listener::serve(
@@ -168,6 +184,9 @@ pub async fn serve_with(
     tracing::info!("shutdown: draining");
     draining.cancel();
     scheduler.drain().await;
+    // Every task has ended: managed workers are drained and stopped
+    // (stdin closed, then SIGTERM and SIGKILL to each process group).
+    supervisor.shutdown().await;
     tracing::info!("shutdown: every task has ended; closing connections");
     drained.cancel();
     streams.close();

@@ -17,6 +17,7 @@
 //! counts at least 4 KiB, which also bounds the number of files and
 //! tombstones); writes past it fail the task with `storage_full`.
 
+mod adopt;
 mod expiry;
 mod stage;
 
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use stage::MIN_FILE_CHARGE;
+pub use adopt::{AdoptError, ListedFile, OutputDir};
 pub use stage::{MAX_NAME_BYTES, Stage, StageError, StagedFile, clean_name, is_storage_full};
 
 use crate::auth::{hex, random_bytes};

@@ -23,6 +23,8 @@ pub mod listener;
 mod rest;
 mod uploads;
 mod schedules;
+mod worker_rest;
+mod worker_ws;
 mod ws;
 mod ws_uploads;
 
@@ -80,6 +82,8 @@ pub struct Inner {
     pub streams: TaskTracker,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// External workers: sessions' shared settings, the board, uploads.
+    pub workers: crate::workers::Workers,
 }
 
 impl std::ops::Deref for AppState {
@@ -172,6 +176,8 @@ pub fn router(state: AppState) -> Router {
         .merge(rest::routes(&state))
         .merge(uploads::routes(&state))
         .merge(schedules::routes())
+        .route("/v1/worker", get(worker_ws::upgrade))
+        .merge(worker_rest::routes())
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -217,6 +223,8 @@ async fn count_errors(State(state): State<AppState>, response: Response) -> Resp
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(waiting) = worker_rest::not_ready(&state) {
+        (StatusCode::SERVICE_UNAVAILABLE, waiting).into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }

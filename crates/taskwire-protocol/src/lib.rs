@@ -11,6 +11,7 @@ pub mod client;
 pub mod inputs;
 pub mod schedules;
 pub mod server;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
