@@ -136,6 +136,7 @@ pub async fn serve_with(
         &config,
         scheduler.clone(),
         artifacts.clone(),
+        inputs.clone(),
         metrics.clone(),
     );
     let supervisor = workers::supervisor::Supervisor::start(&workers);

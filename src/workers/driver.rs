@@ -14,7 +14,9 @@ use super::board;
 use super::session::{Effect, Phase, Place, Session};
 use super::uploads::Uploads;
 use crate::artifacts::{AdoptError, Artifacts, ListedFile, OutputDir, Stage};
-use crate::exec::{ExecutorId, LostCause, Order, Outcome, Report, Reporter};
+use crate::exec::{Assignment, ExecutorId, LostCause, Order, Outcome, Report, Reporter};
+use crate::inputs::{Inputs, SharedInputs};
+use crate::protocol::inputs::AssignInput;
 use crate::protocol::worker::{FileEntry, ServerMessage, WorkerCloseCode};
 use crate::scheduler::Scheduler;
 use crate::task::{FailureKind, TaskFailure, TaskId};
@@ -38,7 +40,29 @@ pub enum Files {
 struct AttemptFiles {
     started: Instant,
     dir: Option<OutputDir>,
+    /// The attempt's input links; dropping them revokes them.
+    inputs: Option<SharedInputs>,
 }
+
+/// Input files for an attempt's `assign`: where they come from and how the
+/// links are spelled.
+#[derive(Debug, Clone)]
+struct InputLinks {
+    inputs: Inputs,
+    /// `public_url` without a trailing slash, or empty (links are then paths).
+    base: String,
+}
+
+/// An attempt whose input files were being made ready.
+#[derive(Debug)]
+struct Prepared {
+    assignment: Assignment,
+    result: Result<SharedInputs, TaskFailure>,
+}
+
+/// Preparations under way at once: never more than the worker's slots
+/// (the scheduler assigns no more), so this bound is never reached.
+const PREPARED_QUEUE: usize = 1024;
 
 /// A session with its IO around it.
 #[derive(Debug)]
@@ -59,6 +83,15 @@ pub struct Driver {
     shown: (Phase, usize, Instant),
     /// Empty output directories of finished attempts, for the next ones.
     free_dirs: Vec<OutputDir>,
+    /// Set by [`Driver::with_inputs`]: attempts get their input files.
+    links: Option<InputLinks>,
+    /// Attempts whose URL inputs are being fetched (and links made) before
+    /// their `assign` goes out; aborted by a `Stop` or when the driver goes.
+    preparing: HashMap<(TaskId, u32), tokio::task::AbortHandle>,
+    prepared_tx: mpsc::Sender<Prepared>,
+    prepared_rx: mpsc::Receiver<Prepared>,
+    /// Ready (or failed) preparations, taken by the `Assign` coming back.
+    ready: HashMap<(TaskId, u32), Result<SharedInputs, TaskFailure>>,
 }
 
 /// The board is refreshed at most this often while nothing changes shape.
@@ -73,6 +106,7 @@ impl Driver {
         max_file_bytes: u64,
         entry: board::Entry,
     ) -> Driver {
+        let (prepared_tx, prepared_rx) = mpsc::channel(PREPARED_QUEUE);
         Driver {
             session,
             scheduler,
@@ -86,7 +120,23 @@ impl Driver {
             end: None,
             shown: (Phase::Closed, usize::MAX, Instant::now()),
             free_dirs: Vec::new(),
+            links: None,
+            preparing: HashMap::new(),
+            prepared_tx,
+            prepared_rx,
+            ready: HashMap::new(),
         }
+    }
+
+    /// Gives attempts their input files (`assign.inputs`): links under
+    /// `public_url` (`base`, may be empty), and local paths for managed
+    /// workers.
+    pub fn with_inputs(mut self, inputs: Inputs, base: &str) -> Driver {
+        self.links = Some(InputLinks {
+            inputs,
+            base: base.trim_end_matches('/').to_owned(),
+        });
+        self
     }
 
     /// Frames to send now, in order.
@@ -104,12 +154,53 @@ impl Driver {
         self.registration.as_ref().map(|(id, _, _)| *id)
     }
 
-    /// The next order; never completes before the registration.
+    /// The next order; never completes before the registration. An
+    /// attempt whose input files were made ready comes back here as its
+    /// `Assign` again. Cancel-safe.
     pub async fn next_order(&mut self) -> Option<Order> {
-        match &mut self.registration {
-            Some((_, orders, _)) => orders.recv().await,
-            None => std::future::pending().await,
+        loop {
+            let Some((_, orders, _)) = &mut self.registration else {
+                return std::future::pending().await;
+            };
+            let prepared = tokio::select! {
+                order = orders.recv() => return order,
+                Some(prepared) = self.prepared_rx.recv() => prepared,
+            };
+            let key = (prepared.assignment.task_id, prepared.assignment.attempt);
+            // Not preparing any more: stopped meanwhile (already reported).
+            if self.preparing.remove(&key).is_some() {
+                self.ready.insert(key, prepared.result);
+                return Some(Order::Assign(prepared.assignment));
+            }
         }
+    }
+
+    /// Starts making an attempt's input files ready: URL inputs fetched
+    /// (with progress), then a link per file. The `Assign` comes back
+    /// through [`Driver::next_order`].
+    fn prepare(&mut self, links: InputLinks, assignment: Assignment) {
+        let Some((_, _, reporter)) = &self.registration else {
+            return;
+        };
+        let key = (assignment.task_id, assignment.attempt);
+        let reporter = reporter.clone();
+        let done = self.prepared_tx.clone();
+        let task = tokio::spawn(async move {
+            let (task_id, attempt) = (assignment.task_id, assignment.attempt);
+            let result = match links
+                .inputs
+                .prepare(task_id, attempt, &assignment.inputs, &reporter)
+                .await
+            {
+                Ok(files) => links.inputs.share(&files).map_err(|e| {
+                    tracing::error!(error = %e, "cannot make input links");
+                    TaskFailure::new(FailureKind::Internal, "cannot make input links")
+                }),
+                Err(failure) => Err(failure),
+            };
+            let _ = done.send(Prepared { assignment, result }).await;
+        });
+        self.preparing.insert(key, task.abort_handle());
     }
 
     pub async fn frame(&mut self, text: &str) {
@@ -172,11 +263,56 @@ impl Driver {
         let now = Instant::now();
         let mut out = Vec::new();
         match order {
+            Order::Stop {
+                task_id, attempt, ..
+            } if self.preparing.contains_key(&(task_id, attempt)) => {
+                // Stopped before its assign went out: the worker never
+                // hears of it.
+                if let Some(task) = self.preparing.remove(&(task_id, attempt)) {
+                    task.abort();
+                }
+                self.report(Report::Finished {
+                    task_id,
+                    attempt,
+                    outcome: Outcome::Cancelled,
+                    slot_free: true,
+                })
+                .await;
+                self.show();
+                return;
+            }
             Order::Assign(assignment) => {
                 let key = (assignment.task_id, assignment.attempt);
+                let mut shared = None;
+                if let Some(links) = &self.links
+                    && !assignment.inputs.is_empty()
+                {
+                    match self.ready.remove(&key) {
+                        None => {
+                            let links = links.clone();
+                            self.prepare(links, assignment);
+                            return;
+                        }
+                        Some(Err(failure)) => {
+                            // A URL input could not be fetched: the task
+                            // fails, the worker never hears of it.
+                            self.report(Report::Finished {
+                                task_id: key.0,
+                                attempt: key.1,
+                                outcome: Outcome::Failed(failure),
+                                slot_free: true,
+                            })
+                            .await;
+                            self.show();
+                            return;
+                        }
+                        Some(Ok(inputs)) => shared = Some(inputs),
+                    }
+                }
                 let mut files = AttemptFiles {
                     started: now,
                     dir: None,
+                    inputs: None,
                 };
                 let place_text = match &self.files {
                     // A reused empty directory, or a new one (see artifacts/adopt.rs).
@@ -212,14 +348,41 @@ impl Driver {
                         Some(format!("{base_url}/{}/{}", key.0, key.1))
                     }
                 };
-                self.attempts.insert(key, files);
                 let place = match (&self.files, place_text.as_deref()) {
                     (Files::OutputDir, Some(dir)) => Place::OutputDir(dir),
                     (Files::Uploads { .. }, Some(url)) => Place::UploadUrl(url),
                     _ => Place::None,
                 };
-                self.session
-                    .on_order(Order::Assign(assignment), place, now, &mut out);
+                match (&shared, &self.links) {
+                    (Some(inputs), Some(links)) => {
+                        let entries = inputs.entries(&links.base);
+                        let managed = matches!(self.files, Files::OutputDir);
+                        let paths: Vec<String> = entries
+                            .iter()
+                            .map(|e| e.local_path.to_string_lossy().into_owned())
+                            .collect();
+                        let listed: Vec<AssignInput<'_>> = entries
+                            .iter()
+                            .zip(&paths)
+                            .map(|(e, path)| AssignInput {
+                                path: &e.json_path,
+                                name: &e.name,
+                                size: e.size,
+                                sha256: &e.sha256,
+                                content_type: &e.content_type,
+                                url: &e.url,
+                                local_path: managed.then_some(path.as_str()),
+                            })
+                            .collect();
+                        self.session
+                            .on_assign_with_inputs(&assignment, place, &listed, now, &mut out);
+                    }
+                    _ => self
+                        .session
+                        .on_order(Order::Assign(assignment), place, now, &mut out),
+                }
+                files.inputs = shared;
+                self.attempts.insert(key, files);
             }
             other => self.session.on_order(other, Place::None, now, &mut out),
         }
@@ -486,5 +649,14 @@ fn adopt_failure(error: &AdoptError) -> TaskFailure {
             )
         }
         AdoptError::Invalid { .. } | AdoptError::TooLarge { .. } => invalid_file(error.to_string()),
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Fetches for attempts this session will never assign.
+        for task in self.preparing.values() {
+            task.abort();
+        }
     }
 }

@@ -63,6 +63,8 @@ struct Inner {
     artifacts: Artifacts,
     board: Board,
     uploads: Uploads,
+    /// Where attempts' input files come from (links for the assign).
+    inputs: crate::inputs::Inputs,
     parking: remote::Parking,
     /// `public_url` without a trailing slash, or empty.
     public_url: String,
@@ -77,6 +79,7 @@ impl Workers {
         config: &Config,
         scheduler: Scheduler,
         artifacts: Artifacts,
+        inputs: crate::inputs::Inputs,
         metrics: Metrics,
     ) -> Workers {
         let declared = config
@@ -93,6 +96,7 @@ impl Workers {
                 artifacts,
                 board: Board::new(metrics, config.limits.workers),
                 uploads: Uploads::default(),
+                inputs,
                 parking: remote::Parking::default(),
                 public_url: config.files.public_url.clone().unwrap_or_default(),
                 max_message_bytes: config.limits.max_message_bytes,
@@ -114,6 +118,10 @@ impl Workers {
 
     pub fn uploads(&self) -> &Uploads {
         &self.inner.uploads
+    }
+
+    pub fn inputs(&self) -> &crate::inputs::Inputs {
+        &self.inner.inputs
     }
 
     pub fn parking(&self) -> &remote::Parking {

@@ -131,7 +131,8 @@ pub async fn run(
         },
         workers.max_file_bytes(),
         entry,
-    );
+    )
+    .with_inputs(workers.inputs().clone(), workers.public_url());
     let parking = workers.parking().clone();
     let (handover_tx, mut handover) = mpsc::channel::<Handover>(1);
     let mut link = Some(link);

@@ -29,6 +29,7 @@ use crate::exec::{
     Assignment, ExecutorKind, ExecutorSpec, LostCause, Order, Outcome, RegisterError, Report,
     TaskDecl,
 };
+use crate::protocol::inputs::AssignInput;
 use crate::protocol::worker::{
     self as wire, Assign, FileEntry, Hello, LogLevel, Resumed, ServerMessage, WorkerCloseCode,
     WorkerError, WorkerErrorCode, WorkerLimits, WorkerMessage, WorkerWelcome,
@@ -788,7 +789,7 @@ impl Session {
         out: &mut Vec<Effect>,
     ) {
         match order {
-            Order::Assign(assignment) => self.assign(&assignment, place, now, out),
+            Order::Assign(assignment) => self.assign(&assignment, place, &[], now, out),
             Order::Stop {
                 task_id,
                 attempt,
@@ -883,7 +884,27 @@ impl Session {
         }
     }
 
-    fn assign(&mut self, a: &Assignment, place: Place<'_>, now: Instant, out: &mut Vec<Effect>) {
+    /// An `Assign` whose task has input files: `inputs` are their entries
+    /// (links made for this attempt), listed in the `assign` message.
+    pub fn on_assign_with_inputs(
+        &mut self,
+        assignment: &Assignment,
+        place: Place<'_>,
+        inputs: &[AssignInput<'_>],
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        self.assign(assignment, place, inputs, now, out);
+    }
+
+    fn assign(
+        &mut self,
+        a: &Assignment,
+        place: Place<'_>,
+        inputs: &[AssignInput<'_>],
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) {
         if self.running.len() >= self.slots {
             // The scheduler never does this; if it did, the task must not vanish.
             tracing::error!(worker = self.shown_name(), task.id = %a.task_id, "assignment past the worker's slots");
@@ -918,6 +939,7 @@ impl Session {
                 interactive: a.interactive,
                 output_dir,
                 upload_url,
+                inputs,
             }),
             now,
             out,

@@ -197,7 +197,8 @@ async fn run_process(
         Files::OutputDir,
         workers.max_file_bytes(),
         entry,
-    );
+    )
+    .with_inputs(workers.inputs().clone(), workers.public_url());
     let mut end = stdio::run(
         &mut child,
         driver,

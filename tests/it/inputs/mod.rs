@@ -9,6 +9,7 @@ mod fetch;
 mod pdf;
 mod sync;
 mod uploads;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

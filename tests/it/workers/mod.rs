@@ -8,7 +8,7 @@
 
 mod e2e;
 mod managed;
-mod remote;
+pub mod remote;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
