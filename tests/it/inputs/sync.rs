@@ -75,27 +75,74 @@ async fn until_state(server: &TestServer, task: &str, states: &[&str]) -> Value 
 #[tokio::test]
 async fn sync_flow_end_to_end() {
     let server = server(|c| c.limits.workers = 2).await;
-    let first_zip = upload_ok(&server, ALICE, "device-17.zip", device_zip(5)).await;
-    let second_zip = upload_ok(&server, ALICE, "device-17-again.zip", device_zip(2)).await;
-    let other_zip = upload_ok(&server, ALICE, "device-18.zip", device_zip(1)).await;
+    sync_flow(&server).await;
+    server.stop().await;
+}
 
-    let first = submit_sync(&server, "17", &first_zip).await;
-    let second = submit_sync(&server, "17", &second_zip).await;
-    let other = submit_sync(&server, "18", &other_zip).await;
+/// The flow served by `examples/workers/sync.py`: two managed Python
+/// processes, so a second sync of device 17 waits although one is free.
+#[tokio::test]
+async fn sync_flow_served_by_a_python_worker() {
+    let Some(python) = python3() else { return };
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workers/sync.py");
+    let group = taskwire::workers::config::GroupConfig {
+        name: std::sync::Arc::from("sync"),
+        command: vec![
+            python.to_string_lossy().into_owned(),
+            example.to_string_lossy().into_owned(),
+        ],
+        args: Vec::new(),
+        env: Default::default(),
+        cwd: None,
+        instances: 2,
+        startup_timeout: std::time::Duration::from_secs(30),
+        max_tasks: None,
+        tasks: None,
+    };
+    let server = crate::workers::managed_server(vec![group], |_| {}).await;
+    sync_flow(&server).await;
+    server.stop().await;
+}
+
+/// `python3`, or `None` (after saying why) when the test may skip.
+fn python3() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("python3"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TASKWIRE_TEST_ALL").is_none(),
+            "python3 is required (TASKWIRE_TEST_ALL is set)"
+        );
+        eprintln!("skipped: python3 not found (the sync worker example needs it)");
+    }
+    found
+}
+
+async fn sync_flow(server: &TestServer) {
+    let first_zip = upload_ok(server, ALICE, "device-17.zip", device_zip(5)).await;
+    let second_zip = upload_ok(server, ALICE, "device-17-again.zip", device_zip(2)).await;
+    let other_zip = upload_ok(server, ALICE, "device-18.zip", device_zip(1)).await;
+
+    let first = submit_sync(server, "17", &first_zip).await;
+    let second = submit_sync(server, "17", &second_zip).await;
+    let other = submit_sync(server, "18", &other_zip).await;
 
     // Device 17 syncs (status 1); its second sync waits although a worker
     // is free; device 18 syncs meanwhile.
-    let running = until_state(&server, &first, &["running"]).await;
+    let running = until_state(server, &first, &["running"]).await;
     assert_eq!(device_status(&running), 1);
-    let waiting = status(&server, &second).await;
+    let waiting = status(server, &second).await;
     assert_eq!(waiting["state"], "queued", "{waiting}");
     assert_eq!(device_status(&waiting), 1);
-    until_state(&server, &other, &["running", "completed"]).await;
+    until_state(server, &other, &["running", "completed"]).await;
 
     // Done: status 2, the package is ready.
     let done = tokio::time::timeout(
         DEADLINE * 2,
-        until_state(&server, &first, &["completed", "failed"]),
+        until_state(server, &first, &["completed", "failed"]),
     )
     .await
     .unwrap();
@@ -137,7 +184,7 @@ async fn sync_flow_end_to_end() {
     // The second sync of device 17 ran only after the first had ended.
     let second_done = tokio::time::timeout(
         DEADLINE * 2,
-        until_state(&server, &second, &["completed", "failed"]),
+        until_state(server, &second, &["completed", "failed"]),
     )
     .await
     .unwrap();
@@ -145,5 +192,4 @@ async fn sync_flow_end_to_end() {
     let first_end = done["finished_at"].as_str().unwrap();
     let second_start = second_done["started_at"].as_str().unwrap();
     assert!(second_start >= first_end, "{second_start} < {first_end}");
-    server.stop().await;
 }
