@@ -28,9 +28,9 @@ import sys
 import threading
 import time
 import urllib.request
-import xml.etree.ElementTree as ElementTree
 import zipfile
 from typing import Any
+from xml.etree import ElementTree
 
 MAX_ENTRIES = 10_000
 MAX_TOTAL_BYTES = 512 * 1024 * 1024
@@ -114,7 +114,7 @@ def package_bytes(item: dict[str, Any]) -> bytes:
     url = item["url"]
     if url.startswith("/"):
         url = os.environ["TASKWIRE_URL"].rstrip("/") + url
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (our server's link)
+    with urllib.request.urlopen(url, timeout=60) as response:
         return response.read()
 
 
@@ -140,8 +140,15 @@ def sync(job: dict[str, Any]) -> dict[str, Any]:
             except ValueError as why:
                 problems.append({"file": entry.filename, "problem": str(why)})
             time.sleep(work_ms / 1000)
-            send({"type": "progress", "task_id": task_id, "attempt": attempt,
-                  "progress": n / max(len(files), 1), "message": f"read {n} of {len(files)} files"})
+            send(
+                {
+                    "type": "progress",
+                    "task_id": task_id,
+                    "attempt": attempt,
+                    "progress": n / max(len(files), 1),
+                    "message": f"read {n} of {len(files)} files",
+                }
+            )
     actions = [{"op": "acknowledge", "file": r["file"]} for r in received]
     instructions = {"device": device, "received": received, "problems": problems, "actions": actions}
     name = f"instructions-{device}.zip"
@@ -164,11 +171,23 @@ def run(job: dict[str, Any]) -> None:
     except InterruptedError:
         send({"type": "cancelled", "task_id": task_id, "attempt": attempt})
     except BadPackage as why:
-        send({"type": "fail", "task_id": task_id, "attempt": attempt,
-              "error": {"message": str(why), "code": "BadPackage"}})
+        send(
+            {
+                "type": "fail",
+                "task_id": task_id,
+                "attempt": attempt,
+                "error": {"message": str(why), "code": "BadPackage"},
+            }
+        )
     except Exception as error:  # noqa: BLE001 (any failure fails the task, never the worker)
-        send({"type": "fail", "task_id": task_id, "attempt": attempt,
-              "error": {"message": f"{type(error).__name__}: {error}", "code": "Exception"}})
+        send(
+            {
+                "type": "fail",
+                "task_id": task_id,
+                "attempt": attempt,
+                "error": {"message": f"{type(error).__name__}: {error}", "code": "Exception"},
+            }
+        )
     finally:
         _cancelled.discard((task_id, attempt))
         with _running:
@@ -185,23 +204,30 @@ def heartbeats(interval: float) -> None:
 
 
 def main() -> None:
-    send({
-        "type": "hello", "protocol": 1, "slots": 1,
-        "worker": {"name": os.environ.get("TASKWIRE_WORKER_NAME", "sync"), "version": "1.0.0"},
-        "tasks": [{
-            "name": "sync",
-            "description": "Reads a device's zip of XML files and CSV logs; writes its instruction package.",
-            "retry_safe": True,
-            "input_schema": {
-                "type": "object", "required": ["device", "package"],
-                "properties": {
-                    "device": {"type": "string", "minLength": 1, "maxLength": 128},
-                    "package": {"type": "object"},
-                    "work_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WORK_MS},
-                },
-            },
-        }],
-    })
+    send(
+        {
+            "type": "hello",
+            "protocol": 1,
+            "slots": 1,
+            "worker": {"name": os.environ.get("TASKWIRE_WORKER_NAME", "sync"), "version": "1.0.0"},
+            "tasks": [
+                {
+                    "name": "sync",
+                    "description": "Reads a device's zip of XML files and CSV logs; writes its instruction package.",
+                    "retry_safe": True,
+                    "input_schema": {
+                        "type": "object",
+                        "required": ["device", "package"],
+                        "properties": {
+                            "device": {"type": "string", "minLength": 1, "maxLength": 128},
+                            "package": {"type": "object"},
+                            "work_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WORK_MS},
+                        },
+                    },
+                }
+            ],
+        }
+    )
     for line in sys.stdin:
         message = json.loads(line)
         kind = message.get("type")
