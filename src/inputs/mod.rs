@@ -550,7 +550,7 @@ impl Drop for UnpackedDir {
     }
 }
 
-/// One entry of `assign.inputs` (`docs/protocol.md` Part II §16), owned.
+/// One entry of `assign.inputs` (`docs/protocol.md` §19), owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedEntry {
     pub json_path: String,

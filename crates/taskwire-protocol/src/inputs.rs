@@ -1,6 +1,6 @@
 //! Wire shapes of file inputs: uploads (`POST /v1/uploads`, WebSocket
 //! `upload_*` messages) and the `inputs` of a worker's `assign`
-//! (`docs/protocol.md` §8.3 to §8.5, Part II §16).
+//! (`docs/protocol.md` §8.3 to §8.5 and §19).
 
 use serde::Serialize;
 

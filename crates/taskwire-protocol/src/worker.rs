@@ -675,7 +675,7 @@ pub struct Assign<'a> {
     pub output_dir: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_url: Option<&'a str>,
-    /// The task's input files (`docs/protocol.md` §16), when it has any.
+    /// The task's input files (`docs/protocol.md` §19), when it has any.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub inputs: &'a [super::inputs::AssignInput<'a>],
 }
