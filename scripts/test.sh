@@ -44,6 +44,8 @@ step "rust: fmt, clippy, tests"
 # The managed-worker tests run Node.js workers (examples/workers/): here a
 # missing `node` is a failure, not a skip.
 command -v node >/dev/null 2>&1 || need_apt nodejs
+# The sync flow runs examples/workers/sync.py (plain Python) as a managed worker.
+command -v python3 >/dev/null 2>&1 || need_apt python3
 export TASKWIRE_TEST_ALL=1
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
