@@ -9,6 +9,11 @@
 pub mod client;
 pub mod server;
 
+// The client's side (owned decoding of server messages, encoding of client
+// messages); the server uses neither.
+pub mod incoming;
+pub mod outgoing;
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol version spoken by this server (`welcome.protocol`).
