@@ -1,4 +1,6 @@
-//! The `taskwire` command: `serve`, `config`, `keygen`.
+//! The `taskwire` command: `serve`, `config`, `keygen`, and the client
+//! subcommands of `taskwire_client::cli` (`submit`, `status`, `events`,
+//! `cancel`, `answer`, `tasks`, `top`).
 
 use std::process::ExitCode;
 
@@ -31,6 +33,8 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    #[command(flatten)]
+    Client(taskwire_client::cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Keygen { name, admin } => keygen(&name, admin),
+        Command::Client(command) => taskwire_client::cli::run(command),
     }
 }
 

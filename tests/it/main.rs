@@ -4,6 +4,7 @@
 mod support;
 
 mod booklet;
+mod cli;
 mod files;
 mod process;
 mod protocol;

@@ -27,9 +27,9 @@ impl Client {
         let result = self.fetch(file, &partial).await;
         match result {
             Ok(()) => {
-                tokio::fs::rename(&partial, &target)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot rename into {}", target.display())).with(e))?;
+                tokio::fs::rename(&partial, &target).await.map_err(|e| {
+                    Error::io(format!("cannot rename into {}", target.display())).with(e)
+                })?;
                 Ok(target)
             }
             Err(e) => {
@@ -50,8 +50,9 @@ impl Client {
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
-            return Err(error_of(status.as_u16(), &body)
-                .context(format!("download of {}", file.name)));
+            return Err(
+                error_of(status.as_u16(), &body).context(format!("download of {}", file.name))
+            );
         }
         let mut out = tokio::fs::File::create(partial)
             .await

@@ -100,6 +100,14 @@ impl Error {
         Error::new(Kind::Usage).context(context)
     }
 
+    /// An HTTP answer that is an error without the protocol's error body
+    /// (a proxy's page, a route this server does not have).
+    pub(crate) fn http(status: u16) -> Error {
+        Error::new(Kind::Server)
+            .context(format!("the server answered HTTP {status}"))
+            .with_status(status)
+    }
+
     pub(crate) fn closed() -> Error {
         Error::new(Kind::Closed)
     }
@@ -231,11 +239,14 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.inner.wire, &self.inner.context) {
+            (None, Some(context)) if self.inner.kind == Kind::Server => f.write_str(context)?,
             (Some(wire), _) => write!(f, "{}: {}", wire.code.as_str(), wire.message)?,
             (None, Some(context)) => write!(f, "{}: {context}", self.description())?,
             (None, None) => f.write_str(self.description())?,
         }
-        if let Some(status) = self.inner.status {
+        if let Some(status) = self.inner.status
+            && self.inner.wire.is_some()
+        {
             write!(f, " (HTTP {status})")?;
         }
         if let Some(code) = self.inner.close {
@@ -302,6 +313,9 @@ mod tests {
         let e = Error::connect("connection lost").with_close(1013);
         assert!(e.is_connect());
         assert_eq!(e.close_code(), Some(1013));
-        assert_eq!(e.to_string(), "connection failed: connection lost (close 1013)");
+        assert_eq!(
+            e.to_string(),
+            "connection failed: connection lost (close 1013)"
+        );
     }
 }

@@ -204,7 +204,7 @@ impl ClientBuilder {
             Some(config) => (**config).clone(),
             // Plain HTTP never uses it, but the HTTP client wants one.
             None => rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
+                rustls::crypto::aws_lc_rs::default_provider(),
             ))
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::usage("TLS setup").with(e))?
@@ -330,16 +330,17 @@ fn parse_base(text: &str) -> Result<Url> {
     Ok(url)
 }
 
-/// rustls with ring and the platform's certificate verifier.
+/// rustls with aws-lc-rs and the platform's certificate verifier.
 fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
     use rustls_platform_verifier::BuilderVerifierExt;
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::usage("TLS setup").with(e))?
-            .with_platform_verifier()
-            .map_err(|e| Error::usage("TLS certificate verifier").with(e))?
-            .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::usage("TLS setup").with(e))?
+    .with_platform_verifier()
+    .map_err(|e| Error::usage("TLS certificate verifier").with(e))?
+    .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
@@ -359,17 +360,22 @@ mod tests {
             client.url("https://files.example/files/t/n").as_str(),
             "https://files.example/files/t/n"
         );
-        let client = Client::new("wss://example.org/tw/v1/ws", "k").unwrap_or_else(|e| panic!("{e}"));
+        let client =
+            Client::new("wss://example.org/tw/v1/ws", "k").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(client.base_url().as_str(), "https://example.org/tw");
         assert_eq!(client.ws_url().as_str(), "wss://example.org/tw/v1/ws");
-        assert_eq!(client.url("/v1/tasks").as_str(), "https://example.org/tw/v1/tasks");
+        assert_eq!(
+            client.url("/v1/tasks").as_str(),
+            "https://example.org/tw/v1/tasks"
+        );
         assert!(Client::new("ftp://x", "k").is_err_and(|e| e.is_usage()));
         assert!(Client::new("http://user:pw@x", "k").is_err_and(|e| e.is_usage()));
     }
 
     #[test]
     fn the_key_is_never_shown() {
-        let client = Client::new("http://127.0.0.1:1", "tw_secret_key").unwrap_or_else(|e| panic!("{e}"));
+        let client =
+            Client::new("http://127.0.0.1:1", "tw_secret_key").unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{client:?}").contains("tw_secret_key"));
     }
 }

@@ -36,7 +36,10 @@ impl Client {
     /// `GET /v1/tasks/{id}`: the status snapshot.
     pub async fn status(&self, task_id: &TaskId) -> Result<Snapshot> {
         let response = self
-            .request(reqwest::Method::GET, &format!("/v1/tasks/{}", segment(task_id)))
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1/tasks/{}", segment(task_id)),
+            )
             .send()
             .await
             .map_err(transport)?;
@@ -47,7 +50,10 @@ impl Client {
     /// `already_finished` if it had ended.
     pub async fn cancel(&self, task_id: &TaskId) -> Result<()> {
         let response = self
-            .request(reqwest::Method::DELETE, &format!("/v1/tasks/{}", segment(task_id)))
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v1/tasks/{}", segment(task_id)),
+            )
             .send()
             .await
             .map_err(transport)?;
@@ -110,8 +116,9 @@ impl Client {
 
     pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut request = self.inner.http.request(method, self.url(path));
-        let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.bearer()))
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.bearer()))
+                .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
         bearer.set_sensitive(true);
         request = request.header(reqwest::header::AUTHORIZATION, bearer);
         request
@@ -148,8 +155,11 @@ pub(crate) async fn json<T: DeserializeOwned>(response: reqwest::Response) -> Re
     let status = response.status();
     let body = response.bytes().await.map_err(transport)?;
     if status.is_success() {
-        return serde_json::from_slice(&body)
-            .map_err(|e| Error::decode("the server's answer").with(e).with_status(status.as_u16()));
+        return serde_json::from_slice(&body).map_err(|e| {
+            Error::decode("the server's answer")
+                .with(e)
+                .with_status(status.as_u16())
+        });
     }
     Err(error_of(status.as_u16(), &body))
 }
@@ -158,7 +168,7 @@ pub(crate) fn error_of(status: u16, body: &[u8]) -> Error {
     match serde_json::from_slice::<incoming::ErrorBody>(body) {
         Ok(body) => Error::server(body.error).with_status(status),
         Err(_) if status == 401 => Error::auth("the key was refused").with_status(status),
-        Err(_) => Error::connect("the server answered without an error body").with_status(status),
+        Err(_) => Error::http(status),
     }
 }
 

@@ -25,15 +25,17 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use taskwire_protocol::incoming::{Event, EventKind, File, Message, Stats, Summary, TaskId, Welcome};
+use taskwire_protocol::incoming::{
+    Event, EventKind, File, Message, Stats, Summary, TaskId, Welcome,
+};
 use taskwire_protocol::{WireError, outgoing};
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,7 +68,10 @@ impl Shared {
     }
 
     async fn send(&self, command: Command) -> Result<()> {
-        self.commands.send(command).await.map_err(|_| Error::closed())
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::closed())
     }
 }
 
@@ -84,13 +89,21 @@ enum Command {
         reply: oneshot::Sender<TaskEvents>,
     },
     /// A [`TaskEvents`] emptied its channel after it had filled.
-    CatchUp { task_id: TaskId, follow: u64 },
+    CatchUp {
+        task_id: TaskId,
+        follow: u64,
+    },
     /// A [`TaskEvents`] was dropped before its task ended.
-    Unfollow { task_id: TaskId, follow: u64 },
+    Unfollow {
+        task_id: TaskId,
+        follow: u64,
+    },
     /// The [`WatchFeed`] emptied its channel after it had filled.
     Rewatch,
     Unwatch,
-    Close { reply: oneshot::Sender<()> },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Debug)]
@@ -569,7 +582,10 @@ pub enum WatchUpdate {
     /// Every queued and running task and the most recently finished ones:
     /// replaces what was known (first, and again after a reconnect or a
     /// catch-up).
-    Snapshot { tasks: Vec<Summary>, stats: Stats },
+    Snapshot {
+        tasks: Vec<Summary>,
+        stats: Stats,
+    },
     Task(Box<Summary>),
     Stats(Box<Stats>),
 }
@@ -983,7 +999,10 @@ impl Driver {
     }
 
     async fn on_event(&mut self, event: Event, connection: &mut Connection) {
-        let reference = event.reference.as_deref().and_then(|r| r.parse::<u64>().ok());
+        let reference = event
+            .reference
+            .as_deref()
+            .and_then(|r| r.parse::<u64>().ok());
         if let Some(reference) = reference {
             match self.pending.remove(&reference) {
                 Some(Pending::Submit { reply, .. }) => {
@@ -1122,7 +1141,10 @@ impl Driver {
                 Err(e) if e.is_auth() => return Err(e),
                 Err(e) => last = e,
             }
-            delay = (delay * 2).clamp(Duration::from_millis(10), policy.max.max(Duration::from_millis(10)));
+            delay = (delay * 2).clamp(
+                Duration::from_millis(10),
+                policy.max.max(Duration::from_millis(10)),
+            );
         }
     }
 
@@ -1134,8 +1156,11 @@ impl Driver {
         {
             *slot = Arc::new(connection.welcome().clone());
         }
-        let follows: Vec<(TaskId, u64)> =
-            self.follows.iter().map(|(t, f)| (t.clone(), f.last)).collect();
+        let follows: Vec<(TaskId, u64)> = self
+            .follows
+            .iter()
+            .map(|(t, f)| (t.clone(), f.last))
+            .collect();
         for (task_id, last) in follows {
             self.subscribe(connection, &task_id, last).await?;
         }
@@ -1187,7 +1212,10 @@ impl Driver {
             Command::Close { reply } => {
                 let _ = reply.send(());
             }
-            Command::CatchUp { .. } | Command::Unfollow { .. } | Command::Rewatch | Command::Unwatch => {}
+            Command::CatchUp { .. }
+            | Command::Unfollow { .. }
+            | Command::Rewatch
+            | Command::Unwatch => {}
         }
     }
 }

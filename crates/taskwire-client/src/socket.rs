@@ -189,7 +189,6 @@ impl Connection {
         }
     }
 
-
     /// Closes the connection (close code 1000) and waits for the echo.
     pub async fn close(mut self) -> Result<()> {
         let frame = tungstenite::protocol::CloseFrame {
@@ -206,35 +205,35 @@ impl Connection {
 
 /// Decodes what the socket yielded; `None` for control frames.
 fn frame_of(next: Option<Result<WsMessage, tungstenite::Error>>) -> Result<Option<Frame>> {
-        match next {
-            Some(Ok(WsMessage::Text(text))) => incoming::decode(&text)
-                .map(|m| Some(Frame::Message(m)))
-                .map_err(|e| Error::decode("a text frame").with(e)),
-            Some(Ok(WsMessage::Binary(bytes))) => {
-                if bytes.len() < 4 {
-                    return Err(Error::decode("a binary frame shorter than 4 bytes"));
-                }
-                let stream = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-                Ok(Some(Frame::Binary {
-                    stream,
-                    bytes: bytes.slice(4..),
-                }))
+    match next {
+        Some(Ok(WsMessage::Text(text))) => incoming::decode(&text)
+            .map(|m| Some(Frame::Message(m)))
+            .map_err(|e| Error::decode("a text frame").with(e)),
+        Some(Ok(WsMessage::Binary(bytes))) => {
+            if bytes.len() < 4 {
+                return Err(Error::decode("a binary frame shorter than 4 bytes"));
             }
-            Some(Ok(WsMessage::Close(frame))) => {
-                let (code, reason) = frame
-                    .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
-                let error = if code == 4401 {
-                    Error::auth(format!("the server closed the connection: {reason}"))
-                } else {
-                    Error::connect(format!("the server closed the connection: {reason}"))
-                };
-                Err(error.with_close(code))
-            }
-            Some(Ok(_)) => Ok(None),
-            Some(Err(e)) => Err(ws_error(e)),
-            None => Err(Error::connect("the connection was closed")),
+            let stream = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            Ok(Some(Frame::Binary {
+                stream,
+                bytes: bytes.slice(4..),
+            }))
         }
+        Some(Ok(WsMessage::Close(frame))) => {
+            let (code, reason) = frame
+                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                .unwrap_or((1005, String::new()));
+            let error = if code == 4401 {
+                Error::auth(format!("the server closed the connection: {reason}"))
+            } else {
+                Error::connect(format!("the server closed the connection: {reason}"))
+            };
+            Err(error.with_close(code))
+        }
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(ws_error(e)),
+        None => Err(Error::connect("the connection was closed")),
+    }
 }
 
 fn handshake_error(e: tungstenite::Error) -> Error {
@@ -248,7 +247,7 @@ fn handshake_error(e: tungstenite::Error) -> Error {
             let error = match body {
                 Some(body) => Error::server(body.error),
                 None if status == 401 => Error::auth("the key was refused"),
-                None => Error::connect("the server refused the WebSocket upgrade"),
+                None => Error::http(status).context("the server refused the WebSocket upgrade"),
             };
             error.with_status(status)
         }
@@ -261,7 +260,9 @@ fn ws_error(e: tungstenite::Error) -> Error {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             Error::connect("the connection was closed")
         }
-        tungstenite::Error::Capacity(e) => Error::decode("a server message over the size limit").with(e),
+        tungstenite::Error::Capacity(e) => {
+            Error::decode("a server message over the size limit").with(e)
+        }
         other => Error::connect("the connection broke").with(other),
     }
 }

@@ -112,6 +112,7 @@ pub enum Message {
 }
 
 /// One task event: the head every event carries and what its type adds.
+/// Serializes back to its wire form (one flat object).
 #[derive(Debug, Clone)]
 pub struct Event {
     pub task_id: TaskId,
@@ -130,6 +131,84 @@ impl Event {
     /// `completed`, `failed` or `cancelled`: nothing follows for this task.
     pub fn is_terminal(&self) -> bool {
         self.kind.is_terminal()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", self.kind.name())?;
+        if let Some(reference) = &self.reference {
+            map.serialize_entry("ref", reference)?;
+        }
+        map.serialize_entry("task_id", &self.task_id)?;
+        map.serialize_entry("seq", &self.seq)?;
+        map.serialize_entry("at", &self.at)?;
+        match &self.kind {
+            EventKind::Accepted {
+                position,
+                duplicate,
+            } => {
+                map.serialize_entry("position", position)?;
+                if *duplicate {
+                    map.serialize_entry("duplicate", &true)?;
+                }
+            }
+            EventKind::Started { worker } => map.serialize_entry("worker", worker)?,
+            EventKind::Progress {
+                progress,
+                message,
+                data,
+            } => {
+                if let Some(v) = progress {
+                    map.serialize_entry("progress", v)?;
+                }
+                if let Some(v) = message {
+                    map.serialize_entry("message", v)?;
+                }
+                if let Some(v) = data {
+                    map.serialize_entry("data", v)?;
+                }
+            }
+            EventKind::Completed {
+                result,
+                files,
+                duration_ms,
+            } => {
+                map.serialize_entry("result", result)?;
+                map.serialize_entry("files", files)?;
+                map.serialize_entry("duration_ms", duration_ms)?;
+            }
+            EventKind::Failed { error } => map.serialize_entry("error", error)?,
+            EventKind::Cancelled { reason } => map.serialize_entry("reason", reason)?,
+            EventKind::Question(q) => {
+                map.serialize_entry("question_id", &q.question_id)?;
+                map.serialize_entry("prompt", &q.prompt)?;
+                if let Some(v) = &q.choices {
+                    map.serialize_entry("choices", v)?;
+                }
+                if let Some(v) = &q.schema {
+                    map.serialize_entry("schema", v)?;
+                }
+                if let Some(v) = &q.default {
+                    map.serialize_entry("default", v)?;
+                }
+                map.serialize_entry("expires_at", &q.expires_at)?;
+            }
+            EventKind::Answered {
+                question_id,
+                outcome,
+                value,
+            } => {
+                map.serialize_entry("question_id", question_id)?;
+                map.serialize_entry("outcome", outcome)?;
+                if let Some(v) = value {
+                    map.serialize_entry("value", v)?;
+                }
+            }
+        }
+        map.end()
     }
 }
 
@@ -195,7 +274,7 @@ impl EventKind {
 }
 
 /// **Planned**: a `question` event's fields.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Question {
     pub question_id: String,
     pub prompt: String,
@@ -208,10 +287,10 @@ pub struct Question {
     pub expires_at: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Choice {
     pub value: Box<RawValue>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
 }
 
@@ -276,7 +355,7 @@ pub struct Limits {
 }
 
 /// `POST /v1/tasks` → `202`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Submitted {
     pub task_id: TaskId,
     pub status_url: String,
@@ -286,30 +365,34 @@ pub struct Submitted {
     pub duplicate: bool,
 }
 
-/// `GET /v1/tasks/{id}`: the status snapshot.
-#[derive(Debug, Clone, Deserialize)]
+/// `GET /v1/tasks/{id}`: the status snapshot (serializes back to it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub task_id: TaskId,
     pub task: String,
     /// `queued`, `running`, `completed`, `failed` or `cancelled`.
     pub state: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Present once completed (`null` is a result too).
-    #[serde(default, deserialize_with = "present_raw")]
+    #[serde(
+        default,
+        deserialize_with = "present_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub result: Option<Box<RawValue>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WireError>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<File>>,
     pub created_at: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     pub last_seq: u64,
 }
