@@ -45,13 +45,13 @@
 //! for an HTTP status, [`close_code`](Error::close_code) for a WebSocket
 //! close, or one of its `is_*` questions.
 //!
-//! # Questions (planned)
+//! # Questions
 //!
-//! [`TaskHandle::answer`], [`Session::answer`] and [`Client::answer`]
-//! follow the planned wire shape of task questions (`answer` message,
-//! `question` and `answered` events, `POST
-//! /v1/tasks/{id}/questions/{qid}/answer`); they work once the server
-//! sends questions.
+//! A running task may ask its submitter a question ([`EventKind::Question`]
+//! in its events) and wait. Answer with [`TaskHandle::answer`],
+//! [`Session::answer`] (the reply is the task's `answered` event) or
+//! [`Client::answer`] (REST). [`Submit::interactive`]`(false)` keeps a task
+//! from asking at all.
 //!
 //! [`submit`]: Client::submit
 //! [`status`]: Client::status
@@ -78,7 +78,8 @@ use std::time::Duration;
 pub use reqwest::Url;
 pub use taskwire_protocol::client::{Delivery, Priority};
 pub use taskwire_protocol::incoming::{
-    AdminList, Event, EventKind, File, Question, Snapshot, Stats, Submitted, Summary, TaskId,
+    AdminList, AdminWorkers, AnswerReply, Event, EventKind, File, Question, Snapshot, Stats,
+    Submitted, Summary, TaskId, Worker,
 };
 pub use taskwire_protocol::{ErrorCode, WireError};
 

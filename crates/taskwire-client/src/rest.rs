@@ -10,7 +10,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use taskwire_protocol::incoming::{self, AdminList, Event, Message, Snapshot, Submitted, TaskId};
+use taskwire_protocol::incoming::{
+    self, AdminList, AdminWorkers, AnswerReply, Event, Message, Snapshot, Submitted, TaskId,
+};
 use taskwire_protocol::outgoing;
 
 use crate::{Client, Error, Result, Submit};
@@ -60,13 +62,15 @@ impl Client {
         json::<serde_json::Value>(response).await.map(|_| ())
     }
 
-    /// **Planned** (questions): `POST /v1/tasks/{id}/questions/{qid}/answer`.
+    /// `POST /v1/tasks/{id}/questions/{qid}/answer`: answers a task's open
+    /// question (`invalid_input` when the value does not fit,
+    /// `already_answered`, `not_found` when no such question is open).
     pub async fn answer(
         &self,
         task_id: &TaskId,
         question_id: &str,
         value: &impl Serialize,
-    ) -> Result<()> {
+    ) -> Result<AnswerReply> {
         let value = serde_json::value::to_raw_value(value)
             .map_err(|e| Error::usage("the answer cannot be written as JSON").with(e))?;
         let body = serde_json::to_string(&outgoing::AnswerBody { value: &value })
@@ -83,7 +87,17 @@ impl Client {
             .send()
             .await
             .map_err(transport)?;
-        json::<serde_json::Value>(response).await.map(|_| ())
+        json(response).await
+    }
+
+    /// Admin: `GET /v1/admin/workers`: every worker and what it runs.
+    pub async fn admin_workers(&self) -> Result<AdminWorkers> {
+        let response = self
+            .request(reqwest::Method::GET, "/v1/admin/workers")
+            .send()
+            .await
+            .map_err(transport)?;
+        json(response).await
     }
 
     /// Admin: `GET /v1/admin/tasks` (every queued and running task, the

@@ -34,7 +34,7 @@ use futures_util::Stream;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use taskwire_protocol::incoming::{
-    Event, EventKind, File, Message, Stats, Summary, TaskId, Welcome,
+    Event, EventKind, File, Message, Stats, Summary, TaskId, Welcome, Worker,
 };
 use taskwire_protocol::{WireError, outgoing};
 use tokio::sync::{mpsc, oneshot};
@@ -117,8 +117,6 @@ enum Pending {
         reply: oneshot::Sender<Result<Event>>,
     },
     Answer {
-        task_id: TaskId,
-        question_id: String,
         reply: oneshot::Sender<Result<Event>>,
     },
     Ping {
@@ -283,8 +281,9 @@ impl Session {
         .await
     }
 
-    /// **Planned** (questions): answers a task's question; returns the
-    /// task's `answered` event.
+    /// Answers a task's open question; returns the task's `answered` event.
+    /// A value that does not fit is `invalid_input` (the question stays
+    /// open); a second answer `already_answered`.
     pub async fn answer(
         &self,
         task_id: &TaskId,
@@ -313,11 +312,7 @@ impl Session {
                 }
                 .to_json()
             },
-            |reply| Pending::Answer {
-                task_id: task_id.clone(),
-                question_id: question_id.to_owned(),
-                reply,
-            },
+            |reply| Pending::Answer { reply },
         )
         .await
     }
@@ -405,7 +400,7 @@ impl TaskHandle {
         self.session.cancel(&self.id).await
     }
 
-    /// **Planned** (questions): answers one of the task's questions.
+    /// Answers the task's open question.
     pub async fn answer(&self, question_id: &str, value: &impl Serialize) -> Result<Event> {
         self.session.answer(&self.id, question_id, value).await
     }
@@ -584,9 +579,11 @@ pub enum WatchUpdate {
     /// catch-up).
     Snapshot {
         tasks: Vec<Summary>,
+        workers: Vec<Worker>,
         stats: Stats,
     },
     Task(Box<Summary>),
+    Worker(Box<Worker>),
     Stats(Box<Stats>),
 }
 
@@ -943,9 +940,14 @@ impl Driver {
             Message::Watching {
                 reference,
                 tasks,
+                workers,
                 stats,
             } => {
-                let snapshot = WatchUpdate::Snapshot { tasks, stats };
+                let snapshot = WatchUpdate::Snapshot {
+                    tasks,
+                    workers,
+                    stats,
+                };
                 match take(&mut self.pending, reference.as_deref()) {
                     Some(Pending::Watch { reply }) => {
                         let (tx, rx) = mpsc::channel(self.client.inner.event_buffer);
@@ -976,6 +978,7 @@ impl Driver {
             }
             Message::TaskUpdate(summary) => self.on_update(WatchUpdate::Task(summary)),
             Message::Stats(stats) => self.on_update(WatchUpdate::Stats(stats)),
+            Message::WorkerUpdate(worker) => self.on_update(WatchUpdate::Worker(worker)),
             Message::Welcome(welcome) => {
                 if let Some(shared) = self.shared.upgrade()
                     && let Ok(mut slot) = shared.welcome.lock()
@@ -1010,27 +1013,13 @@ impl Driver {
                         let _ = reply.send(Ok((event.clone(), events)));
                     }
                 }
-                Some(Pending::Cancel { reply }) => {
+                Some(Pending::Cancel { reply }) | Some(Pending::Answer { reply }) => {
                     let _ = reply.send(Ok(event.clone()));
                 }
                 Some(other) => {
                     self.pending.insert(reference, other);
                 }
                 None => {}
-            }
-        }
-        if let EventKind::Answered { question_id, .. } = &event.kind {
-            let found = self.pending.iter().find_map(|(r, p)| match p {
-                Pending::Answer {
-                    task_id,
-                    question_id: q,
-                    ..
-                } if *task_id == event.task_id && q == question_id => Some(*r),
-                _ => None,
-            });
-            if let Some(Pending::Answer { reply, .. }) = found.and_then(|r| self.pending.remove(&r))
-            {
-                let _ = reply.send(Ok(event.clone()));
             }
         }
         let Some(follow) = self.follows.get_mut(&event.task_id) else {
@@ -1071,7 +1060,7 @@ impl Driver {
             Pending::Submit { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            Pending::Cancel { reply } | Pending::Answer { reply, .. } => {
+            Pending::Cancel { reply } | Pending::Answer { reply } => {
                 let _ = reply.send(Err(error));
             }
             Pending::Ping { reply, .. } => {

@@ -39,6 +39,7 @@ impl Clone for Submit {
             concurrency_key,
             delivery,
             cancel_on_disconnect,
+            interactive,
         } = &self.options;
         Submit {
             task: self.task.clone(),
@@ -50,6 +51,7 @@ impl Clone for Submit {
                 concurrency_key: concurrency_key.clone(),
                 delivery: *delivery,
                 cancel_on_disconnect: *cancel_on_disconnect,
+                interactive: *interactive,
             },
         }
     }
@@ -115,6 +117,13 @@ impl Submit {
     /// the task outlives it).
     pub fn cancel_on_disconnect(mut self, yes: bool) -> Submit {
         self.options.cancel_on_disconnect = Some(yes);
+        self
+    }
+
+    /// `false`: the task may not ask questions; each gets its default (or
+    /// "nobody answered") at once. Default: it may.
+    pub fn interactive(mut self, yes: bool) -> Submit {
+        self.options.interactive = Some(yes);
         self
     }
 

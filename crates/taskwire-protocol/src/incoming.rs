@@ -99,12 +99,15 @@ pub enum Message {
     Watching {
         reference: Option<String>,
         tasks: Vec<Summary>,
+        workers: Vec<Worker>,
         stats: Stats,
     },
     /// Admin: a watched task changed.
     TaskUpdate(Box<Summary>),
     /// Admin: the counters changed.
     Stats(Box<Stats>),
+    /// Admin: a worker connected, changed or left.
+    WorkerUpdate(Box<Worker>),
     /// A message type this crate does not know (a newer server): skip it.
     Unknown {
         kind: String,
@@ -155,7 +158,23 @@ impl Serialize for Event {
                     map.serialize_entry("duplicate", &true)?;
                 }
             }
-            EventKind::Started { worker } => map.serialize_entry("worker", worker)?,
+            EventKind::Started { worker, attempt } => {
+                map.serialize_entry("worker", worker)?;
+                map.serialize_entry("attempt", attempt)?;
+            }
+            EventKind::Requeued {
+                attempt,
+                reason,
+                message,
+                details,
+            } => {
+                map.serialize_entry("attempt", attempt)?;
+                map.serialize_entry("reason", reason)?;
+                map.serialize_entry("message", message)?;
+                if let Some(v) = details {
+                    map.serialize_entry("details", v)?;
+                }
+            }
             EventKind::Progress {
                 progress,
                 message,
@@ -221,6 +240,16 @@ pub enum EventKind {
     },
     Started {
         worker: String,
+        /// 1, then 2 ... after a re-queue.
+        attempt: u32,
+    },
+    /// The attempt's worker was lost; the task waits again and will have
+    /// a new `started`.
+    Requeued {
+        attempt: u32,
+        reason: String,
+        message: String,
+        details: Option<serde_json::Value>,
     },
     Progress {
         progress: Option<f64>,
@@ -239,10 +268,10 @@ pub enum EventKind {
         /// `client`, `disconnect` or `shutdown`.
         reason: String,
     },
-    /// **Planned** (questions to the submitter; the wire shape may still
-    /// change until the server sends it): the task waits for an answer.
+    /// The task asks its submitter and waits for an answer.
     Question(Box<Question>),
-    /// **Planned**: a question was answered, expired or took its default.
+    /// A question was answered, timed out or closed with its task
+    /// (`outcome`: `answered`, `timed_out`, `cancelled`).
     Answered {
         question_id: String,
         outcome: String,
@@ -257,6 +286,7 @@ impl EventKind {
             EventKind::Accepted { .. } => "accepted",
             EventKind::Started { .. } => "started",
             EventKind::Progress { .. } => "progress",
+            EventKind::Requeued { .. } => "requeued",
             EventKind::Completed { .. } => "completed",
             EventKind::Failed { .. } => "failed",
             EventKind::Cancelled { .. } => "cancelled",
@@ -273,16 +303,16 @@ impl EventKind {
     }
 }
 
-/// **Planned**: a `question` event's fields.
+/// A `question` event's fields (also the snapshot's open question).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Question {
     pub question_id: String,
     pub prompt: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<Vec<Choice>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Box<RawValue>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Box<RawValue>>,
     pub expires_at: String,
 }
@@ -343,6 +373,12 @@ pub struct TaskInfo {
     pub name: String,
     pub description: String,
     pub input_schema: serde_json::Value,
+    /// `builtin` or `workers`.
+    #[serde(default)]
+    pub served_by: Option<String>,
+    /// For tasks served by workers: how many are connected now.
+    #[serde(default)]
+    pub workers: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -370,14 +406,20 @@ pub struct Submitted {
 pub struct Snapshot {
     pub task_id: TaskId,
     pub task: String,
-    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    /// `queued`, `running`, `waiting` (running, with an open question),
+    /// `completed`, `failed` or `cancelled`.
     pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The open question, while the task waits for an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
     /// Present once completed (`null` is a result too).
     #[serde(
         default,
@@ -387,6 +429,9 @@ pub struct Snapshot {
     pub result: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WireError>,
+    /// Why it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<File>>,
     pub created_at: String,
@@ -406,11 +451,16 @@ pub struct Summary {
     pub client: String,
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The open question's prompt, while the task waits for an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -424,6 +474,59 @@ pub struct Summary {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Connections following the task now.
+    #[serde(default)]
+    pub subscribers: u64,
+}
+
+/// Admin: a worker (a built-in slot, a managed or a remote worker).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `builtin`, `managed` or `remote`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The task names it serves.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    pub slots: u64,
+    pub busy: u64,
+    /// The tasks it runs now.
+    #[serde(default)]
+    pub running: Vec<TaskId>,
+    /// `starting`, `ready`, `draining` or `gone`.
+    pub state: String,
+    pub connected_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_at: Option<String>,
+    #[serde(default)]
+    pub done: u64,
+    #[serde(default)]
+    pub failed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u64>,
+}
+
+/// `GET /v1/admin/workers`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminWorkers {
+    pub workers: Vec<Worker>,
+}
+
+/// `POST /v1/tasks/{id}/questions/{qid}/answer` → `200`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnswerReply {
+    pub task_id: TaskId,
+    pub question_id: String,
+    pub outcome: String,
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
 }
 
 /// Admin: the server's counters.
@@ -509,6 +612,12 @@ struct Fields<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     tasks: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
+    workers: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    attempt: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    details: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
     task: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     stats: Option<&'a RawValue>,
@@ -529,7 +638,7 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
     let kind = type_name(raw.kind)?;
     let message = match &*kind {
         "accepted" | "started" | "progress" | "completed" | "failed" | "cancelled" | "question"
-        | "answered" => Message::Event(event(&kind, &raw, text)?),
+        | "answered" | "requeued" => Message::Event(event(&kind, &raw, text)?),
         "welcome" => Message::Welcome(Box::new(whole(text)?)),
         "rejected" => Message::Rejected {
             reference: optional(raw.reference, "ref")?,
@@ -551,8 +660,10 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
         "watching" => Message::Watching {
             reference: optional(raw.reference, "ref")?,
             tasks: required(raw.tasks, "tasks")?,
+            workers: optional(raw.workers, "workers")?.unwrap_or_default(),
             stats: required(raw.stats, "stats")?,
         },
+        "worker_update" => Message::WorkerUpdate(Box::new(required(raw.worker, "worker")?)),
         "task_update" => Message::TaskUpdate(Box::new(required(raw.task, "task")?)),
         "stats" => Message::Stats(Box::new(required(raw.stats, "stats")?)),
         other => Message::Unknown {
@@ -570,6 +681,13 @@ fn event(kind: &str, raw: &Fields<'_>, text: &str) -> Result<Event, DecodeError>
         },
         "started" => EventKind::Started {
             worker: optional(raw.worker, "worker")?.unwrap_or_default(),
+            attempt: optional(raw.attempt, "attempt")?.unwrap_or(1),
+        },
+        "requeued" => EventKind::Requeued {
+            attempt: optional(raw.attempt, "attempt")?.unwrap_or(1),
+            reason: optional(raw.reason, "reason")?.unwrap_or_default(),
+            message: optional(raw.message, "message")?.unwrap_or_default(),
+            details: optional(raw.details, "details")?,
         },
         "progress" => EventKind::Progress {
             progress: optional(raw.progress, "progress")?,

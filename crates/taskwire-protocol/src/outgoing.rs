@@ -58,8 +58,8 @@ pub enum Message<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
     },
-    /// **Planned** (questions): answer a task's question. Answered by the
-    /// task's `answered` event or an `error`.
+    /// Answers a task's question: the reply is the task's `answered` event
+    /// (carrying the `ref`) or an `error`.
     Answer {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
@@ -87,7 +87,7 @@ pub struct SubmitBody<'a> {
     pub options: &'a SubmitOptions,
 }
 
-/// **Planned**: the body of `POST /v1/tasks/{id}/questions/{qid}/answer`.
+/// The body of `POST /v1/tasks/{id}/questions/{qid}/answer`.
 #[derive(Debug, Serialize)]
 pub struct AnswerBody<'a> {
     pub value: &'a RawValue,
@@ -105,6 +105,7 @@ fn is_default(options: &&SubmitOptions) -> bool {
         concurrency_key,
         delivery,
         cancel_on_disconnect,
+        interactive,
     } = options;
     timeout_s.is_none()
         && priority.is_none()
@@ -112,6 +113,7 @@ fn is_default(options: &&SubmitOptions) -> bool {
         && concurrency_key.is_none()
         && delivery.is_none()
         && cancel_on_disconnect.is_none()
+        && interactive.is_none()
 }
 
 impl Serialize for SubmitOptions {
@@ -124,8 +126,9 @@ impl Serialize for SubmitOptions {
             concurrency_key,
             delivery,
             cancel_on_disconnect,
+            interactive,
         } = self;
-        let mut s = serializer.serialize_struct("SubmitOptions", 6)?;
+        let mut s = serializer.serialize_struct("SubmitOptions", 7)?;
         if let Some(v) = timeout_s {
             s.serialize_field("timeout_s", v)?;
         }
@@ -143,6 +146,9 @@ impl Serialize for SubmitOptions {
         }
         if let Some(v) = cancel_on_disconnect {
             s.serialize_field("cancel_on_disconnect", v)?;
+        }
+        if let Some(v) = interactive {
+            s.serialize_field("interactive", v)?;
         }
         s.end()
     }
@@ -187,6 +193,7 @@ mod tests {
             concurrency_key: Some("c".to_owned()),
             delivery: Some(Delivery::Stream),
             cancel_on_disconnect: Some(true),
+            interactive: Some(false),
         };
         let text = Message::Submit {
             reference: Some("r1"),
@@ -208,6 +215,7 @@ mod tests {
         assert_eq!(submit.options.concurrency_key.as_deref(), Some("c"));
         assert_eq!(submit.options.delivery, Some(Delivery::Stream));
         assert_eq!(submit.options.cancel_on_disconnect, Some(true));
+        assert_eq!(submit.options.interactive, Some(false));
 
         let text = Message::Submit {
             reference: None,

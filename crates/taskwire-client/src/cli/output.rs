@@ -70,7 +70,13 @@ impl Progress {
                 self.bar
                     .set_message(format!("queued (position {position})"));
             }
-            EventKind::Started { worker } => self.bar.set_message(format!("running on {worker}")),
+            EventKind::Started { worker, .. } => {
+                self.bar.set_message(format!("running on {worker}"));
+            }
+            EventKind::Requeued { reason, .. } => {
+                self.bar.set_position(0);
+                self.bar.set_message(format!("queued again ({reason})"));
+            }
             EventKind::Progress {
                 progress, message, ..
             } => {
@@ -96,6 +102,21 @@ impl Progress {
         }
     }
 
+    /// Hides the bar while the terminal is used for something else.
+    pub(crate) fn pause(&self) {
+        if !self.bar.is_hidden() {
+            self.bar.disable_steady_tick();
+            self.bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+    }
+
+    pub(crate) fn resume(&self, out: &Out) {
+        if out.bar {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+            self.bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    }
+
     pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
     }
@@ -112,7 +133,13 @@ pub(crate) fn describe(event: &Event) -> String {
             let dup = if *duplicate { " duplicate" } else { "" };
             format!("position={position}{dup}")
         }
-        EventKind::Started { worker } => format!("worker={worker}"),
+        EventKind::Started { worker, attempt } => format!("worker={worker} attempt={attempt}"),
+        EventKind::Requeued {
+            attempt,
+            reason,
+            message,
+            ..
+        } => format!("attempt={attempt} reason={reason} {message}"),
         EventKind::Progress {
             progress, message, ..
         } => {

@@ -10,6 +10,8 @@ use crate::Summary;
 pub enum StateArg {
     Queued,
     Running,
+    /// Running, waiting for an answer to its question.
+    Waiting,
     Completed,
     Failed,
     Cancelled,
@@ -20,6 +22,7 @@ impl StateArg {
         match self {
             StateArg::Queued => "queued",
             StateArg::Running => "running",
+            StateArg::Waiting => "waiting",
             StateArg::Completed => "completed",
             StateArg::Failed => "failed",
             StateArg::Cancelled => "cancelled",
@@ -99,6 +102,9 @@ pub(crate) fn detail(task: &Summary) -> String {
     }
     if let Some(position) = task.position {
         return format!("position {position}");
+    }
+    if let Some(question) = &task.question {
+        return format!("asks: {question}");
     }
     let mut parts = Vec::new();
     if let Some(worker) = &task.worker {

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::output::Out;
 use super::tasks::detail;
 use super::{Failure, Target, exit};
-use crate::{Stats, Summary, TaskId, WatchUpdate};
+use crate::{Stats, Summary, TaskId, WatchUpdate, Worker};
 
 /// How often keys are read and the screen redrawn.
 const TICK: Duration = Duration::from_millis(200);
@@ -27,6 +27,7 @@ const TICK: Duration = Duration::from_millis(200);
 struct View {
     url: String,
     tasks: HashMap<TaskId, Summary>,
+    workers: HashMap<String, Worker>,
     stats: Stats,
     recent: usize,
     reconnects: u64,
@@ -35,12 +36,24 @@ struct View {
 impl View {
     fn apply(&mut self, update: WatchUpdate) {
         match update {
-            WatchUpdate::Snapshot { tasks, stats } => {
+            WatchUpdate::Snapshot {
+                tasks,
+                workers,
+                stats,
+            } => {
                 if !self.tasks.is_empty() {
                     self.reconnects += 1;
                 }
                 self.tasks = tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect();
+                self.workers = workers.into_iter().map(|w| (w.id.clone(), w)).collect();
                 self.stats = stats;
+            }
+            WatchUpdate::Worker(worker) => {
+                if worker.state == "gone" {
+                    self.workers.remove(&worker.id);
+                } else {
+                    self.workers.insert(worker.id.clone(), *worker);
+                }
             }
             WatchUpdate::Task(task) => {
                 self.tasks.insert(task.task_id.clone(), *task);
@@ -96,10 +109,15 @@ pub(crate) async fn run(target: &Target, recent: usize) -> Result<u8, Failure> {
         while let Some(update) = feed.next().await {
             let update = update?;
             out.json(&match update {
-                WatchUpdate::Snapshot { tasks, stats } => {
-                    json!({"type": "watching", "tasks": tasks, "stats": stats})
+                WatchUpdate::Snapshot {
+                    tasks,
+                    workers,
+                    stats,
+                } => {
+                    json!({"type": "watching", "tasks": tasks, "workers": workers, "stats": stats})
                 }
                 WatchUpdate::Task(task) => json!({"type": "task_update", "task": task}),
+                WatchUpdate::Worker(worker) => json!({"type": "worker_update", "worker": worker}),
                 WatchUpdate::Stats(stats) => json!({"type": "stats", "stats": stats}),
             });
         }
@@ -173,11 +191,14 @@ fn clock(at: &str) -> &str {
 }
 
 fn draw(frame: &mut Frame<'_>, view: &View) {
-    let running = view.in_state("running");
+    let mut running = view.in_state("running");
+    running.extend(view.in_state("waiting"));
     let queued = view.in_state("queued");
     let failed = view.failed();
     let s = &view.stats;
-    let n_workers = usize::try_from(s.workers).unwrap_or(0);
+    let mut workers: Vec<&Worker> = view.workers.values().collect();
+    workers.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    let n_workers = workers.len();
     let [
         head,
         workers_area,
@@ -212,43 +233,46 @@ fn draw(frame: &mut Frame<'_>, view: &View) {
     ]);
     frame.render_widget(Paragraph::new(header), head);
 
-    // Workers: each slot and the task on it.
-    let mut by_worker: HashMap<&str, &Summary> = HashMap::new();
-    for task in &running {
-        if let Some(worker) = task.worker.as_deref() {
-            by_worker.insert(worker, task);
-        }
-    }
-    let mut names: Vec<String> = (1..=n_workers).map(|i| format!("local-{i}")).collect();
-    for name in by_worker.keys() {
-        if !names.iter().any(|n| n == name) {
-            names.push((*name).to_owned());
-        }
-    }
-    let rows = names.iter().map(|name| match by_worker.get(name.as_str()) {
-        Some(task) => Row::new(vec![
-            name.clone(),
-            "busy".to_owned(),
-            task.task.clone(),
-            short(&task.task_id),
-            percent(task),
-            task.message.clone().unwrap_or_default(),
-        ]),
-        None => Row::new(vec![name.clone(), "idle".to_owned()]),
+    // Workers: each one, its load, and what it runs.
+    let rows = workers.iter().map(|w| {
+        let task = w.running.first().and_then(|id| view.tasks.get(id));
+        let state = if w.busy > 0 { "busy" } else { w.state.as_str() };
+        Row::new(vec![
+            w.name.clone(),
+            w.kind.clone(),
+            state.to_owned(),
+            format!("{}/{}", w.busy, w.slots),
+            task.map(|t| t.task.clone()).unwrap_or_default(),
+            w.running.first().map(short).unwrap_or_default(),
+            task.map(percent).unwrap_or_default(),
+            task.and_then(|t| t.message.clone()).unwrap_or_default(),
+        ])
     });
     frame.render_widget(
         Table::new(
             rows,
             [
-                Constraint::Length(12),
-                Constraint::Length(5),
+                Constraint::Length(16),
+                Constraint::Length(8),
+                Constraint::Length(9),
+                Constraint::Length(6),
                 Constraint::Length(18),
                 Constraint::Length(33),
                 Constraint::Length(5),
                 Constraint::Min(10),
             ],
         )
-        .block(Block::default().borders(Borders::ALL).title(" Workers ")),
+        .header(
+            Row::new(vec![
+                "WORKER", "KIND", "STATE", "LOAD", "TASK", "TASK_ID", "", "",
+            ])
+            .style(bold),
+        )
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" Workers ({n_workers}) ")),
+        ),
         workers_area,
     );
 

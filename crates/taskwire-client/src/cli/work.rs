@@ -1,6 +1,6 @@
 //! `submit`, `status`, `events`, `cancel`, `answer`.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::output::{Out, Progress};
 use super::{DeliveryArg, Failure, PriorityArg, Target, exit};
-use crate::{Client, Delivery, Event, EventKind, Priority, Submit, TaskEvents, TaskId};
+use crate::{Client, Delivery, Event, EventKind, Priority, Session, Submit, TaskEvents, TaskId};
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
@@ -34,6 +34,9 @@ pub struct SubmitArgs {
     /// Cancel the task if this command's connection closes.
     #[arg(long)]
     pub cancel_on_disconnect: bool,
+    /// `false`: the task may not ask questions (each gets its default).
+    #[arg(long, value_name = "BOOL")]
+    pub interactive: Option<bool>,
     /// Wait for the task to end; print its result.
     #[arg(long)]
     pub wait: bool,
@@ -98,6 +101,9 @@ fn build(args: &SubmitArgs) -> Result<Submit, Failure> {
     if args.cancel_on_disconnect {
         submit = submit.cancel_on_disconnect(true);
     }
+    if let Some(yes) = args.interactive {
+        submit = submit.interactive(yes);
+    }
     Ok(submit)
 }
 
@@ -124,7 +130,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> Result<u8, Failure> {
         session.close().await;
         return Ok(exit::COMPLETED);
     }
-    let end = follow(&mut events, &out, args.follow).await?;
+    let end = follow(&mut events, &out, args.follow, Some(&session)).await?;
     session.close().await;
     finish(&client, &end, &out, args.follow, args.download.as_ref()).await
 }
@@ -140,8 +146,15 @@ async fn next_event(events: &mut TaskEvents) -> Result<Event, Failure> {
     }
 }
 
-/// Reads to the terminal event, printing each event when `print`.
-async fn follow(events: &mut TaskEvents, out: &Out, print: bool) -> Result<Event, Failure> {
+/// Reads to the terminal event, printing each event when `print`. A
+/// question is asked on the terminal when there is one (and answered
+/// through `session`); otherwise a line on stderr says how to answer.
+async fn follow(
+    events: &mut TaskEvents,
+    out: &Out,
+    print: bool,
+    session: Option<&Session>,
+) -> Result<Event, Failure> {
     let progress: Progress = out.progress();
     loop {
         let event = match next_event(events).await {
@@ -157,6 +170,34 @@ async fn follow(events: &mut TaskEvents, out: &Out, print: bool) -> Result<Event
                 progress.println(out, &serde_json::to_string(&event).unwrap_or_default());
             } else {
                 progress.println(out, &super::output::describe(&event));
+            }
+        }
+        if let EventKind::Question(question) = &event.kind {
+            let asks = session.filter(|_| !out.json && std::io::stdin().is_terminal());
+            match asks {
+                Some(session) => {
+                    // Off the runtime: the session keeps reading meanwhile.
+                    progress.pause();
+                    let asked = (**question).clone();
+                    let value = tokio::task::spawn_blocking(move || prompt(&asked))
+                        .await
+                        .ok()
+                        .flatten();
+                    progress.resume(out);
+                    if let Some(value) = value {
+                        if let Err(e) = session
+                            .answer(&event.task_id, &question.question_id, &value)
+                            .await
+                        {
+                            progress
+                                .println(out, &format!("taskwire: the answer was refused: {e}"));
+                        }
+                    }
+                }
+                None => eprintln!(
+                    "taskwire: the task asks ({}): {} -- answer with: taskwire answer {} {} VALUE",
+                    question.question_id, question.prompt, event.task_id, question.question_id
+                ),
             }
         }
         if event.is_terminal() {
@@ -283,7 +324,7 @@ pub(crate) async fn events(id: &str, after: u64, target: &Target) -> Result<u8, 
     let client = target.client()?;
     let session = client.connect().await?;
     let mut events = session.follow(&TaskId::from(id), after).await?;
-    let end = follow(&mut events, &out, true).await;
+    let end = follow(&mut events, &out, true, Some(&session)).await;
     session.close().await;
     finish(&client, &end?, &out, true, None).await
 }
@@ -309,14 +350,40 @@ pub(crate) async fn answer(
 ) -> Result<u8, Failure> {
     let out = Out::new(target.json);
     let client = target.client()?;
-    let value: serde_json::Value =
-        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    let value = answer_value(value);
     let task_id = TaskId::from(id);
-    client.answer(&task_id, question_id, &value).await?;
+    let reply = client.answer(&task_id, question_id, &value).await?;
     if out.json {
-        out.json(&json!({"task_id": task_id, "question_id": question_id, "value": value}));
+        out.json(&reply);
     } else {
-        out.line(&format!("answered {question_id} of {task_id}"));
+        out.line(&format!("{} {question_id} of {task_id}", reply.outcome));
     }
     Ok(exit::COMPLETED)
+}
+
+/// Asks a question on the terminal; `None` when stdin ends.
+fn prompt(question: &crate::Question) -> Option<serde_json::Value> {
+    eprintln!("The task asks: {}", question.prompt);
+    if let Some(choices) = &question.choices {
+        for choice in choices {
+            match &choice.label {
+                Some(label) => eprintln!("  {}  ({label})", choice.value.get()),
+                None => eprintln!("  {}", choice.value.get()),
+            }
+        }
+    }
+    if let Some(default) = &question.default {
+        eprintln!("(default {}, by {})", default.get(), question.expires_at);
+    }
+    eprint!("answer> ");
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(answer_value(line.trim())),
+    }
+}
+
+/// JSON when it is JSON, else the text as a string (`yes` → `"yes"`).
+fn answer_value(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
