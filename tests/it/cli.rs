@@ -275,9 +275,77 @@ async fn status_events_cancel_answer() {
     assert_eq!(after.code, CANCELLED);
     assert_eq!(after.stdout.trim(), "3 cancelled reason=client");
 
-    // Planned: questions. Until the server has them the answer is refused.
-    let answer = tw(&server, ALICE, &["answer", &id, "q1", "yes"]).await;
-    assert_eq!(answer.code, REFUSED, "{}", answer.stderr);
+    let gone = tw(&server, ALICE, &["answer", &id, "q1", "yes"]).await;
+    assert_eq!(gone.code, REFUSED, "no open question: {}", gone.stderr);
+    assert!(gone.stderr.contains("not_found"), "{}", gone.stderr);
+    server.stop().await;
+}
+
+/// A task that asks: the waiting command says how to answer, `answer`
+/// answers, the task completes with the answer.
+#[tokio::test]
+async fn answer_answers_a_waiting_task() {
+    let server = TestServer::start().await;
+    let id = tw(
+        &server,
+        ALICE,
+        &["submit", "approval", r#"{"prompt":"Ship it?"}"#],
+    )
+    .await;
+    let id = id.stdout.trim().to_owned();
+    let mut waiting = taskwire(&server, ALICE);
+    waiting
+        .args(["events", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let waiting = waiting.spawn().unwrap();
+    let server_ref = &server;
+    eventually("the task to wait for an answer", || async {
+        let status = tw(server_ref, ALICE, &["status", &id, "--json"]).await;
+        serde_json::from_str::<Value>(&status.stdout).is_ok_and(|s| s["state"] == "waiting")
+    })
+    .await;
+    let status = tw(&server, ALICE, &["status", &id, "--json"]).await;
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["question"]["question_id"], "approval");
+    let wrong = tw(&server, ALICE, &["answer", &id, "approval", "maybe"]).await;
+    assert_eq!(wrong.code, REFUSED);
+    assert!(wrong.stderr.contains("invalid_input"), "{}", wrong.stderr);
+    let answer = tw(
+        &server,
+        ALICE,
+        &["answer", &id, "approval", "approve", "--json"],
+    )
+    .await;
+    assert_eq!(answer.code, COMPLETED, "{}", answer.stderr);
+    let reply: Value = serde_json::from_str(&answer.stdout).unwrap();
+    assert_eq!(reply["outcome"], "answered");
+    assert_eq!(reply["value"], "approve");
+    let output = tokio::time::timeout(DEADLINE, waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(COMPLETED));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("question question_id=approval Ship it?")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("answered question_id=approval outcome=answered")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("taskwire answer {id} approval VALUE")),
+        "{stderr}"
+    );
+    let again = tw(&server, ALICE, &["answer", &id, "approval", "reject"]).await;
+    assert_eq!(again.code, REFUSED);
     server.stop().await;
 }
 
@@ -409,7 +477,8 @@ async fn top_shows_a_running_task_in_a_terminal() {
     )
     .await;
     let failed = failed.stdout.trim().to_owned();
-    let socket = server.temp.path().join("tmux.sock");
+    let tmux_dir = tempfile::tempdir().unwrap();
+    let socket = tmux_dir.path().join("tmux.sock");
     let socket = socket.to_str().unwrap().to_owned();
     let tmux = |args: &[&str]| {
         let mut command = std::process::Command::new("tmux");
@@ -430,7 +499,7 @@ async fn top_shows_a_running_task_in_a_terminal() {
                 .status();
         }
     }
-    let _guard = Guard(socket.clone());
+    let guard = Guard(socket.clone());
     let started = tmux(&["new-session", "-d", "-x", "160", "-y", "50", &shell])
         .status()
         .unwrap();
@@ -473,6 +542,7 @@ async fn top_shows_a_running_task_in_a_terminal() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(guard);
     tw(&server, ALICE, &["cancel", &id]).await;
     server.stop().await;
 }

@@ -278,7 +278,7 @@ async fn the_admin_feed_shows_running_tasks_and_survives_a_cut() {
         WatchUpdate::Snapshot { tasks, .. } => tasks
             .iter()
             .any(|s| s.task_id == *task.id() && s.state == "running"),
-        WatchUpdate::Stats(_) => false,
+        WatchUpdate::Stats(_) | WatchUpdate::Worker(_) => false,
     };
     loop {
         let update = tokio::time::timeout(DEADLINE, feed.next())
@@ -308,5 +308,69 @@ async fn the_admin_feed_shows_running_tasks_and_survives_a_cut() {
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
     alice.close().await;
     admin.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_question_is_answered_over_the_session() {
+    let server = Server::start(1).await;
+    let session = server.client(ALICE).connect().await.unwrap();
+    let mut task = session
+        .submit(
+            Submit::new(
+                "approval",
+                &json!({"prompt": "Ship it?", "choices": ["yes", "no"]}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let question = loop {
+        let event = next(task.events()).await;
+        if let EventKind::Question(q) = event.kind {
+            break q;
+        }
+    };
+    assert_eq!(question.prompt, "Ship it?");
+    assert_eq!(question.choices.as_ref().map(Vec::len), Some(2));
+    let e = task
+        .answer(&question.question_id, &"maybe")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidInput), "{e}");
+    let answered = task.answer(&question.question_id, &"yes").await.unwrap();
+    assert!(matches!(&answered.kind, EventKind::Answered { outcome, .. } if outcome == "answered"));
+    let e = task.answer(&question.question_id, &"no").await.unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            Some(ErrorCode::AlreadyAnswered | ErrorCode::NotFound)
+        ),
+        "{e}"
+    );
+    match task.wait().await.unwrap() {
+        Outcome::Completed { result, .. } => {
+            let result: serde_json::Value = serde_json::from_str(result.get()).unwrap();
+            assert_eq!(result["answer"], "yes");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not interactive: the question takes its default at once.
+    let quiet = session
+        .submit(
+            Submit::new(
+                "approval",
+                &json!({"prompt": "Ship it?", "default": "approve"}),
+            )
+            .unwrap()
+            .interactive(false),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        quiet.wait().await.unwrap(),
+        Outcome::Completed { .. }
+    ));
+    session.close().await;
     server.stop().await;
 }
