@@ -203,14 +203,13 @@ async fn drive(
         let mut message = message;
         let mut handled = 0;
         loop {
-            if let Frame::Message(msg) = message.map_err(ws_error)? {
-                if let Some(slot) = handle(&msg, &mut stats, &mut by_task, &started, &mut retries)?
-                {
-                    finished += 1;
-                    if submitted < quota {
-                        submitted += 1;
-                        to_send.push(slot);
-                    }
+            if let Frame::Message(msg) = message.map_err(ws_error)?
+                && let Some(slot) = handle(&msg, &mut stats, &mut by_task, &started, &mut retries)?
+            {
+                finished += 1;
+                if submitted < quota {
+                    submitted += 1;
+                    to_send.push(slot);
                 }
             }
             handled += 1;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use taskwire_client::{Client, EventKind, Submit};
 
 #[tokio::main(flavor = "current_thread")]
+#[allow(clippy::print_stdout, reason = "an example prints what it downloaded")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".".to_owned()));
     let url = std::env::var("TASKWIRE_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned());
@@ -24,7 +25,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::create_dir_all(&dir)?;
             for file in &files {
                 let path = client.download(file, &dir).await?;
-                println!("{} ({} bytes, sha256 {})", path.display(), file.size, file.sha256);
+                println!(
+                    "{} ({} bytes, sha256 {})",
+                    path.display(),
+                    file.size,
+                    file.sha256
+                );
             }
         }
     }

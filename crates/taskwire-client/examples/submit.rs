@@ -39,9 +39,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     eprintln!("  {} ({} bytes): {}", file.name, file.size, file.url);
                 }
             }
-            EventKind::Failed { error } => eprintln!("failed: {}: {}", error.code.as_str(), error.message),
+            EventKind::Failed { error } => {
+                eprintln!("failed: {}: {}", error.code.as_str(), error.message)
+            }
             EventKind::Question(question) => {
-                eprintln!("the task asks: {} (answering with its first choice)", question.prompt);
+                eprintln!(
+                    "the task asks: {} (answering with its first choice)",
+                    question.prompt
+                );
                 if let Some(choice) = question.choices.as_ref().and_then(|c| c.first()) {
                     task.answer(&question.question_id, &choice.value).await?;
                 }

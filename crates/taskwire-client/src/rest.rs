@@ -253,9 +253,10 @@ impl SseEvents {
             if line.is_empty() {
                 if !self.data.is_empty() {
                     let data = std::mem::take(&mut self.data);
-                    match incoming::decode(&data).map_err(|e| Error::decode("an event").with(e))? {
-                        Message::Event(event) => self.ready.push_back(event),
-                        _ => {}
+                    let message =
+                        incoming::decode(&data).map_err(|e| Error::decode("an event").with(e))?;
+                    if let Message::Event(event) = message {
+                        self.ready.push_back(event);
                     }
                 }
                 continue;

@@ -508,10 +508,10 @@ impl TaskEvents {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(asking) = self.asking.as_mut() {
-            if asking.as_mut().poll(cx).is_ready() {
-                self.asking = None;
-            }
+        if let Some(asking) = self.asking.as_mut()
+            && asking.as_mut().poll(cx).is_ready()
+        {
+            self.asking = None;
         }
         match self.events.poll_recv(cx) {
             Poll::Ready(Some(event)) => {
@@ -686,7 +686,7 @@ impl Driver {
             match self.serve(&mut connection).await {
                 Leave::Closed(reply) => {
                     let _ = connection.close().await;
-                    self.end(|| Error::closed());
+                    self.end(Error::closed);
                     if let Some(reply) = reply {
                         let _ = reply.send(());
                     }
@@ -994,10 +994,8 @@ impl Driver {
         let Some(watch) = self.watch.as_mut() else {
             return;
         };
-        if watch.resyncing.is_none() {
-            if deliver_update(watch, update) == Delivered::Gone {
-                self.watch = None;
-            }
+        if watch.resyncing.is_none() && deliver_update(watch, update) == Delivered::Gone {
+            self.watch = None;
         }
     }
 

@@ -903,4 +903,33 @@ mod tests {
         assert_eq!(tasks[0].client, "alice");
         assert_eq!(stats.tasks["echo"].completed, 1);
     }
+
+    #[test]
+    fn an_event_serializes_back_to_its_wire_form() {
+        let texts = [
+            r#"{"type":"started","task_id":"a","seq":2,"at":"t","worker":"local-1","attempt":2}"#,
+            r#"{"type":"requeued","task_id":"a","seq":3,"at":"t","attempt":1,"reason":"worker_lost","message":"m","details":{"worker":"w"}}"#,
+            r#"{"type":"answered","ref":"9","task_id":"a","seq":6,"at":"t","question_id":"q1","outcome":"answered","value":"go"}"#,
+            r#"{"type":"completed","task_id":"a","seq":7,"at":"t","result":{"x":1},"files":[],"duration_ms":3}"#,
+        ];
+        for text in texts {
+            let event = event_of(text);
+            let back = serde_json::to_value(&event).unwrap_or_default();
+            let wire: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            assert_eq!(back, wire, "{text}");
+        }
+    }
+
+    #[test]
+    fn reads_worker_updates() {
+        let text = r#"{"type":"worker_update","worker":{"id":"w1","name":"py-1","kind":"remote","tasks":["ocr"],"slots":4,"busy":1,"running":["ab"],"state":"ready","connected_at":"t","done":3,"failed":0}}"#;
+        let Ok(Message::WorkerUpdate(worker)) = decode(text) else {
+            panic!("not a worker update")
+        };
+        assert_eq!(
+            (worker.name.as_str(), worker.busy, worker.slots),
+            ("py-1", 1, 4)
+        );
+        assert_eq!(worker.running[0].as_str(), "ab");
+    }
 }

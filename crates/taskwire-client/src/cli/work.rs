@@ -184,14 +184,12 @@ async fn follow(
                         .ok()
                         .flatten();
                     progress.resume(out);
-                    if let Some(value) = value {
-                        if let Err(e) = session
+                    if let Some(value) = value
+                        && let Err(e) = session
                             .answer(&event.task_id, &question.question_id, &value)
                             .await
-                        {
-                            progress
-                                .println(out, &format!("taskwire: the answer was refused: {e}"));
-                        }
+                    {
+                        progress.println(out, &format!("taskwire: the answer was refused: {e}"));
                     }
                 }
                 None => eprintln!(
