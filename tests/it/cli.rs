@@ -546,3 +546,74 @@ async fn top_shows_a_running_task_in_a_terminal() {
     tw(&server, ALICE, &["cancel", &id]).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn schedules_list_run_pause_resume() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        schedules: Vec<taskwire::schedules::FileSchedule>,
+    }
+    let server = TestServer::with(|c| {
+        let file: File = toml::from_str(
+            r#"
+            [[schedules]]
+            name = "nightly"
+            every = "1h"
+            task = "echo"
+            input = { from = "schedule" }
+            key = "alice"
+            "#,
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        c.schedules =
+            taskwire::schedules::spec::parse(file.schedules, &c.security.api_keys, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+    })
+    .await;
+    let list = tw(&server, ADMIN, &["schedules", "--json"]).await;
+    assert_eq!(list.code, COMPLETED, "{}", list.stderr);
+    let schedules = list.json_lines();
+    assert_eq!(schedules[0]["name"], "nightly");
+    assert_eq!(schedules[0]["paused"], false);
+
+    let run = tw(&server, ADMIN, &["schedules", "run", "nightly"]).await;
+    assert_eq!(run.code, COMPLETED, "{}", run.stderr);
+    let id = run.stdout.trim().to_owned();
+    assert_eq!(id.len(), 32, "{}", run.stdout);
+    let events = tw(&server, ALICE, &["events", &id, "--json"]).await;
+    assert_eq!(
+        events.code, COMPLETED,
+        "the run is alice's task: {}",
+        events.stderr
+    );
+    assert_eq!(
+        events.json_lines().last().unwrap()["result"]["from"],
+        "schedule"
+    );
+
+    let paused = tw(&server, ADMIN, &["schedules", "pause", "nightly"]).await;
+    assert_eq!(paused.stdout.trim(), "paused nightly");
+    let table = tw(&server, ADMIN, &["schedules"]).await;
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("nightly"))
+        .unwrap()
+        .to_owned();
+    assert!(row.contains(" yes "), "{row}");
+    let resumed = tw(
+        &server,
+        ADMIN,
+        &["schedules", "resume", "nightly", "--json"],
+    )
+    .await;
+    assert_eq!(resumed.json_lines()[0]["paused"], false);
+
+    let missing = tw(&server, ADMIN, &["schedules", "run", "nope"]).await;
+    assert_eq!(missing.code, REFUSED);
+    assert!(missing.stderr.contains("not_found"), "{}", missing.stderr);
+    let not_admin = tw(&server, ALICE, &["schedules"]).await;
+    assert_eq!(not_admin.code, REFUSED);
+    server.stop().await;
+}

@@ -4,9 +4,13 @@
 mod support;
 
 mod booklet;
+mod bounds;
 mod cli;
 mod files;
+mod hardening;
 mod process;
 mod protocol;
+mod questions;
 mod rest;
+mod schedules;
 mod tasks;

@@ -11,7 +11,8 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskwire_protocol::incoming::{
-    self, AdminList, AdminWorkers, AnswerReply, Event, Message, Snapshot, Submitted, TaskId,
+    self, AdminList, AdminWorkers, AnswerReply, Event, Message, Schedule, ScheduleList,
+    ScheduleStarted, Snapshot, Submitted, TaskId,
 };
 use taskwire_protocol::outgoing;
 
@@ -84,6 +85,39 @@ impl Client {
             .request(reqwest::Method::POST, &path)
             .header("content-type", "application/json")
             .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        json(response).await
+    }
+
+    /// Admin: `GET /v1/schedules`: every schedule, its next and last runs.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let response = self
+            .request(reqwest::Method::GET, "/v1/schedules")
+            .send()
+            .await
+            .map_err(transport)?;
+        json::<ScheduleList>(response).await.map(|l| l.schedules)
+    }
+
+    /// Admin: `POST /v1/schedules/{name}/run`: a run now, outside the timer.
+    pub async fn run_schedule(&self, name: &str) -> Result<ScheduleStarted> {
+        let path = format!("/v1/schedules/{}/run", percent(name));
+        let response = self
+            .request(reqwest::Method::POST, &path)
+            .send()
+            .await
+            .map_err(transport)?;
+        json(response).await
+    }
+
+    /// Admin: pauses (`true`) or resumes (`false`) a schedule.
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<Schedule> {
+        let verb = if paused { "pause" } else { "resume" };
+        let path = format!("/v1/schedules/{}/{verb}", percent(name));
+        let response = self
+            .request(reqwest::Method::POST, &path)
             .send()
             .await
             .map_err(transport)?;

@@ -529,6 +529,59 @@ pub struct AnswerReply {
     pub value: Option<serde_json::Value>,
 }
 
+/// Admin: a schedule (`GET /v1/schedules`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Schedule {
+    pub name: String,
+    pub task: String,
+    /// How it fires, in words (`cron 0 */15 * * * (Europe/Zurich)`, `every 15m`).
+    pub when: String,
+    /// `skip` or `queue`.
+    pub overlap: String,
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_at: Option<String>,
+    /// At most 20, newest first.
+    #[serde(default)]
+    pub runs: Vec<ScheduleRun>,
+}
+
+/// One run of a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleRun {
+    pub occurrence: String,
+    /// `timer`, `manual` or `catch_up`.
+    pub trigger: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
+    /// A task state, or `skipped` / `refused`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `GET /v1/schedules`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScheduleList {
+    pub schedules: Vec<Schedule>,
+}
+
+/// `POST /v1/schedules/{name}/run` → `202`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleStarted {
+    pub schedule: String,
+    pub task_id: TaskId,
+    pub status_url: String,
+}
+
 /// Admin: the server's counters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {

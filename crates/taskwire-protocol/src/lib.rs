@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod schedules;
 pub mod server;
 
 // The client's side (owned decoding of server messages, encoding of client

@@ -11,6 +11,7 @@
 //! are [`exit`]'s.
 
 mod output;
+mod schedules;
 mod tasks;
 mod top;
 mod work;
@@ -104,6 +105,8 @@ pub enum Command {
     },
     /// Admin: lists queued, running and recently finished tasks.
     Tasks(tasks::TasksArgs),
+    /// Admin: lists schedules; `schedules run NAME` runs one now.
+    Schedules(schedules::SchedulesArgs),
     /// Admin: a live view of running, queued and failed tasks and the workers.
     Top {
         /// Finished tasks shown (most recent first).
@@ -196,6 +199,7 @@ pub fn run(command: Command) -> ExitCode {
                 target,
             } => work::answer(&id, &question_id, &value, &target).await,
             Command::Tasks(args) => tasks::run(args).await,
+            Command::Schedules(args) => schedules::run(args).await,
             Command::Top { recent, target } => top::run(&target, recent).await,
         }
     });
