@@ -5,8 +5,8 @@
 #   0. (in the background, from the start) every lock file installs as it is
 #      with its ordinary client (scripts/check-locks.sh);
 #   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with
-#      Node.js for the managed-worker tests; TASKWIRE_TEST_ALL=1 makes a
-#      missing one a failure);
+#      Node.js for the managed-worker tests, tmux for the `taskwire top`
+#      test; TASKWIRE_TEST_ALL=1 makes a skip for a missing tool a failure);
 #   2. a short run of every fuzz target (scripts/fuzz.sh, nightly toolchain);
 #   3. ODF schema validation of generated booklets;
 #   4. the end-to-end browser tests against a real `taskwire serve`;
@@ -41,9 +41,11 @@ locks_pid=$!
 trap 'kill "$locks_pid" 2>/dev/null || true' EXIT
 
 step "rust: fmt, clippy, tests"
-# The managed-worker tests run Node.js workers (examples/workers/): here a
-# missing `node` is a failure, not a skip.
+# The managed-worker tests run Node.js workers (examples/workers/) and
+# `taskwire top` is tested in a real terminal (tmux); under this command a
+# test that would skip for a missing tool fails instead.
 command -v node >/dev/null 2>&1 || need_apt nodejs
+need_apt tmux
 export TASKWIRE_TEST_ALL=1
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
