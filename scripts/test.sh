@@ -4,7 +4,9 @@
 # a Python venv with the ODF validators), then runs
 #   1. cargo fmt --check, clippy -D warnings, the whole Rust suite;
 #   2. ODF schema validation of generated booklets;
-#   3. the end-to-end browser tests against a real `taskwire serve`.
+#   3. the end-to-end browser tests against a real `taskwire serve`;
+#   4. the Python package (python/): lint, types, and its tests against a real
+#      `taskwire serve` with managed and remote Python workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -46,5 +48,8 @@ scripts/odf-validate.sh "$out"/*.odt
 step "browser: end-to-end tests in Chromium"
 need_apt chromium
 TASKWIRE_BIN="$root/target/debug/taskwire" tests/browser/run.sh
+
+step "python: the taskwire package against a real server"
+TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-python.sh
 
 step "all tests passed"

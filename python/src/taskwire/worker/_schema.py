@@ -14,7 +14,17 @@ import dataclasses
 import enum
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import (
+    Any,
+    Literal,
+    NotRequired,
+    Required,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 __all__ = ["build_input", "schema_of"]
 
@@ -45,10 +55,19 @@ def _object_schema(tp: Any) -> dict[str, Any]:
             elif f.default is not dataclasses.MISSING and _jsonable(f.default):
                 properties[f.name]["default"] = f.default
     else:
+        # With postponed annotations a TypedDict's own __required_keys__ misses
+        # NotRequired[...]: read the markers from the evaluated hints.
         required_keys = getattr(tp, "__required_keys__", frozenset(hints))
-        for name, hint in hints.items():
+        for name, hint in get_type_hints(tp, include_extras=True).items():
+            origin = get_origin(hint)
+            if origin is NotRequired:
+                is_required, hint = False, get_args(hint)[0]
+            elif origin is Required:
+                is_required, hint = True, get_args(hint)[0]
+            else:
+                is_required = name in required_keys
             properties[name] = _schema(hint)
-            if name in required_keys:
+            if is_required:
                 required.append(name)
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
