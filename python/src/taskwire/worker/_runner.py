@@ -60,6 +60,11 @@ MAX_THREAD_LOGS = 1000
 #: An outcome not acknowledged this long after the last attempt ended does
 #: not hold up ``bye`` (a server that does not acknowledge it never will).
 BYE_ACK_WAIT_S = 5.0
+#: After a stop signal, a remote worker tries this long to reconnect and
+#: deliver what it still holds, then gives up.
+STOP_RECONNECT_S = 30.0
+#: How long the server may take to answer ``hello`` with ``welcome``.
+WELCOME_TIMEOUT_S = 15.0
 #: How late a heartbeat tick may be before the loop counts as blocked.
 STALL_WARN_S = 1.0
 UPLOAD_CHUNK = 1024 * 1024
@@ -110,6 +115,7 @@ class Runner:
         self._last_sent = self.loop.time()
         self._last_recv = self.loop.time()
         self._stopping = False
+        self._stopped_at = 0.0
         self._finished = asyncio.Event()
         self._last_end = self.loop.time()
         self._scratch: Path | None = None
@@ -171,6 +177,10 @@ class Runner:
                 await self._session_loop(transport)
                 if self._finished.is_set():
                     break
+                if self._stopping and (
+                    self.session.idle or self.loop.time() - self._stopped_at > STOP_RECONNECT_S
+                ):
+                    break
                 delay = backoff.next()
                 print(
                     f"taskwire: connection to {ws_url} lost (code {transport.close_code}); "
@@ -197,6 +207,14 @@ class Runner:
         except (ConnectionError, OSError) as e:
             await transport.close()
             raise ConnectionError(str(e)) from e
+        try:
+            async with asyncio.timeout(WELCOME_TIMEOUT_S):
+                await self._await_welcome(transport)
+        except TimeoutError:
+            await transport.close(4408)
+            raise ConnectionError("no welcome in time") from None
+
+    async def _await_welcome(self, transport: Transport) -> None:
         refused: str | None = None
         while True:
             raw = await transport.recv()
@@ -551,6 +569,7 @@ class Runner:
             file=sys.stderr,
         )
         self._stopping = True
+        self._stopped_at = self.loop.time()
         self.session.draining_message(signal.Signals(sig).name)
         self._kick()
         self._maybe_bye()
