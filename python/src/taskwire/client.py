@@ -21,28 +21,23 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import tempfile
-from bisect import bisect_right
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import errors
+from ._http import download_to, read_checked, safe_name, sse_data
+from ._task import Task
 from ._util import Backoff, base_urls, dumps, loads
 from .events import (
     EVENT_TYPES,
-    Accepted,
     Answered,
     Completed,
     Event,
-    Failed,
     File,
-    Progress,
-    Question,
     event_from_wire,
 )
-from .events import Cancelled as CancelledEvent
 
 if TYPE_CHECKING:
     import httpx
@@ -51,11 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "Task", "TaskInfo"]
 
 SUBPROTOCOL = "taskwire.v1"
-#: Events a Task holds for replay; past it a new progress replaces the last one
-#: held (the server's own rule, §6).
-MAX_HELD_EVENTS = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-DOWNLOAD_CHUNK = 256 * 1024
 
 Priority = Literal["high", "normal", "low"]
 Delivery = Literal["link", "stream"]
@@ -70,196 +61,6 @@ class TaskInfo:
     input_schema: Any
     served_by: str | None = None
     workers: int | None = None
-
-
-class Task:
-    """One task: its events as they arrive, its result, and what you can do to it.
-
-    Get one from :meth:`AsyncClient.submit` or :meth:`AsyncClient.attach`.
-    """
-
-    def __init__(self, client: AsyncClient, task_id: str, name: str | None = None) -> None:
-        self.id = task_id
-        #: The task's name, when this client submitted it.
-        self.name = name
-        self._client = client
-        self._events: list[Event] = []
-        self._seqs: list[int] = []
-        self._last_seq = 0
-        self._changed = asyncio.Event()
-        self._error: BaseException | None = None
-        self._terminal: Event | None = None
-        self._stream_dir: Path | None = None
-        self._streamed: dict[str, str] = {}
-        self._stream_error: str | None = None
-        #: Queued tasks that start before this one when it was accepted (0 = next).
-        self.position: int | None = None
-        #: True when the submit repeated an earlier one's ``idempotency_key``.
-        self.duplicate = False
-
-    def __repr__(self) -> str:
-        return f"<Task {self.id} {self.name or ''} {self.state}>"
-
-    # -- what is known -----------------------------------------------------------------
-
-    @property
-    def last_seq(self) -> int:
-        """The highest ``seq`` received (0 before any event)."""
-        return self._last_seq
-
-    @property
-    def done(self) -> bool:
-        """True once the terminal event arrived."""
-        return self._terminal is not None
-
-    def _finished(self) -> bool:
-        return self._terminal is not None
-
-    @property
-    def state(self) -> str:
-        """``queued``, ``running``, ``waiting``, ``completed``, ``failed``, ``cancelled``
-        (``unknown`` before the first event), from the events received so far."""
-        state = "unknown"
-        open_question = False
-        for event in self._events:
-            match event.type:
-                case "accepted" | "requeued":
-                    state, open_question = "queued", False
-                case "started":
-                    state = "running"
-                case "question":
-                    open_question = True
-                case "answered":
-                    open_question = False
-                case "completed" | "failed" | "cancelled":
-                    return event.type
-        return "waiting" if state == "running" and open_question else state
-
-    @property
-    def question(self) -> Question | None:
-        """The open question, if the task is waiting for an answer."""
-        current: Question | None = None
-        for event in self._events:
-            if isinstance(event, Question):
-                current = event
-            elif (
-                isinstance(event, Answered) and current and event.question_id == current.question_id
-            ) or event.terminal:
-                current = None
-        return current
-
-    @property
-    def events_held(self) -> tuple[Event, ...]:
-        """The events received and held so far (see :meth:`events` to wait for more)."""
-        return tuple(self._events)
-
-    # -- feeding (the client calls these) --------------------------------------------
-
-    def _push(self, event: Event) -> bool:
-        """Adds an event; False when it is a repeat (its seq was seen)."""
-        if event.seq <= self._last_seq:
-            return False
-        if len(self._events) >= MAX_HELD_EVENTS and isinstance(event, Progress):
-            for i in range(len(self._events) - 1, -1, -1):
-                if isinstance(self._events[i], Progress):
-                    del self._events[i]
-                    del self._seqs[i]
-                    break
-        if isinstance(event, Accepted):
-            self.position = event.position
-            self.duplicate = self.duplicate or event.duplicate
-        self._events.append(event)
-        self._seqs.append(event.seq)
-        self._last_seq = event.seq
-        if event.terminal:
-            self._terminal = event
-        self._wake()
-        return True
-
-    def _fail(self, error: BaseException) -> None:
-        if self._terminal is None and self._error is None:
-            self._error = error
-            self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    # -- waiting ----------------------------------------------------------------------
-
-    async def events(self, after_seq: int = 0) -> AsyncIterator[Event]:
-        """Every event with ``seq > after_seq``, held ones first, then live ones,
-        ending after the terminal event. Each event comes once, in ``seq`` order.
-
-        Raises the error that ended the following (e.g. ``NotFound``, or
-        ``ConnectionLost`` once reconnecting gave up).
-        """
-        self._client._follow(self)
-        last = after_seq
-        while True:
-            i = bisect_right(self._seqs, last)
-            if i < len(self._events):
-                event = self._events[i]
-                last = event.seq
-                yield event
-                if event.terminal:
-                    return
-                continue
-            if self._terminal is not None:
-                return
-            if self._error is not None:
-                raise self._error
-            await self._changed.wait()
-
-    async def questions(self) -> AsyncIterator[Question]:
-        """The task's questions as they are asked (open or not), until it ends."""
-        async for event in self.events():
-            if isinstance(event, Question):
-                yield event
-
-    async def wait(self, timeout: float | None = None) -> Completed:
-        """The ``completed`` event (result, files, duration).
-
-        Raises the failure as a :class:`~taskwire.errors.ServerError` subclass
-        (``TaskError``, ``WorkerLost``, ``TaskTimeout`` …, with ``task_id``
-        set), :class:`~taskwire.errors.TaskCancelled`, or ``TimeoutError``
-        after ``timeout`` seconds.
-        """
-        async with asyncio.timeout(timeout):
-            async for _ in self.events(self._last_seq):
-                pass
-        terminal = self._terminal
-        if isinstance(terminal, Failed):
-            raise errors.error_from_wire(terminal.error, task_id=self.id)
-        if isinstance(terminal, CancelledEvent):
-            raise errors.TaskCancelled(self.id, terminal.reason)
-        if not isinstance(terminal, Completed):
-            raise errors.ConnectionLost(f"task {self.id} ended without a terminal event")
-        if self._stream_dir is not None:
-            terminal = await self._client._complete_stream(self, terminal)
-        return terminal
-
-    async def result(self, timeout: float | None = None) -> Any:
-        """The task's JSON result; raises as :meth:`wait` does."""
-        return (await self.wait(timeout)).result
-
-    # -- acting -----------------------------------------------------------------------
-
-    async def cancel(self) -> None:
-        """Cancels the task (a queued one never starts). ``AlreadyFinished`` if it ended."""
-        await self._client.cancel(self.id)
-
-    async def answer(self, question_id: str, value: Any) -> Answered:
-        """Answers the task's open question; returns the ``answered`` event.
-
-        ``InvalidInput`` when the value does not fit (the question stays open),
-        ``AlreadyAnswered``, ``NotFound`` when no such question is open.
-        """
-        return await self._client.answer(self.id, question_id, value)
-
-    async def status(self) -> dict[str, Any]:
-        """The server's snapshot of the task (REST ``GET /v1/tasks/{id}``)."""
-        return await self._client.status(self.id)
 
 
 @dataclass(slots=True)
@@ -522,54 +323,11 @@ class AsyncClient:
         place only when the size and sha256 match (``DownloadError`` otherwise,
         nothing left behind). No API key is sent: the link is the capability.
         """
-        url = file.url if isinstance(file, File) else file
-        expected = sha256 or (file.sha256 if isinstance(file, File) else None)
-        size = file.size if isinstance(file, File) else None
-        target = Path(dest)
-        if target.is_dir():  # noqa: ASYNC240 - one stat, not worth a thread
-            name = file.name if isinstance(file, File) else url.rstrip("/").rsplit("/", 1)[-1]
-            target = target / _safe_name(name)
-        http = self._client_http()
-        fd, part_name = tempfile.mkstemp(prefix=".taskwire-", suffix=".part", dir=target.parent)
-        part = Path(part_name)
-        digest = hashlib.sha256()
-        written = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async with http.stream("GET", self._absolute(url)) as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise errors.DownloadError(
-                            f"download answered {response.status_code}", status=response.status_code
-                        )
-                    async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        written += len(chunk)
-            if size is not None and written != size:
-                raise errors.DownloadError(f"expected {size} bytes, got {written}")
-            if expected and digest.hexdigest() != expected:
-                raise errors.DownloadError(
-                    f"sha256 mismatch: expected {expected}, got {digest.hexdigest()}"
-                )
-            os.replace(part, target)
-        except BaseException:
-            part.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup on error
-            raise
-        return target
+        return await download_to(self._client_http(), self._absolute, file, dest, sha256)
 
     async def read(self, file: File) -> bytes:
         """A (small) file output's bytes, checked against its sha256."""
-        http = self._client_http()
-        response = await http.get(self._absolute(file.url))
-        if response.status_code != 200:
-            raise errors.DownloadError(
-                f"download answered {response.status_code}", status=response.status_code
-            )
-        data = response.content
-        if file.sha256 and hashlib.sha256(data).hexdigest() != file.sha256:
-            raise errors.DownloadError("sha256 mismatch")
-        return data
+        return await read_checked(self._client_http(), self._absolute(file.url), file.sha256)
 
     # -- internals: REST --------------------------------------------------------------
 
@@ -658,7 +416,7 @@ class AsyncClient:
                             return
                         backoff.reset()
                         deadline = None
-                        async for data in _sse_data(response):
+                        async for data in sse_data(response):
                             obj = loads(data)
                             if isinstance(obj, dict):
                                 handle._push(event_from_wire(obj))
@@ -924,7 +682,7 @@ class AsyncClient:
             return
         folder = handle._stream_dir / handle.id
         folder.mkdir(parents=True, exist_ok=True)
-        name = _safe_name(str(msg.get("name", "file")))
+        name = safe_name(str(msg.get("name", "file")))
         path = folder / name
         part = folder / f".{name}.part"
         self._streams[number] = _StreamIn(handle.id, name, path, part, open(part, "wb"))  # noqa: SIM115
@@ -969,7 +727,7 @@ class AsyncClient:
             if path is None:
                 folder = handle._stream_dir / handle.id
                 folder.mkdir(parents=True, exist_ok=True)
-                path = str(await self.download(file, folder / _safe_name(file.name)))
+                path = str(await self.download(file, folder / safe_name(file.name)))
                 handle._streamed[file.name] = path
             files.append(File(**{**_file_fields(file), "path": path}))
         return Completed(
@@ -1011,31 +769,3 @@ def _file_fields(file: File) -> dict[str, Any]:
         "expires_at": file.expires_at,
         "path": file.path,
     }
-
-
-def _safe_name(name: str) -> str:
-    """A file name that stays inside its folder whatever the server sent."""
-    cleaned = "".join("_" if c in "/\\\0" or ord(c) < 32 else c for c in name).strip()
-    if cleaned in ("", ".", ".."):
-        cleaned = "file"
-    return cleaned[:255]
-
-
-async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The ``data`` of each Server-Sent Event of a response."""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data.append(value)
-    if data:
-        yield "\n".join(data)
