@@ -13,7 +13,7 @@ __all__ = ["Backoff", "base_urls", "dumps", "loads"]
 
 def dumps(obj: Any) -> str:
     """Compact JSON, UTF-8 kept as is (what every message on the wire is)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:

@@ -63,17 +63,57 @@ class AttemptState:
     interactive: bool
     deadline: datetime | None
     timeout_s: float | None
-    output_dir: Path
+    #: Where files go: the server's directory (managed), or a local one (remote).
+    output_dir_text: str
     managed: bool
     upload_url: str | None
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Set with ``cancelled``, readable from any thread.
-    cancel_flag: threading.Event = field(default_factory=threading.Event)
+    #: Set once by the loop; read from any thread (a plain bool is enough).
+    cancel_requested: bool = False
+    #: The handler looked at ``output_dir`` (a remote worker's local folder to remove).
+    dir_used: bool = False
     cancel_reason: str | None = None
     files: dict[str, FileOut] = field(default_factory=dict)
     questions: int = 0
-    ask_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answer: asyncio.Future[Any] | None = None
+    # Made on first use: most attempts never need them.
+    _async_event: asyncio.Event | None = None
+    _thread_event: threading.Event | None = None
+    _ask_lock: asyncio.Lock | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output_dir_text)
+
+    def was_cancelled(self) -> bool:
+        return self.cancel_requested
+
+    def request_cancel(self, reason: str) -> None:
+        self.cancel_reason = reason
+        self.cancel_requested = True
+        if self._async_event is not None:
+            self._async_event.set()
+        if self._thread_event is not None:
+            self._thread_event.set()
+
+    def async_event(self) -> asyncio.Event:
+        if self._async_event is None:
+            self._async_event = asyncio.Event()
+            if self.cancel_requested:
+                self._async_event.set()
+        return self._async_event
+
+    def thread_event(self) -> threading.Event:
+        if self._thread_event is None:
+            event = threading.Event()
+            if self.cancel_requested:
+                event.set()
+            self._thread_event = event
+        return self._thread_event
+
+    def ask_lock(self) -> asyncio.Lock:
+        if self._ask_lock is None:
+            self._ask_lock = asyncio.Lock()
+        return self._ask_lock
 
 
 def _choices(choices: Sequence[Any]) -> list[dict[str, Any]]:
@@ -134,7 +174,7 @@ class _Base:
     @property
     def is_cancelled(self) -> bool:
         """True once the server cancelled the attempt (readable from any thread)."""
-        return self._state.cancel_flag.is_set()
+        return self._state.cancel_requested
 
     @property
     def cancel_reason(self) -> str | None:
@@ -145,8 +185,10 @@ class _Base:
     def output_dir(self) -> Path:
         """Where this attempt's files go (managed: the server's directory for it;
         remote: a local folder uploaded on completion)."""
-        self._state.output_dir.mkdir(parents=True, exist_ok=True)
-        return self._state.output_dir
+        self._state.dir_used = True
+        path = self._state.output_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def state(self) -> Any:
@@ -154,7 +196,7 @@ class _Base:
         return self._runner.worker.state
 
     def _check(self) -> None:
-        if self._state.cancel_flag.is_set():
+        if self._state.cancel_requested:
             raise Cancelled(f"task {self.task_id} was cancelled ({self._state.cancel_reason})")
 
     # -- reports (queue only, from any thread) ----------------------------------------
@@ -229,7 +271,7 @@ class Context(_Base):
     def cancelled(self) -> asyncio.Event:
         """Set when the server cancels the attempt (the handler also gets
         :class:`asyncio.CancelledError` at its next ``await``)."""
-        return self._state.cancelled
+        return self._state.async_event()
 
     async def ask(
         self,
@@ -253,7 +295,7 @@ class Context(_Base):
         if (choices is None) == (schema is None):
             raise ValueError("ask takes either choices= or schema=")
         state = self._state
-        async with state.ask_lock:
+        async with state.ask_lock():
             self._check()
             state.questions += 1
             question_id = f"q{state.questions}"
@@ -307,7 +349,7 @@ class SyncContext(_Base):
     def cancelled(self) -> threading.Event:
         """Set when the server cancels the attempt; check it in long loops (or call
         any ``ctx`` method, which raises :class:`taskwire.Cancelled` then)."""
-        return self._state.cancel_flag
+        return self._state.thread_event()
 
     def ask(
         self,

@@ -356,9 +356,9 @@ class Runner:
             )
             return
         if assign.output_dir is not None:
-            output_dir = Path(assign.output_dir)
+            output_dir = assign.output_dir
         else:
-            output_dir = self._scratch_dir() / f"{assign.task_id}-{assign.attempt}"
+            output_dir = str(self._scratch_dir() / f"{assign.task_id}-{assign.attempt}")
         state = AttemptState(
             task_id=assign.task_id,
             attempt=assign.attempt,
@@ -366,7 +366,7 @@ class Runner:
             interactive=assign.interactive,
             deadline=deadline_from(assign.deadline, assign.timeout_s),
             timeout_s=assign.timeout_s,
-            output_dir=output_dir,
+            output_dir_text=output_dir,
             managed=assign.output_dir is not None,
             upload_url=assign.upload_url,
         )
@@ -380,11 +380,9 @@ class Runner:
         if running is None:
             return
         state = running.state
-        if state.cancel_flag.is_set():
+        if state.was_cancelled():
             return
-        state.cancel_reason = reason
-        state.cancel_flag.set()
-        state.cancelled.set()
+        state.request_cancel(reason)
         if state.answer is not None and not state.answer.done():
             state.answer.set_result(("cancelled", False, None, None))
         if running.is_async and running.started:
@@ -396,7 +394,7 @@ class Runner:
         if running is not None:
             running.started = True
         try:
-            if state.cancel_flag.is_set():
+            if state.was_cancelled():
                 raise errors.Cancelled("cancelled before it started")
             value = spec.build_input(raw_input)
             if spec.is_async:
@@ -406,23 +404,23 @@ class Runner:
                 result = await self.loop.run_in_executor(self.executor, spec.handler, value, ctx)
             result = _jsonable(result)
             files = await self._files(state)
-            if state.cancel_flag.is_set():
+            if state.was_cancelled():
                 session.cancelled(state.task_id, state.attempt)
             else:
                 session.complete(state.task_id, state.attempt, result, files)
         except asyncio.CancelledError:
-            if not state.cancel_flag.is_set():
+            if not state.was_cancelled():
                 raise  # the worker itself is stopping
             session.cancelled(state.task_id, state.attempt)
         except Exception as e:
-            if state.cancel_flag.is_set():
+            if state.was_cancelled():
                 session.cancelled(state.task_id, state.attempt)
             else:
                 code, message, details = self._describe(e)
                 session.fail(state.task_id, state.attempt, message, code, details)
         finally:
             self.running.pop(state.task_id, None)
-            if not state.managed:
+            if not state.managed and (state.files or state.dir_used):
                 _remove_tree(state.output_dir)
             self._last_end = self.loop.time()
             self._kick()
@@ -629,10 +627,6 @@ def _jsonable(value: Any) -> Any:
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"the task's result is not JSON: {e}") from e
     return value
 
 

@@ -12,6 +12,7 @@ unit-tested with plain calls.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,9 @@ class OutMessage:
     message: dict[str, Any]
     #: Terminal messages stay unacknowledged until ``ok`` (by ``ref``).
     ref: str | None = None
+    #: The message already encoded (outcomes are encoded when given, so a
+    #: result that is not JSON fails the task there).
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +215,9 @@ class Session:
             return False
         out: dict[str, Any] = {"type": "progress", "task_id": task_id, "attempt": attempt}
         if fraction is not None:
-            out["progress"] = min(1.0, max(0.0, float(fraction)))
+            value = float(fraction)
+            if math.isfinite(value):
+                out["progress"] = min(1.0, max(0.0, value))
         if message is not None:
             out["message"] = message
         if data is not None:
@@ -327,15 +333,20 @@ class Session:
         held = self._current(out["task_id"], out["attempt"])
         if held is None:
             return False
+        ref = f"t{self._next_ref + 1}"
+        out["ref"] = ref
+        try:
+            text = dumps(out)
+        except (TypeError, ValueError) as e:
+            del out["ref"]
+            raise TypeError(f"the task's result is not JSON: {e}") from e
+        self._next_ref += 1
         held.finished = True
         del self.running[held.task_id]
         # A progress still queued stays where it is, before the outcome.
         self._progress_slot.pop(held.task_id, None)
-        self._next_ref += 1
-        ref = f"t{self._next_ref}"
-        out["ref"] = ref
         self.unacked[ref] = out
-        self.outbox.append(OutMessage(out, ref))
+        self.outbox.append(OutMessage(out, ref, text))
         return True
 
     def draining_message(self, reason: str | None = None) -> None:
@@ -363,17 +374,26 @@ class Session:
 
     def take_lines(self) -> list[str]:
         """The outbox as JSON texts, in order; the outbox is emptied."""
-        lines = [dumps(entry.message) for entry in self.outbox if entry.message]
+        lines: list[str] = []
+        for entry in self.outbox:
+            if entry.text is not None:
+                lines.append(entry.text)
+            elif entry.message:
+                try:
+                    lines.append(dumps(entry.message))
+                except (TypeError, ValueError) as e:
+                    note = f"a {entry.message.get('type')} report was dropped: not JSON ({e})"
+                    lines.append(dumps({"type": "log", "level": "warn", "message": note}))
         self.outbox.clear()
         self._progress_slot.clear()
         self._logs.clear()
         if self.dropped_logs:
-            note = {
+            dropped = {
                 "type": "log",
                 "level": "warn",
                 "message": f"{self.dropped_logs} log lines were dropped (too many at once)",
             }
-            lines.insert(0, dumps(note))
+            lines.insert(0, dumps(dropped))
             self.dropped_logs = 0
         return lines
 

@@ -30,10 +30,7 @@ class TaskSpec:
     input_type: Any
     retry_safe: bool
     timeout_s: float | None
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)
+    is_async: bool
 
     def wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -126,6 +123,7 @@ class Worker:
                 input_type=input,
                 retry_safe=retry_safe,
                 timeout_s=timeout_s,
+                is_async=inspect.iscoroutinefunction(handler),
             )
             return handler
 
