@@ -1,35 +1,16 @@
 #!/usr/bin/env bash
 # The Python package's checks, against a real `taskwire serve`:
-#   1. a venv at ${TASKWIRE_PY_VENV:-target/python-venv} with the pinned test
-#      requirements (python/requirements-test.txt, hashes checked), created on
-#      first use;
-#   2. `pip install ./python` into it (the package as a user installs it);
-#   3. ruff (lint and format), mypy --strict;
-#   4. pytest, with TASKWIRE_REQUIRE_ALL=1: a skipped test fails the run.
+#   1. the venv of scripts/python-venv.sh (pinned test requirements, hashes
+#      checked, and `pip install ./python`);
+#   2. ruff (lint and format) and mypy --strict;
+#   3. pytest with TASKWIRE_REQUIRE_ALL=1: a skipped test fails the run.
 # The server binary is TASKWIRE_BIN, else target/debug/taskwire (built here).
 #   scripts/test-python.sh                 # everything
 #   scripts/test-python.sh -k reconnect    # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-venv=${TASKWIRE_PY_VENV:-$root/target/python-venv}
-reqs=$root/python/requirements-test.txt
-stamp=$venv/.requirements.sha256
-
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-  { echo "test-python.sh: Python 3.11 or newer is needed as python3" >&2; exit 1; }
-want=$(sha256sum "$reqs" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setting up $venv (pinned test requirements)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r "$reqs"
-  echo "$want" >"$stamp"
-fi
-
-# The package itself, as `pip install ./python` does (the build backend is pinned
-# in the requirements, so no unpinned download happens here).
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
-  --force-reinstall "$root/python"
+venv=$(scripts/python-venv.sh)
 
 if [ -z "${TASKWIRE_BIN:-}" ]; then
   cargo build --quiet --bin taskwire
