@@ -494,7 +494,7 @@ class Runner:
             except ValueError:
                 error = {}
             raise RuntimeError(
-                f"upload of {name} answered {response.status_code} "
+                f"upload of an output file answered {response.status_code} "
                 f"{error.get('code', '')}: {error.get('message', '')}".rstrip(": ")
             )
 
