@@ -322,3 +322,62 @@ async def test_accepted_event_fields(client: taskwire.AsyncClient) -> None:
     assert isinstance(first, Accepted)
     assert first.at is not None
     assert first.raw["type"] == "accepted"
+
+
+async def test_rest_events_resume_after_a_cut(server: Server) -> None:
+    proxy = Proxy(server.port)
+    try:
+        async with taskwire.AsyncClient(proxy.url, server.key, transport="rest") as rest:
+            task = await rest.submit("sleep", {"ms": 1200, "steps": 24})
+            seqs: list[int] = []
+            cut = False
+            async for event in task.events():
+                seqs.append(event.seq)
+                if not cut and isinstance(event, Progress) and (event.progress or 0) >= 0.25:
+                    proxy.cut()
+                    cut = True
+            assert cut
+            assert seqs == list(range(1, 28)), seqs
+            assert proxy.accepted >= 2  # the first stream (and submit), the resumed one
+    finally:
+        proxy.close()
+
+
+async def test_cancel_on_disconnect(server: Server, client: taskwire.AsyncClient) -> None:
+    async with taskwire.AsyncClient(server.url, server.key) as short:
+        task = await short.submit("sleep", {"ms": 60_000}, cancel_on_disconnect=True)
+        async for event in task.events():
+            if isinstance(event, Started):
+                break
+    followed = await client.attach(task.id)
+    with pytest.raises(taskwire.TaskCancelled) as caught:
+        await followed.wait(DEADLINE)
+    assert caught.value.reason == "disconnect"
+
+
+async def test_queue_full_carries_retry_after() -> None:
+    from .support import start_server
+
+    server = start_server(args=["--workers", "1", "--queue-capacity", "1"])
+    try:
+        async with taskwire.AsyncClient(server.url, server.key) as client:
+            running = await client.submit("sleep", {"ms": 60_000})
+            async for event in running.events():
+                if isinstance(event, Started):
+                    break
+            await client.submit("sleep", {"ms": 1})
+            with pytest.raises(taskwire.QueueFull) as caught:
+                await client.submit("sleep", {"ms": 1})
+            assert caught.value.retry_after_ms is not None
+            assert caught.value.retry_after_ms >= 10
+            await running.cancel()
+    finally:
+        server.stop()
+
+
+def test_sync_client_from_threads(server: Server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with taskwire.Client(server.url, server.key) as client, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: client.run("echo", i), range(40)))
+    assert results == list(range(40))
