@@ -14,12 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{KeyConfig, normalize_origin};
-use crate::task::ClientId;
+use crate::task::{ClientId, Owner};
 
 /// A secret presented by a client (API key or browser token).
 #[derive(Clone)]
@@ -51,10 +52,56 @@ pub struct Principal {
     /// A browser token: the tasks it may submit (`None`: any).
     pub tasks: Option<Arc<[Box<str>]>>,
     /// Authenticated by a browser token (which cannot mint tokens).
-    pub via_token: bool,
+    pub token: Option<TokenRef>,
+}
+
+/// What a task sees of the browser token a caller presented.
+#[derive(Clone, Debug)]
+pub struct TokenRef {
+    /// Unique among the tokens of this process.
+    pub id: u64,
+    pub scope: TokenScope,
+    pub expires: Instant,
+    /// Cancelled when the token is revoked.
+    pub revoked: CancellationToken,
+}
+
+/// Which tasks a browser token sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Only the tasks it submitted (the default).
+    Own,
+    /// Every task of the minting key.
+    Key,
 }
 
 impl Principal {
+    /// The owner of the tasks this caller submits.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            client: self.client.clone(),
+            token: self.token.as_ref().map(|t| t.id),
+        }
+    }
+
+    /// Whether this caller (of the owning client) sees a task submitted by
+    /// `token` (`None`: by a key).
+    pub fn sees(&self, token: Option<u64>) -> bool {
+        match &self.token {
+            None => true,
+            Some(own) => own.scope == TokenScope::Key || token == Some(own.id),
+        }
+    }
+
+    pub fn via_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether the token this caller presented has expired (never for a key).
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.token.as_ref().is_some_and(|t| t.expires <= now)
+    }
+
     /// Whether this caller may submit task `name`.
     pub fn may_run(&self, name: &str) -> bool {
         self.tasks
@@ -117,7 +164,7 @@ impl KeyStore {
             client: ClientId::new(&entry.name),
             admin: entry.admin,
             tasks: None,
-            via_token: false,
+            token: None,
         })
     }
 }
@@ -175,9 +222,12 @@ pub struct Tokens {
 #[derive(Debug, Clone)]
 struct Grant {
     client: ClientId,
+    id: u64,
+    scope: TokenScope,
     expires: Instant,
     tasks: Option<Arc<[Box<str>]>>,
     origin: Option<String>,
+    revoked: CancellationToken,
 }
 
 /// Why a token could not be minted.
@@ -210,8 +260,10 @@ impl Tokens {
         ttl: Option<Duration>,
         tasks: Option<Vec<String>>,
         origin: Option<String>,
+        scope: TokenScope,
     ) -> Result<(String, SystemTime), MintError> {
-        if owner.via_token {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        if owner.via_token() {
             return Err(MintError::NotAKey);
         }
         if self.grants.len() >= MAX_TOKENS {
@@ -230,19 +282,30 @@ impl Tokens {
             digest(&secret),
             Grant {
                 client: owner.client.clone(),
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                scope,
                 expires: Instant::now() + ttl,
                 tasks: tasks.map(|t| t.into_iter().map(String::into_boxed_str).collect()),
                 origin,
+                revoked: CancellationToken::new(),
             },
         );
         Ok((secret, SystemTime::now() + ttl))
     }
 
-    /// Revokes a token minted by `owner`; false if there is none.
+    /// Revokes a token minted by `owner` (sockets it opened close with
+    /// `4401`); false if there is none.
     pub fn revoke(&self, owner: &ClientId, token: &str) -> bool {
-        self.grants
+        match self
+            .grants
             .remove_if(&digest(token), |_, grant| grant.client == *owner)
-            .is_some()
+        {
+            Some((_, grant)) => {
+                grant.revoked.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The caller a live token stands for. A token bound to an origin is
@@ -266,7 +329,12 @@ impl Tokens {
             client: grant.client,
             admin: false,
             tasks: grant.tasks,
-            via_token: true,
+            token: Some(TokenRef {
+                id: grant.id,
+                scope: grant.scope,
+                expires: grant.expires,
+                revoked: grant.revoked,
+            }),
         })
     }
 }

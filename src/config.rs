@@ -74,6 +74,43 @@ pub struct Overrides {
     /// Bytes of staged and published files (default 1 GiB).
     #[arg(long, env = "TASKWIRE_MAX_TEMP_BYTES", value_name = "N")]
     pub max_temp_bytes: Option<u64>,
+    /// Bytes of queued task inputs (default: a quarter of the machine's
+    /// memory, at most 2 GiB).
+    #[arg(long, env = "TASKWIRE_MAX_QUEUED_INPUT_BYTES", value_name = "N")]
+    pub max_queued_input_bytes: Option<u64>,
+    /// Bytes of queued inputs one client may hold (default: half of
+    /// max_queued_input_bytes).
+    #[arg(
+        long,
+        env = "TASKWIRE_MAX_QUEUED_INPUT_BYTES_PER_CLIENT",
+        value_name = "N"
+    )]
+    pub max_queued_input_bytes_per_client: Option<u64>,
+    /// Bytes of held finished-task results, errors and progress data
+    /// (default 256 MiB).
+    #[arg(long, env = "TASKWIRE_MAX_HELD_RESULT_BYTES", value_name = "N")]
+    pub max_held_result_bytes: Option<u64>,
+    /// Longest wait for an answer to a task's question (default 3600).
+    #[arg(long, env = "TASKWIRE_MAX_QUESTION_WAIT_S", value_name = "N")]
+    pub max_question_wait_s: Option<u64>,
+    /// Seconds an executor gets to stop a task it was told to stop
+    /// (default 10).
+    #[arg(long, env = "TASKWIRE_CANCEL_GRACE_S", value_name = "N")]
+    pub cancel_grace_s: Option<u64>,
+    /// Attempts a retry-safe task gets when its workers are lost (default 2).
+    #[arg(long, env = "TASKWIRE_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Seconds a queued task waits for a worker serving its name before it
+    /// fails with no_worker (default 600).
+    #[arg(long, env = "TASKWIRE_NO_WORKER_WAIT_S", value_name = "N")]
+    pub no_worker_wait_s: Option<u64>,
+    /// Seconds one write to a client socket may take before the client
+    /// counts as a slow reader (default 30).
+    #[arg(long, env = "TASKWIRE_WRITE_TIMEOUT_S", value_name = "N")]
+    pub write_timeout_s: Option<u64>,
+    /// Seconds a REST request body may take to arrive (default 30).
+    #[arg(long, env = "TASKWIRE_BODY_TIMEOUT_S", value_name = "N")]
+    pub body_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -104,6 +141,15 @@ struct FileConfig {
     max_task_events: Option<usize>,
     max_held_tasks: Option<usize>,
     max_temp_bytes: Option<u64>,
+    max_queued_input_bytes: Option<u64>,
+    max_queued_input_bytes_per_client: Option<u64>,
+    max_held_result_bytes: Option<u64>,
+    max_question_wait_s: Option<u64>,
+    cancel_grace_s: Option<u64>,
+    max_attempts: Option<u32>,
+    no_worker_wait_s: Option<u64>,
+    write_timeout_s: Option<u64>,
+    body_timeout_s: Option<u64>,
     max_token_ttl_s: Option<u64>,
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
@@ -168,6 +214,42 @@ pub struct Limits {
     pub send_queue: usize,
     pub max_task_events: usize,
     pub max_held_tasks: usize,
+    /// Queued inputs in all; past it a submit is `queue_full`.
+    pub max_queued_input_bytes: u64,
+    /// Queued inputs of one client; past it its submits are `queue_full`.
+    pub max_queued_input_bytes_per_client: u64,
+    /// Held finished tasks' events; past it the oldest is forgotten.
+    pub max_held_result_bytes: usize,
+    pub max_question_wait: Duration,
+    pub cancel_grace: Duration,
+    pub max_attempts: u32,
+    pub no_worker_wait: Duration,
+    pub write_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+/// A time far enough away to stand for "never" in deadline arithmetic.
+pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// The default bound on queued inputs: a quarter of the machine's memory,
+/// at most 2 GiB (2 GiB when the memory cannot be read).
+fn default_queued_input_bytes() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map(|kib| kib * 1024);
+    let cap = 2 * 1024 * MIB;
+    total.map_or(cap, |bytes| (bytes / 4).min(cap))
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +410,72 @@ impl Config {
             0,
             u64::MAX / 2,
         );
+        let max_queued_input_bytes = check(
+            "max_queued_input_bytes",
+            pick(
+                o.max_queued_input_bytes,
+                file.max_queued_input_bytes,
+                default_queued_input_bytes(),
+            ),
+            MIB,
+            u64::MAX / 2,
+        );
+        let max_queued_input_bytes_per_client = check(
+            "max_queued_input_bytes_per_client",
+            pick(
+                o.max_queued_input_bytes_per_client,
+                file.max_queued_input_bytes_per_client,
+                max_queued_input_bytes / 2,
+            ),
+            1024,
+            u64::MAX / 2,
+        );
+        let max_held_result_bytes = check(
+            "max_held_result_bytes",
+            pick(
+                o.max_held_result_bytes,
+                file.max_held_result_bytes,
+                256 * MIB,
+            ),
+            MIB,
+            u64::MAX / 2,
+        );
+        let max_question_wait_s = check(
+            "max_question_wait_s",
+            pick(o.max_question_wait_s, file.max_question_wait_s, 3600),
+            1,
+            7 * 86_400,
+        );
+        let cancel_grace_s = check(
+            "cancel_grace_s",
+            pick(o.cancel_grace_s, file.cancel_grace_s, 10),
+            1,
+            3600,
+        );
+        let max_attempts = check(
+            "max_attempts",
+            u64::from(pick(o.max_attempts, file.max_attempts, 2)),
+            1,
+            100,
+        );
+        let no_worker_wait_s = check(
+            "no_worker_wait_s",
+            pick(o.no_worker_wait_s, file.no_worker_wait_s, 600),
+            1,
+            7 * 86_400,
+        );
+        let write_timeout_s = check(
+            "write_timeout_s",
+            pick(o.write_timeout_s, file.write_timeout_s, 30),
+            1,
+            3600,
+        );
+        let body_timeout_s = check(
+            "body_timeout_s",
+            pick(o.body_timeout_s, file.body_timeout_s, 30),
+            1,
+            3600,
+        );
         let max_token_ttl_s = check(
             "max_token_ttl_s",
             file.max_token_ttl_s.unwrap_or(3600),
@@ -410,6 +558,15 @@ impl Config {
                 send_queue: send_queue as usize,
                 max_task_events: max_task_events as usize,
                 max_held_tasks: max_held_tasks as usize,
+                max_queued_input_bytes,
+                max_queued_input_bytes_per_client,
+                max_held_result_bytes: usize::try_from(max_held_result_bytes).unwrap_or(usize::MAX),
+                max_question_wait: secs(max_question_wait_s),
+                cancel_grace: secs(cancel_grace_s),
+                max_attempts: max_attempts as u32,
+                no_worker_wait: secs(no_worker_wait_s),
+                write_timeout: secs(write_timeout_s),
+                body_timeout: secs(body_timeout_s),
             },
             files: FilesConfig {
                 file_ttl: secs(file_ttl_s),
@@ -451,6 +608,15 @@ impl Config {
             max_task_events: usize,
             max_held_tasks: usize,
             max_temp_bytes: u64,
+            max_queued_input_bytes: u64,
+            max_queued_input_bytes_per_client: u64,
+            max_held_result_bytes: usize,
+            max_question_wait_s: u64,
+            cancel_grace_s: u64,
+            max_attempts: u32,
+            no_worker_wait_s: u64,
+            write_timeout_s: u64,
+            body_timeout_s: u64,
             max_token_ttl_s: u64,
             allowed_origins: &'a [String],
         }
@@ -472,6 +638,15 @@ impl Config {
             max_task_events: self.limits.max_task_events,
             max_held_tasks: self.limits.max_held_tasks,
             max_temp_bytes: self.files.max_temp_bytes,
+            max_queued_input_bytes: self.limits.max_queued_input_bytes,
+            max_queued_input_bytes_per_client: self.limits.max_queued_input_bytes_per_client,
+            max_held_result_bytes: self.limits.max_held_result_bytes,
+            max_question_wait_s: self.limits.max_question_wait.as_secs(),
+            cancel_grace_s: self.limits.cancel_grace.as_secs(),
+            max_attempts: self.limits.max_attempts,
+            no_worker_wait_s: self.limits.no_worker_wait.as_secs(),
+            write_timeout_s: self.limits.write_timeout.as_secs(),
+            body_timeout_s: self.limits.body_timeout.as_secs(),
             max_token_ttl_s: self.security.max_token_ttl.as_secs(),
             allowed_origins: &self.security.allowed_origins,
         };

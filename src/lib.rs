@@ -2,12 +2,15 @@
 
 pub use taskwire_protocol as protocol;
 
+pub mod admission;
 pub mod artifacts;
 pub mod auth;
 pub mod booklet;
 pub mod catalog;
 pub mod config;
+pub mod directory;
 pub mod exec;
+mod pool;
 pub mod scheduler;
 pub mod server;
 pub mod task;
@@ -24,10 +27,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::artifacts::{Artifacts, ArtifactsError};
 use crate::auth::{Authenticator, KeyStore, OriginPolicy, Tokens};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::directory::Directory;
+use crate::exec::RegisterError;
 use crate::scheduler::Scheduler;
 use crate::server::AppState;
 use crate::telemetry::Metrics;
@@ -39,6 +45,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 pub enum ServeError {
     #[error(transparent)]
     Artifacts(#[from] ArtifactsError),
+    #[error("the built-in pool could not start: {0}")]
+    Pool(#[from] RegisterError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -77,19 +85,31 @@ pub async fn serve_with(
     let stop = CancellationToken::new();
     let artifacts = Artifacts::start(&config.files, &background, stop.clone(), metrics.clone())?;
     let catalog = Arc::new(catalog);
+    let directory = Arc::new(Directory::with_builtins(&catalog));
+    let discard = artifacts.clone();
     let scheduler = Scheduler::start(
         &config.limits,
-        Arc::clone(&catalog),
-        artifacts.clone(),
+        Arc::clone(&directory),
         metrics.clone(),
         &background,
         stop.clone(),
+        move |files| discard.discard(&files),
     );
+    pool::start(
+        &scheduler,
+        Arc::clone(&catalog),
+        artifacts.clone(),
+        config.limits.workers,
+        &background,
+    )
+    .await?;
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
     let state = AppState::new(server::Inner {
-        welcome: server::welcome(&catalog, &config),
+        welcome: std::sync::Mutex::new((0, Default::default())),
+        admission: Admission::new(Arc::clone(&directory), config.limits.max_timeout),
+        directory,
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),
             tokens: Tokens::new(config.security.max_token_ttl),
@@ -102,7 +122,6 @@ pub async fn serve_with(
             public_url: config.files.public_url.clone(),
         },
         config,
-        catalog,
         scheduler: scheduler.clone(),
         artifacts,
         metrics,

@@ -6,35 +6,26 @@
 //! task's handler decodes or produces.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-/// A task's id: 128 bits shown as 32 lowercase hex digits. The high half is
-/// random per server start, the low half a counter, so ids never repeat
-/// across restarts and are cheap to make.
+/// A task's id: 128 random bits shown as 32 lowercase hex digits. Ids
+/// cannot be guessed from one another (a client that knows its own task's
+/// id learns nothing about anyone else's), and never repeat across restarts
+/// or nodes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(u128);
 
 impl TaskId {
-    /// A new id, unique within this process and (by the random half) across
-    /// restarts and nodes.
-    pub fn generate() -> TaskId {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(1);
-        let prefix = *PREFIX.get_or_init(|| {
-            let mut bytes = [0u8; 8];
-            // Without OS randomness the ids are still unique in this process.
-            let _ = getrandom::fill(&mut bytes);
-            u64::from_be_bytes(bytes)
-        });
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        TaskId((u128::from(prefix) << 64) | u128::from(n))
+    /// A new random id from the operating system's generator.
+    pub fn generate() -> Result<TaskId, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(TaskId(u128::from_be_bytes(bytes)))
     }
 
     /// The id as a stack string, for encoding without allocating.
@@ -117,6 +108,15 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// Who owns a task: the client (key name) and, when a browser token
+/// submitted it, that token (a token sees only its own tasks unless it was
+/// minted with the key's scope).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub client: ClientId,
+    pub token: Option<u64>,
+}
+
 /// Queue priority; strict between levels, FIFO within one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
@@ -145,14 +145,19 @@ pub enum Delivery {
     Stream,
 }
 
-/// What a client asked for, validated.
+/// What a client asked for, validated by admission.
 #[derive(Debug)]
 pub struct TaskSpec {
-    /// The catalogue name, already known to exist.
+    /// Made at admission: 128 random bits.
+    pub id: TaskId,
+    /// An offered task's name.
     pub name: Arc<str>,
-    /// Input accepted by the handler's `validate`.
+    /// Input accepted by the task's schema or check.
     pub input: Box<RawValue>,
     pub options: TaskOptions,
+    pub owner: Owner,
+    /// The task may run again after a lost attempt (its declaration says so).
+    pub retry_safe: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -164,12 +169,16 @@ pub struct TaskOptions {
     pub concurrency_key: Option<String>,
     pub delivery: Delivery,
     pub cancel_on_disconnect: bool,
+    /// The task may ask its submitter questions.
+    pub interactive: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskState {
     Queued,
     Running,
+    /// Running, with a question waiting for its answer.
+    Waiting,
     Completed,
     Failed,
     Cancelled,
@@ -187,6 +196,7 @@ impl TaskState {
         match self {
             TaskState::Queued => "queued",
             TaskState::Running => "running",
+            TaskState::Waiting => "waiting",
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
@@ -224,6 +234,10 @@ pub enum FailureKind {
     StorageFull,
     /// Something on the server's side broke (a bug or an IO error).
     Internal,
+    /// Its worker died, hung or disconnected, and it may not run again.
+    WorkerLost,
+    /// No worker serving its name came in time.
+    NoWorker,
 }
 
 /// A task's failure, as reported in `failed.error`.
@@ -256,8 +270,6 @@ pub struct PublishedFile {
     /// The download token's text (the capability in the link).
     pub token: String,
     pub expires_at: SystemTime,
-    /// Where the bytes are, for stream delivery.
-    pub path: PathBuf,
 }
 
 /// One progress report of a running task.
@@ -329,8 +341,19 @@ pub enum TaskEvent {
     },
     Started {
         worker: Arc<str>,
+        attempt: u32,
     },
     Progress(Progress),
+    Question {
+        question: QuestionSpec,
+        expires_at: SystemTime,
+    },
+    Answered(Answer),
+    /// The attempt was lost and the task waits to run again.
+    Requeued {
+        attempt: u32,
+        failure: TaskFailure,
+    },
     Completed {
         result: Box<RawValue>,
         files: Vec<PublishedFile>,
@@ -348,12 +371,55 @@ impl TaskEvent {
         )
     }
 
+    /// Roughly the memory holding this event costs, for
+    /// `max_held_result_bytes`.
+    pub fn held_bytes(&self) -> usize {
+        const BASE: usize = 128;
+        fn json(value: &serde_json::Value) -> usize {
+            serde_json::to_string(value).map_or(0, |text| text.len())
+        }
+        fn failure(f: &TaskFailure) -> usize {
+            f.message.len() + f.details.as_ref().map_or(0, json)
+        }
+        BASE + match self {
+            TaskEvent::Accepted { .. } | TaskEvent::Cancelled(_) => 0,
+            TaskEvent::Started { worker, .. } => worker.len(),
+            TaskEvent::Progress(p) => {
+                p.message.as_ref().map_or(0, String::len)
+                    + p.data.as_ref().map_or(0, |d| d.get().len())
+            }
+            TaskEvent::Question { question, .. } => {
+                question.prompt.len()
+                    + question.schema.as_ref().map_or(0, json)
+                    + question.default.as_ref().map_or(0, json)
+                    + question.choices.as_ref().map_or(0, |choices| {
+                        choices
+                            .iter()
+                            .map(|c| json(&c.value) + c.label.as_ref().map_or(0, String::len))
+                            .sum()
+                    })
+            }
+            TaskEvent::Answered(answer) => answer.value.as_ref().map_or(0, json),
+            TaskEvent::Requeued { failure: f, .. } | TaskEvent::Failed(f) => failure(f),
+            TaskEvent::Completed { result, files, .. } => {
+                result.get().len()
+                    + files
+                        .iter()
+                        .map(|f| 160 + f.name.len() + f.content_type.len())
+                        .sum::<usize>()
+            }
+        }
+    }
+
     /// The wire `type` of the event.
     pub fn kind(&self) -> &'static str {
         match self {
             TaskEvent::Accepted { .. } => "accepted",
             TaskEvent::Started { .. } => "started",
             TaskEvent::Progress(_) => "progress",
+            TaskEvent::Question { .. } => "question",
+            TaskEvent::Answered(_) => "answered",
+            TaskEvent::Requeued { .. } => "requeued",
             TaskEvent::Completed { .. } => "completed",
             TaskEvent::Failed(_) => "failed",
             TaskEvent::Cancelled(_) => "cancelled",

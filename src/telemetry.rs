@@ -82,6 +82,8 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     pub slow_consumers: Counter,
     pub temp_bytes: Gauge,
+    pub queued_input_bytes: Gauge,
+    pub held_result_bytes: Gauge,
 }
 
 /// The metric handles of one task name.
@@ -127,6 +129,8 @@ impl Metrics {
             bytes_sent: Counter::default(),
             slow_consumers: Counter::default(),
             temp_bytes: Gauge::default(),
+            queued_input_bytes: Gauge::default(),
+            held_result_bytes: Gauge::default(),
         };
         let m = &metrics;
         registry.register(
@@ -165,7 +169,11 @@ impl Metrics {
             "Tasks held in memory, finished ones included",
             m.tasks_held.clone(),
         );
-        registry.register("workers", "Size of the worker pool", m.workers.clone());
+        registry.register(
+            "workers",
+            "Executor slots (built-in pool and external workers)",
+            m.workers.clone(),
+        );
         registry.register(
             "workers_busy",
             "Worker slots in use (a cancelled task holds its slot until its handler returns)",
@@ -190,6 +198,16 @@ impl Metrics {
             "temp_bytes",
             "Bytes of staged and published files, against max_temp_bytes",
             m.temp_bytes.clone(),
+        );
+        registry.register(
+            "queued_input_bytes",
+            "Bytes of queued task inputs, against max_queued_input_bytes",
+            m.queued_input_bytes.clone(),
+        );
+        registry.register(
+            "held_result_bytes",
+            "Bytes of finished tasks' held events, against max_held_result_bytes",
+            m.held_result_bytes.clone(),
         );
         for code in crate::protocol::ErrorCode::ALL {
             let _ = m.rejections.get_or_create(&Code {

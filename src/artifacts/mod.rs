@@ -301,7 +301,6 @@ impl Artifacts {
                 sha256: hex(&entry.sha256),
                 token: token_text,
                 expires_at,
-                path,
             });
         }
         Ok(published)
@@ -318,6 +317,12 @@ impl Artifacts {
                 tracing::warn!("expiry queue full; a discarded file waits for its deadline");
             }
         }
+    }
+
+    /// Where a published file's bytes are (for stream delivery), if the
+    /// token is one; the file may have expired meanwhile.
+    pub fn published_path(&self, token: &str) -> Option<PathBuf> {
+        DownloadToken::parse(token).map(|t| self.inner.served.join(t.to_text()))
     }
 
     /// What the link `token` points at.

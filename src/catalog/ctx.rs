@@ -3,15 +3,15 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
 use super::TaskError;
 use crate::artifacts::{Stage, StageError, StagedFile};
-use crate::scheduler::Report;
-use crate::task::{FailureKind, Progress, TaskFailure, TaskId};
+use crate::exec::{Report, Reporter};
+use crate::task::{Answer, FailureKind, Progress, QuestionSpec, TaskFailure, TaskId};
 
 /// A running task's handle on the server: progress, cancellation, its
 /// deadline, blocking work, and files. Cheap to clone; clones may move into
@@ -21,10 +21,22 @@ pub struct TaskCtx {
     inner: Arc<Inner>,
 }
 
+/// Why [`TaskCtx::ask`] got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The question was refused (another one is open, or it is malformed).
+    #[error("question refused: {0}")]
+    Refused(String),
+    /// The task is being stopped (cancelled, timed out, shutdown).
+    #[error("the task was stopped while it waited for an answer")]
+    Stopped,
+}
+
 #[derive(Debug)]
 struct Inner {
     task_id: TaskId,
-    reports: mpsc::Sender<Report>,
+    attempt: u32,
+    reporter: Reporter,
     cancel: CancellationToken,
     deadline: Instant,
     /// The task's files; taken by the worker when the task completes.
@@ -32,12 +44,15 @@ struct Inner {
     /// Blocking work of this task: its worker slot is not reused before
     /// this is empty, even if the task was cancelled or timed out.
     blocking: TaskTracker,
+    /// Where the answer to the open question goes.
+    answer: Mutex<Option<oneshot::Sender<Result<Answer, AskError>>>>,
 }
 
 impl TaskCtx {
     pub(crate) fn new(
         task_id: TaskId,
-        reports: mpsc::Sender<Report>,
+        attempt: u32,
+        reporter: Reporter,
         cancel: CancellationToken,
         deadline: Instant,
         stage: Stage,
@@ -45,11 +60,13 @@ impl TaskCtx {
         TaskCtx {
             inner: Arc::new(Inner {
                 task_id,
-                reports,
+                attempt,
+                reporter,
                 cancel,
                 deadline,
                 stage: Mutex::new(Some(stage)),
                 blocking: TaskTracker::new(),
+                answer: Mutex::new(None),
             }),
         }
     }
@@ -63,19 +80,64 @@ impl TaskCtx {
     pub async fn progress(&self, progress: Progress) {
         let report = Report::Progress {
             task_id: self.inner.task_id,
+            attempt: self.inner.attempt,
             progress,
         };
         // A closed channel means the server is going away; nothing to tell.
-        let _ = self.inner.reports.send(report).await;
+        let _ = self.inner.reporter.send(report).await;
     }
 
     /// [`TaskCtx::progress`] from blocking code (never call it on an async thread).
     pub fn progress_blocking(&self, progress: Progress) {
         let report = Report::Progress {
             task_id: self.inner.task_id,
+            attempt: self.inner.attempt,
             progress,
         };
-        let _ = self.inner.reports.blocking_send(report);
+        let _ = self.inner.reporter.blocking_send(report);
+    }
+
+    /// Asks the task's submitter a question and waits for the answer
+    /// (`docs/protocol.md` §7). The answer's `outcome` says whether someone
+    /// answered, or it timed out (then `value` is the default, if any), or
+    /// the submitter cannot be asked (`interactive: false`). The wait does
+    /// not count against the task's timeout.
+    pub async fn ask(&self, question: QuestionSpec) -> Result<Answer, AskError> {
+        let (tx, rx) = oneshot::channel();
+        *self.lock_answer() = Some(tx);
+        let report = Report::Ask {
+            task_id: self.inner.task_id,
+            attempt: self.inner.attempt,
+            question,
+        };
+        if !self.inner.reporter.send(report).await {
+            return Err(AskError::Stopped);
+        }
+        tokio::select! {
+            answer = rx => answer.unwrap_or(Err(AskError::Stopped)),
+            () = self.inner.cancel.cancelled() => Err(AskError::Stopped),
+        }
+    }
+
+    fn lock_answer(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<oneshot::Sender<Result<Answer, AskError>>>> {
+        self.inner
+            .answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The executor's side: the answer to the open question arrived.
+    pub(crate) fn deliver_answer(&self, answer: Result<Answer, AskError>) {
+        if let Some(tx) = self.lock_answer().take() {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Which attempt of the task this is (1, then 2 … after a re-queue).
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
     }
 
     /// Whether the task was cancelled (by a client, a disconnect, its

@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use serde_json::value::RawValue;
 
 pub(crate) use ctx::panic_message;
-pub use ctx::{FileWriter, TaskCtx};
+pub use ctx::{AskError, FileWriter, TaskCtx};
 
 use crate::task::{FailureKind, TaskFailure};
 

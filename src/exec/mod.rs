@@ -10,6 +10,10 @@
 //! `docs/protocol.md` Part II is that translation). Files are referred to by
 //! what the artifacts area published, never by a path an executor chose.
 //!
+//! A registration lives until its executor reports `Gone`: a remote worker
+//! that reconnects within its grace keeps its registration (and so its
+//! attempts) across connections; the scheduler never sees the gap.
+//!
 //! **Architecture Invariant:** this module knows nothing of the scheduler's
 //! state, the catalogue or any transport; both the scheduler and the task
 //! handlers depend on it, never the other way round.
@@ -75,9 +79,6 @@ pub struct ExecutorSpec {
     /// Attempts it runs at once; `1` is strictly sequential.
     pub slots: usize,
     pub tasks: Vec<TaskDecl>,
-    /// Attempts it still holds from an earlier session (a remote worker
-    /// reconnecting within its grace): kept if they are still current.
-    pub resume: Vec<(TaskId, u32)>,
 }
 
 /// One attempt of a task, handed to an executor.
@@ -89,7 +90,7 @@ pub struct Assignment {
     pub attempt: u32,
     pub task: Arc<str>,
     /// The input as the client wrote it.
-    pub input: Arc<RawValue>,
+    pub input: Box<RawValue>,
     /// When the attempt must have ended (the scheduler enforces it).
     pub deadline: Instant,
     /// `deadline` on the wall clock, for the wire.
@@ -141,6 +142,14 @@ pub enum Order {
         /// The attempt's deadline, moved by the time the question waited.
         deadline: Instant,
         deadline_at: SystemTime,
+    },
+    /// The attempt's question was refused (one is open already, or the
+    /// question itself is malformed); the attempt goes on.
+    AskRefused {
+        task_id: TaskId,
+        attempt: u32,
+        question_id: String,
+        reason: String,
     },
     /// Take no new work; finish what runs.
     Drain,
@@ -284,9 +293,6 @@ pub struct Registration {
     pub id: ExecutorId,
     pub orders: mpsc::Receiver<Order>,
     pub reporter: Reporter,
-    /// The attempts of `ExecutorSpec::resume` that are still this
-    /// executor's (the others were lost meanwhile).
-    pub resumed: Vec<(TaskId, u32, bool)>,
 }
 
 /// Why an executor was refused.

@@ -1,26 +1,40 @@
 //! The waiting line: pure data, no IO, no time.
 //!
-//! Three FIFO lanes, one per priority, served strictly highest first; and
-//! concurrency groups (one API key + one `concurrency_key`): while a task of
-//! a group runs, the group's next tasks are parked beside the lanes so they
-//! never block the tasks behind them, and go back to their lane, in their
-//! original order, when the group frees up.
+//! One set of lanes per task name, three lanes per set (one per priority),
+//! each lane in submission order. An executor takes work with
+//! [`Queue::pop_for`], naming the task names it serves: it gets the oldest
+//! task of the highest priority among those names. A backlog of one name
+//! therefore never holds up another name that a different executor serves
+//! (no head-of-line blocking across names), while executors serving several
+//! names keep strict priority and FIFO across them.
+//!
+//! Concurrency groups (one client + one `concurrency_key`, across task
+//! names): while a task of a group runs, the group's other tasks are parked
+//! beside the lanes as pops meet them, so they never block the tasks behind
+//! them, and all go back to their lanes, in their original places, when
+//! the group frees up.
 //!
 //! **Architecture Invariant:** every queued task is in exactly one place:
-//! a lane or one group's parked list. `len` counts both.
+//! its name's lane or one group's parked list; every lane is sorted by
+//! `order`. `len` counts both.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::task::{ClientId, Priority, TaskId};
 
-/// A concurrency group: one API key's tasks sharing a `concurrency_key`.
-pub type GroupKey = (ClientId, Box<str>);
+/// A concurrency group: one client's tasks sharing a `concurrency_key`.
+pub(crate) type GroupKey = (ClientId, Box<str>);
+
+/// Where a task is in the line: submission order (re-queued tasks get an
+/// order before every other task).
+pub(crate) type Order = i64;
 
 #[derive(Debug, Clone)]
 struct Queued {
-    /// Submission order, to put parked tasks back where they were.
-    order: u64,
+    order: Order,
     id: TaskId,
+    name: Arc<str>,
     priority: Priority,
     group: Option<GroupKey>,
 }
@@ -32,55 +46,123 @@ struct Group {
     parked: VecDeque<Queued>,
 }
 
+type Lanes = [VecDeque<Queued>; 3];
+
 /// A task taken from the queue to run.
 #[derive(Debug)]
-pub struct Next {
-    pub id: TaskId,
+pub(crate) struct Next {
+    pub(crate) id: TaskId,
     /// The group it holds until [`Queue::release`].
-    pub group: Option<GroupKey>,
+    pub(crate) group: Option<GroupKey>,
+}
+
+/// Where to find a queued task again (what [`Queue::push`] returned).
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub(crate) order: Order,
+    pub(crate) name: Arc<str>,
+    pub(crate) priority: Priority,
+    pub(crate) group: Option<GroupKey>,
 }
 
 #[derive(Debug, Default)]
-pub struct Queue {
-    lanes: [VecDeque<Queued>; 3],
+pub(crate) struct Queue {
+    lanes: HashMap<Arc<str>, Lanes>,
     groups: HashMap<GroupKey, Group>,
     len: usize,
-    next_order: u64,
+    next_order: Order,
+    next_front: Order,
 }
 
 impl Queue {
     /// Queued tasks, parked ones included.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Adds a task at the back of its lane; returns how many tasks are
-    /// ahead of it.
-    pub fn push(&mut self, id: TaskId, priority: Priority, group: Option<GroupKey>) -> u64 {
-        let ahead: usize = self.lanes[..=priority.rank()]
-            .iter()
-            .map(VecDeque::len)
-            .sum();
+    /// Adds a task at the back of its lane.
+    pub(crate) fn push(
+        &mut self,
+        id: TaskId,
+        name: &Arc<str>,
+        priority: Priority,
+        group: Option<GroupKey>,
+    ) -> Place {
         self.next_order += 1;
-        self.lanes[priority.rank()].push_back(Queued {
-            order: self.next_order,
-            id,
-            priority,
-            group,
-        });
-        self.len += 1;
-        ahead as u64
+        self.insert(self.next_order, id, name, priority, group)
     }
 
-    /// Takes the next task that may run now, parking tasks whose group is
-    /// busy on the way.
-    pub fn pop(&mut self) -> Option<Next> {
-        for rank in 0..self.lanes.len() {
-            while let Some(item) = self.lanes[rank].pop_front() {
+    /// Adds a task before every task of its lane (a re-queued attempt).
+    pub(crate) fn push_front(
+        &mut self,
+        id: TaskId,
+        name: &Arc<str>,
+        priority: Priority,
+        group: Option<GroupKey>,
+    ) -> Place {
+        self.next_front -= 1;
+        self.insert(self.next_front, id, name, priority, group)
+    }
+
+    fn insert(
+        &mut self,
+        order: Order,
+        id: TaskId,
+        name: &Arc<str>,
+        priority: Priority,
+        group: Option<GroupKey>,
+    ) -> Place {
+        let item = Queued {
+            order,
+            id,
+            name: Arc::clone(name),
+            priority,
+            group: group.clone(),
+        };
+        self.reinsert(item);
+        self.len += 1;
+        Place {
+            order,
+            name: Arc::clone(name),
+            priority,
+            group,
+        }
+    }
+
+    fn reinsert(&mut self, item: Queued) {
+        let lane = &mut self.lanes.entry(Arc::clone(&item.name)).or_default()[item.priority.rank()];
+        let at = lane.partition_point(|other| other.order < item.order);
+        lane.insert(at, item);
+    }
+
+    /// Takes the next task that may run now among `names` (the oldest of
+    /// the highest priority), parking tasks whose group is busy on the way.
+    pub(crate) fn pop_for<'a>(
+        &mut self,
+        names: impl Iterator<Item = &'a Arc<str>> + Clone,
+    ) -> Option<Next> {
+        for rank in 0..3 {
+            loop {
+                // The oldest head among the lanes of this rank.
+                let mut best: Option<(&Arc<str>, Order)> = None;
+                for name in names.clone() {
+                    let Some(head) = self.lanes.get(name).and_then(|l| l[rank].front()) else {
+                        continue;
+                    };
+                    if best.is_none_or(|(_, order)| head.order < order) {
+                        best = Some((name, head.order));
+                    }
+                }
+                let Some((name, _)) = best else { break };
+                let lanes = self.lanes.get_mut(name)?;
+                let item = lanes[rank].pop_front()?;
+                if lanes.iter().all(VecDeque::is_empty) {
+                    self.lanes.remove(&item.name);
+                }
                 let Some(key) = &item.group else {
                     self.len -= 1;
                     return Some(Next {
@@ -104,35 +186,35 @@ impl Queue {
         None
     }
 
-    /// A task of `group` ended: its next parked task goes back to its lane.
-    pub fn release(&mut self, key: &GroupKey) {
-        let Some(group) = self.groups.get_mut(key) else {
+    /// A task of `group` ended: its parked tasks go back to their lanes, in
+    /// their original places (all of them: the next to run may be any, by
+    /// priority and by which executors are free; the others park again).
+    pub(crate) fn release(&mut self, key: &GroupKey) {
+        let Some(group) = self.groups.remove(key) else {
             return;
         };
-        group.busy = false;
-        match group.parked.pop_front() {
-            Some(item) => self.reinsert(item),
-            None => {
-                self.groups.remove(key);
-            }
+        for item in group.parked {
+            self.reinsert(item);
         }
-    }
-
-    fn reinsert(&mut self, item: Queued) {
-        let lane = &mut self.lanes[item.priority.rank()];
-        let at = lane.partition_point(|other| other.order < item.order);
-        lane.insert(at, item);
     }
 
     /// Removes a queued task (cancelled); false if it is not queued.
-    pub fn remove(&mut self, id: TaskId, priority: Priority, group: Option<&GroupKey>) -> bool {
-        let lane = &mut self.lanes[priority.rank()];
-        if let Some(at) = lane.iter().position(|q| q.id == id) {
-            lane.remove(at);
-            self.len -= 1;
-            return true;
+    pub(crate) fn remove(&mut self, id: TaskId, place: &Place) -> bool {
+        if let Some(lanes) = self.lanes.get_mut(&place.name) {
+            let lane = &mut lanes[place.priority.rank()];
+            let at = lane.partition_point(|other| other.order < place.order);
+            if lane.get(at).is_some_and(|q| q.id == id) {
+                lane.remove(at);
+                if lanes.iter().all(VecDeque::is_empty) {
+                    self.lanes.remove(&place.name);
+                }
+                self.len -= 1;
+                return true;
+            }
         }
-        let Some(key) = group else { return false };
+        let Some(key) = &place.group else {
+            return false;
+        };
         let Some(group) = self.groups.get_mut(key) else {
             return false;
         };
@@ -147,97 +229,51 @@ impl Queue {
         true
     }
 
-    /// How many tasks are ahead of a queued one (parked tasks count the
-    /// tasks ahead of them in their lane).
-    pub fn position(
+    /// How many queued tasks start before this one: those of higher
+    /// priority, and those ahead of it in its priority, among the task names
+    /// that compete for the same executors (`cohort`, its own name
+    /// included). A parked task counts the tasks ahead of its place.
+    pub(crate) fn position<'a>(
         &self,
-        id: TaskId,
-        priority: Priority,
-        group: Option<&GroupKey>,
-    ) -> Option<u64> {
-        let higher: usize = self.lanes[..priority.rank()]
-            .iter()
-            .map(VecDeque::len)
-            .sum();
-        let lane = &self.lanes[priority.rank()];
-        if let Some(at) = lane.iter().position(|q| q.id == id) {
-            return Some((higher + at) as u64);
+        place: &Place,
+        cohort: impl Iterator<Item = &'a Arc<str>>,
+    ) -> u64 {
+        let rank = place.priority.rank();
+        let mut ahead = 0usize;
+        for name in cohort {
+            let Some(lanes) = self.lanes.get(name) else {
+                continue;
+            };
+            ahead += lanes[..rank].iter().map(VecDeque::len).sum::<usize>();
+            ahead += lanes[rank].partition_point(|other| other.order < place.order);
         }
-        let parked = group.and_then(|key| self.groups.get(key))?;
-        let item = parked.parked.iter().find(|q| q.id == id)?;
-        let at = lane.partition_point(|other| other.order < item.order);
-        Some((higher + at) as u64)
+        ahead as u64
     }
 
-    /// Every queued task in the order it would start (parked ones last).
-    pub fn ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+    /// Every queued task of `name` (parked ones included).
+    pub(crate) fn ids_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = TaskId> + 'a {
         self.lanes
-            .iter()
-            .flatten()
+            .get(name)
+            .into_iter()
+            .flat_map(|lanes| lanes.iter().flatten())
+            .chain(
+                self.groups
+                    .values()
+                    .flat_map(|g| g.parked.iter())
+                    .filter(move |q| &*q.name == name),
+            )
+            .map(|q| q.id)
+    }
+
+    /// Every queued task, highest priority first (parked ones last).
+    pub(crate) fn ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+        (0..3)
+            .flat_map(move |rank| self.lanes.values().flat_map(move |l| l[rank].iter()))
             .chain(self.groups.values().flat_map(|g| g.parked.iter()))
             .map(|q| q.id)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(n: usize) -> Vec<TaskId> {
-        (0..n).map(|_| TaskId::generate()).collect()
-    }
-
-    #[test]
-    fn strict_priority_fifo_within() {
-        let mut q = Queue::default();
-        let t = ids(4);
-        assert_eq!(q.push(t[0], Priority::Low, None), 0);
-        assert_eq!(q.push(t[1], Priority::Normal, None), 0);
-        assert_eq!(q.push(t[2], Priority::Normal, None), 1);
-        assert_eq!(q.push(t[3], Priority::High, None), 0);
-        let order: Vec<_> = std::iter::from_fn(|| q.pop()).map(|n| n.id).collect();
-        assert_eq!(order, vec![t[3], t[1], t[2], t[0]]);
-        assert!(q.is_empty());
-    }
-
-    #[test]
-    fn a_busy_group_parks_without_blocking_others() {
-        let mut q = Queue::default();
-        let t = ids(4);
-        let key: GroupKey = (ClientId::new("a"), "k".into());
-        q.push(t[0], Priority::Normal, Some(key.clone()));
-        q.push(t[1], Priority::Normal, Some(key.clone()));
-        q.push(t[2], Priority::Normal, None);
-        q.push(t[3], Priority::Normal, Some(key.clone()));
-        let first = q.pop().map(|n| n.id);
-        assert_eq!(first, Some(t[0]));
-        assert_eq!(q.pop().map(|n| n.id), Some(t[2]));
-        assert!(q.pop().is_none());
-        assert_eq!(q.len(), 2);
-        assert!(q.position(t[1], Priority::Normal, Some(&key)).is_some());
-        q.release(&key);
-        assert_eq!(q.pop().map(|n| n.id), Some(t[1]));
-        assert!(q.pop().is_none());
-        q.release(&key);
-        assert_eq!(q.pop().map(|n| n.id), Some(t[3]));
-        q.release(&key);
-        assert!(q.is_empty());
-        assert!(q.groups.is_empty());
-    }
-
-    #[test]
-    fn remove_from_lane_and_from_parked() {
-        let mut q = Queue::default();
-        let t = ids(3);
-        let key: GroupKey = (ClientId::new("a"), "k".into());
-        q.push(t[0], Priority::Normal, Some(key.clone()));
-        q.push(t[1], Priority::Normal, Some(key.clone()));
-        q.push(t[2], Priority::Low, None);
-        assert!(q.remove(t[2], Priority::Low, None));
-        assert!(!q.remove(t[2], Priority::Low, None));
-        assert_eq!(q.pop().map(|n| n.id), Some(t[0]));
-        assert!(q.pop().is_none());
-        assert!(q.remove(t[1], Priority::Normal, Some(&key)));
-        assert_eq!(q.len(), 0);
-    }
-}
+#[path = "queue_tests.rs"]
+mod tests;

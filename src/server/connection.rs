@@ -24,12 +24,12 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, ConnectionSlot, encode, prepare};
+use super::{ApiError, AppState, ConnectionSlot, encode, submit_request};
 use crate::auth::Principal;
 use crate::protocol::client::{self, ClientMessage};
 use crate::protocol::server::ServerMessage;
 use crate::protocol::{CloseCode, ErrorCode, WireError};
-use crate::scheduler::{Command, Mailbox, Outbound, Reply};
+use crate::scheduler::{Mailbox, Outbound};
 use crate::task::{EventRecord, PublishedFile, TaskEvent, TaskId};
 
 /// Mailbox messages taken per write burst.
@@ -99,7 +99,7 @@ pub(super) async fn run(
     let who = conn.client_name();
     tracing::info!(client = %who, "websocket connected");
     if conn.principal.is_some() {
-        conn.out.push(Message::Text(state.welcome.clone()));
+        conn.out.push(Message::Text(state.welcome()));
     }
     let end = conn.serve(&mut socket, &mut inbox, &overflow).await;
     let code = match end {
@@ -142,6 +142,7 @@ impl Conn {
     ) -> End {
         let auth_deadline = Instant::now() + self.state.config.security.auth_timeout;
         let drained = self.state.drained.clone();
+        let never = CancellationToken::new();
         // Grows on the first burst only: an idle connection stays small.
         let mut burst = Vec::new();
         let mut last_heard = Instant::now();
@@ -153,27 +154,40 @@ impl Conn {
                     Err(_) => break,
                 }
             }
+            let write_by = self.write_deadline(auth_deadline);
             if !self.out.is_empty()
-                && let Err(end) = self.write_out(socket, overflow).await
+                && let Err(end) = self.write_out(socket, overflow, write_by).await
             {
                 return end;
             }
             let heartbeat = last_heard + HEARTBEAT;
+            // A revoked token ends the socket at once.
+            let revoked = self
+                .principal
+                .as_ref()
+                .and_then(|p| p.token.as_ref())
+                .map_or_else(|| never.clone(), |t| t.revoked.clone());
             tokio::select! {
                 biased;
                 () = overflow.cancelled() => return End::Close(CloseCode::TryAgainLater),
+                () = revoked.cancelled() => {
+                    tracing::info!(client = %self.client_name(), "websocket closed: its token was revoked");
+                    return End::Close(CloseCode::Unauthorized);
+                }
                 () = drained.cancelled() => {
                     // Every task has ended and its events are in the inbox.
                     while let Ok(message) = inbox.try_recv() {
                         self.outbound(message);
                     }
                     while !self.streams.is_empty() {
-                        if let Err(end) = self.write_out(socket, overflow).await {
+                        let write_by = self.write_deadline(auth_deadline);
+                        if let Err(end) = self.write_out(socket, overflow, write_by).await {
                             return end;
                         }
                         self.stream_step().await;
                     }
-                    if let Err(end) = self.write_out(socket, overflow).await {
+                    let write_by = self.write_deadline(auth_deadline);
+                    if let Err(end) = self.write_out(socket, overflow, write_by).await {
                         return end;
                     }
                     return End::Close(CloseCode::GoingAway);
@@ -212,11 +226,25 @@ impl Conn {
         }
     }
 
-    /// Writes and flushes everything in `out`; gives up on a slow reader.
+    /// When the next write must be done: `write_timeout` from now, or the
+    /// auth deadline while unauthenticated (which must fire whatever the
+    /// socket does).
+    fn write_deadline(&self, auth_deadline: Instant) -> (Instant, CloseCode) {
+        let by = Instant::now() + self.state.config.limits.write_timeout;
+        if self.principal.is_none() && auth_deadline < by {
+            (auth_deadline, CloseCode::AuthTimeout)
+        } else {
+            (by, CloseCode::TryAgainLater)
+        }
+    }
+
+    /// Writes and flushes everything in `out`; gives up on a slow reader
+    /// (its mailbox overflowed, or the write took past its deadline).
     async fn write_out(
         &mut self,
         socket: &mut WebSocket,
         overflow: &CancellationToken,
+        (deadline, late): (Instant, CloseCode),
     ) -> Result<(), End> {
         let frames = std::mem::take(&mut self.out);
         let mut bytes = 0u64;
@@ -230,6 +258,14 @@ impl Conn {
         let result = tokio::select! {
             result = write => result,
             () = overflow.cancelled() => return Err(End::Close(CloseCode::TryAgainLater)),
+            () = tokio::time::sleep_until(deadline) => {
+                if late == CloseCode::AuthTimeout {
+                    self.state.metrics.rejected(ErrorCode::Unauthorized);
+                    tracing::info!(client = "unknown", "no auth message in time");
+                }
+                // The socket's buffer is full: nothing more can be written.
+                return Err(End::Gone);
+            }
         };
         self.state.metrics.bytes_sent.inc_by(bytes);
         result.map_err(|_| End::Gone)
@@ -280,113 +316,116 @@ impl Conn {
             };
         };
         let scheduler = self.state.scheduler.clone();
-        match request.message {
+        let mailbox = self.mailbox.clone();
+        let alive = match request.message {
             ClientMessage::Auth { .. } => {
                 self.reply_error(reference, ErrorCode::BadMessage, "already authenticated");
+                true
             }
             ClientMessage::Ping => {
                 self.send(ServerMessage::Pong {
                     reference: reference.as_deref(),
                 });
+                true
             }
-            ClientMessage::Submit(submit) => match prepare(&self.state, &principal, &submit) {
-                Ok(spec) => {
-                    let command = Command::Submit {
-                        spec,
-                        owner: principal.client.clone(),
-                        reply: Reply::Mailbox {
-                            mailbox: self.mailbox.clone(),
-                            reference,
-                        },
-                    };
-                    if !scheduler.send(command).await {
-                        return Some(End::Close(CloseCode::GoingAway));
+            ClientMessage::Submit(submit) => {
+                let request = submit_request(&submit);
+                match self.state.admission.admit(&principal, request).await {
+                    Ok(spec) => scheduler.submit_to(spec, mailbox, reference).await,
+                    Err(error) => {
+                        let error = ApiError::from(error).wire();
+                        self.state.metrics.rejected(error.code);
+                        self.send(ServerMessage::Rejected {
+                            reference: reference.as_deref(),
+                            error: &error,
+                        });
+                        true
                     }
                 }
-                Err(error) => {
-                    self.state.metrics.rejected(error.code);
-                    self.send(ServerMessage::Rejected {
-                        reference: reference.as_deref(),
-                        error: &error,
-                    });
+            }
+            ClientMessage::Cancel { task_id } => match task_id.parse::<TaskId>() {
+                Ok(task_id) => {
+                    scheduler
+                        .cancel_to(task_id, principal, mailbox, reference)
+                        .await
+                }
+                Err(_) => {
+                    self.reply_error(reference, ErrorCode::NotFound, "no such task");
+                    true
                 }
             },
-            ClientMessage::Cancel { task_id } => {
-                let Ok(task_id) = task_id.parse::<TaskId>() else {
+            ClientMessage::Answer {
+                task_id,
+                question_id,
+                value,
+            } => match (task_id.parse::<TaskId>(), serde_json::from_str(value.get())) {
+                (Ok(task_id), Ok(value)) => {
+                    scheduler
+                        .answer_to(task_id, principal, question_id, value, mailbox, reference)
+                        .await
+                }
+                (Err(_), _) => {
                     self.reply_error(reference, ErrorCode::NotFound, "no such task");
-                    return None;
-                };
-                let reply = Reply::Mailbox {
-                    mailbox: self.mailbox.clone(),
-                    reference,
-                };
-                scheduler
-                    .send(Command::Cancel {
-                        task_id,
-                        principal,
-                        reply,
-                    })
-                    .await;
-            }
-            ClientMessage::Subscribe { task_id, after_seq } => {
-                let Ok(task_id) = task_id.parse::<TaskId>() else {
+                    true
+                }
+                (_, Err(e)) => {
+                    self.reply_error(reference, ErrorCode::BadMessage, &format!("answer: {e}"));
+                    true
+                }
+            },
+            ClientMessage::Subscribe { task_id, after_seq } => match task_id.parse::<TaskId>() {
+                Ok(task_id) => {
+                    self.following.insert(task_id);
+                    scheduler
+                        .subscribe(task_id, principal, after_seq, mailbox, reference)
+                        .await
+                }
+                Err(_) => {
                     self.reply_error(reference, ErrorCode::NotFound, "no such task");
-                    return None;
-                };
-                self.following.insert(task_id);
-                let command = Command::Subscribe {
-                    task_id,
-                    principal,
-                    after_seq,
-                    mailbox: self.mailbox.clone(),
-                    reference,
-                };
-                scheduler.send(command).await;
-            }
+                    true
+                }
+            },
             ClientMessage::Unsubscribe { task_id } => match task_id.parse::<TaskId>() {
                 Ok(task_id) => {
                     self.following.remove(&task_id);
-                    let command = Command::Unsubscribe {
-                        task_id,
-                        mailbox: self.mailbox.clone(),
-                        reference,
-                    };
-                    scheduler.send(command).await;
+                    let id = mailbox.id();
+                    scheduler
+                        .unsubscribe(task_id, id, Some((mailbox, reference)))
+                        .await
                 }
                 Err(_) => {
                     self.send(ServerMessage::Unsubscribed {
                         reference: reference.as_deref(),
                         task_id: &task_id,
                     });
+                    true
                 }
             },
             ClientMessage::Watch => {
-                if !principal.admin {
+                if principal.admin {
+                    self.watching = true;
+                    scheduler.watch(mailbox, reference).await
+                } else {
                     self.state.metrics.rejected(ErrorCode::Unauthorized);
                     self.reply_error(
                         reference,
                         ErrorCode::Unauthorized,
                         "watch needs an admin key",
                     );
-                    return None;
+                    true
                 }
-                self.watching = true;
-                let command = Command::Watch {
-                    mailbox: self.mailbox.clone(),
-                    reference,
-                };
-                scheduler.send(command).await;
             }
             ClientMessage::Unwatch => {
                 self.watching = false;
-                scheduler
-                    .send(Command::Unwatch {
-                        mailbox: self.mailbox.id(),
-                    })
-                    .await;
+                scheduler.unwatch(mailbox.id()).await;
+                true
             }
+        };
+        if alive {
+            None
+        } else {
+            Some(End::Close(CloseCode::GoingAway))
         }
-        None
     }
 
     fn authenticate(&mut self, key: &str) -> Option<End> {
@@ -394,7 +433,7 @@ impl Conn {
             Some(principal) => {
                 tracing::info!(client = %principal.client, "websocket authenticated");
                 self.principal = Some(principal);
-                self.out.push(Message::Text(self.state.welcome.clone()));
+                self.out.push(Message::Text(self.state.welcome()));
                 None
             }
             None => {
@@ -449,12 +488,16 @@ impl Conn {
                 }
             }
             Outbound::Rejected { reference, error } => {
+                let error = ApiError::from(error).wire();
+                self.state.metrics.rejected(error.code);
                 self.send(ServerMessage::Rejected {
                     reference: reference.as_deref(),
                     error: &error,
                 });
             }
             Outbound::Error { reference, error } => {
+                let error = ApiError::from(error).wire();
+                self.state.metrics.rejected(error.code);
                 self.send(ServerMessage::Error {
                     reference: reference.as_deref(),
                     error: &error,
@@ -468,8 +511,14 @@ impl Conn {
                 });
             }
             Outbound::Watching(w) => {
-                let text = encode::watching(w.reference.as_deref(), &w.tasks, &w.stats);
+                let text = encode::watching(w.reference.as_deref(), &w.tasks, &w.workers, &w.stats);
                 self.out.push(Message::Text(text.into()));
+            }
+            Outbound::WorkerUpdate(view) => {
+                if self.watching {
+                    self.out
+                        .push(Message::Text(encode::worker_update(&view).into()));
+                }
             }
             Outbound::TaskUpdate(view) => {
                 if self.watching {
@@ -539,12 +588,16 @@ impl Conn {
             }
             return;
         }
-        if let Some(path) = job.files.get(job.next_file).map(|f| f.path.clone()) {
+        if let Some(file) = job.files.get(job.next_file) {
+            let path = self.state.artifacts.published_path(&file.token);
             // Cancel-safe: the file counts as started only once it is open.
-            let opened = tokio::task::spawn_blocking(move || super::files::open_no_follow(&path))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|opened| opened.map(tokio::fs::File::from_std));
+            let opened = tokio::task::spawn_blocking(move || match path {
+                Some(path) => super::files::open_no_follow(&path),
+                None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|opened| opened.map(tokio::fs::File::from_std));
             let Some(file) = job.files.get(job.next_file) else {
                 return;
             };
@@ -575,11 +628,11 @@ impl Conn {
 
     /// Tells the scheduler this connection is gone.
     async fn leave(self) {
-        let command = Command::Disconnected {
-            mailbox: self.mailbox.id(),
-            tasks: self.following.into_iter().collect(),
-        };
-        let _ = self.state.scheduler.send(command).await;
+        let tasks = self.following.into_iter().collect();
+        self.state
+            .scheduler
+            .disconnected(self.mailbox.id(), tasks)
+            .await;
     }
 }
 

@@ -9,10 +9,16 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::exec::ExecutorKind;
 use crate::protocol::WireError;
-use crate::protocol::server::{EventBody, EventHead, FileObject, Snapshot, event_json};
-use crate::scheduler::{Stats, TaskView};
-use crate::task::{EventRecord, PublishedFile, TaskEvent, TaskFailure};
+use crate::protocol::admin::{
+    AdminMessage, AdminTasks, AdminWorkers, Outcomes, Stats as StatsBody, Summary, Worker,
+};
+use crate::protocol::server::{
+    Choice, EventBody, EventHead, FileObject, OpenQuestion, Snapshot, event_json,
+};
+use crate::scheduler::{Stats, TaskView, WorkerView};
+use crate::task::{EventRecord, PublishedFile, QuestionSpec, TaskEvent, TaskFailure};
 
 /// Formats a time as RFC 3339 UTC with milliseconds
 /// (`2026-11-23T10:05:00.123Z`). Hand-written: it runs for every event.
@@ -93,7 +99,10 @@ pub fn percent_encode(segment: &str) -> String {
 }
 
 pub fn failure(failure: &TaskFailure) -> WireError {
-    let mut error = WireError::new(failure.kind.code(), failure.message.clone());
+    let mut error = WireError::new(
+        super::error::failure_code(failure.kind),
+        failure.message.clone(),
+    );
     error.details.clone_from(&failure.details);
     error
 }
@@ -121,7 +130,47 @@ pub fn event(
                 duplicate,
             },
         ),
-        TaskEvent::Started { worker } => event_json(&head, &EventBody::Started { worker }),
+        TaskEvent::Started { worker, attempt } => event_json(
+            &head,
+            &EventBody::Started {
+                worker,
+                attempt: *attempt,
+            },
+        ),
+        TaskEvent::Question {
+            question,
+            expires_at,
+        } => {
+            let expires = rfc3339(*expires_at);
+            event_json(
+                &head,
+                &EventBody::Question {
+                    question_id: &question.question_id,
+                    prompt: &question.prompt,
+                    choices: choices(question),
+                    schema: question.schema.as_ref(),
+                    default: question.default.as_ref(),
+                    expires_at: &expires,
+                },
+            )
+        }
+        TaskEvent::Answered(answer) => event_json(
+            &head,
+            &EventBody::Answered {
+                question_id: &answer.question_id,
+                outcome: answer.outcome.as_str(),
+                value: answer.value.as_ref(),
+            },
+        ),
+        TaskEvent::Requeued { attempt, failure } => event_json(
+            &head,
+            &EventBody::Requeued {
+                attempt: *attempt,
+                reason: super::error::failure_code(failure.kind).as_str(),
+                message: &failure.message,
+                details: failure.details.as_ref(),
+            },
+        ),
         TaskEvent::Progress(p) => event_json(
             &head,
             &EventBody::Progress {
@@ -160,6 +209,18 @@ pub fn event(
     Bytes::from(json)
 }
 
+fn choices(question: &QuestionSpec) -> Option<Vec<Choice<'_>>> {
+    question.choices.as_ref().map(|choices| {
+        choices
+            .iter()
+            .map(|c| Choice {
+                value: &c.value,
+                label: c.label.as_deref(),
+            })
+            .collect()
+    })
+}
+
 /// The shared encoding of an event (made once per event).
 pub fn shared_event(record: &EventRecord, links: &Links) -> Bytes {
     record.encoded(|r| event(r, None, false, links))
@@ -172,11 +233,27 @@ pub fn snapshot(view: &TaskView, links: &Links) -> String {
     let started = view.started_at.map(rfc3339);
     let finished = view.finished_at.map(rfc3339);
     let terminal = view.terminal.as_deref().map(|r| &r.event);
-    let (result, files, error) = match terminal {
-        Some(TaskEvent::Completed { result, files, .. }) => (Some(&**result), Some(files), None),
-        Some(TaskEvent::Failed(f)) => (None, None, Some(failure(f))),
-        _ => (None, None, None),
+    let (result, files, error, reason) = match terminal {
+        Some(TaskEvent::Completed { result, files, .. }) => {
+            (Some(&**result), Some(files), None, None)
+        }
+        Some(TaskEvent::Failed(f)) => (None, None, Some(failure(f)), None),
+        Some(TaskEvent::Cancelled(r)) => (None, None, None, Some(r.as_str())),
+        _ => (None, None, None, None),
     };
+    let question_expires = view.question.as_ref().map(|(_, at)| rfc3339(*at));
+    let question =
+        view.question
+            .as_ref()
+            .zip(question_expires.as_deref())
+            .map(|((q, _), expires_at)| OpenQuestion {
+                question_id: &q.question_id,
+                prompt: &q.prompt,
+                choices: choices(q),
+                schema: q.schema.as_ref(),
+                default: q.default.as_ref(),
+                expires_at,
+            });
     let expires: Vec<String> = files
         .map(|f| f.iter().map(|f| rfc3339(f.expires_at)).collect())
         .unwrap_or_default();
@@ -185,11 +262,14 @@ pub fn snapshot(view: &TaskView, links: &Links) -> String {
         task_id: task_id.as_str(),
         task: &view.task,
         state: view.state.as_str(),
+        attempt: (view.attempt > 0).then_some(view.attempt),
         position: view.position,
         progress: view.progress,
         message: view.message.as_deref(),
+        question,
         result,
         error: error.as_ref(),
+        reason,
         files: objects.as_deref(),
         created_at: &created,
         started_at: started.as_deref(),
@@ -200,34 +280,7 @@ pub fn snapshot(view: &TaskView, links: &Links) -> String {
 }
 
 /// A task as the monitoring page sees it (`docs/protocol.md`, Summary).
-#[derive(Debug, Serialize)]
-pub struct Summary<'a> {
-    task_id: String,
-    task: &'a str,
-    client: &'a str,
-    state: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    progress: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    worker: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<WireError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    started_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<u64>,
-}
-
-pub fn summary(view: &TaskView) -> Summary<'_> {
+pub fn summary<'a>(view: &'a TaskView, task_id: &'a str) -> Summary<'a> {
     let terminal = view.terminal.as_deref().map(|r| &r.event);
     let duration_ms = view
         .started_at
@@ -235,13 +288,15 @@ pub fn summary(view: &TaskView) -> Summary<'_> {
         .and_then(|(s, f)| f.duration_since(s).ok())
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     Summary {
-        task_id: view.task_id.to_string(),
+        task_id,
         task: &view.task,
-        client: view.client.as_str(),
+        client: view.owner.client.as_str(),
         state: view.state.as_str(),
+        attempt: (view.attempt > 0).then_some(view.attempt),
         position: view.position,
         progress: view.progress,
         message: view.message.as_deref(),
+        question: view.question.as_ref().map(|(q, _)| q.prompt.as_str()),
         worker: view.worker.as_deref(),
         error: match terminal {
             Some(TaskEvent::Failed(f)) => Some(failure(f)),
@@ -258,74 +313,121 @@ pub fn summary(view: &TaskView) -> Summary<'_> {
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct StatsJson {
-    workers: u64,
-    workers_busy: u64,
-    queued: u64,
-    running: u64,
-    connections: u64,
-    tasks: serde_json::Map<String, serde_json::Value>,
+/// Task ids as text, for summaries that borrow them.
+fn ids(tasks: &[TaskView]) -> Vec<String> {
+    tasks.iter().map(|t| t.task_id.to_string()).collect()
 }
 
-pub fn stats(stats: &Stats) -> StatsJson {
-    let tasks = stats
-        .tasks
+fn summaries<'a>(tasks: &'a [TaskView], ids: &'a [String]) -> Vec<Summary<'a>> {
+    tasks
         .iter()
-        .map(|(name, [completed, failed, cancelled])| {
-            (
-                name.to_string(),
-                serde_json::json!({"completed": completed, "failed": failed, "cancelled": cancelled}),
-            )
-        })
-        .collect();
-    StatsJson {
+        .zip(ids)
+        .map(|(t, id)| summary(t, id))
+        .collect()
+}
+
+/// An executor as the monitoring page sees it (`docs/protocol.md`, Worker).
+pub fn worker(view: &WorkerView) -> Worker<'_> {
+    let (kind, group, pid, peer) = match &view.kind {
+        ExecutorKind::Builtin => ("builtin", None, None, None),
+        ExecutorKind::Managed { group, pid } => ("managed", Some(&**group), *pid, None),
+        ExecutorKind::Remote { peer } => ("remote", None, None, Some(peer.as_str())),
+    };
+    Worker {
+        id: view.id.to_string(),
+        name: &view.name,
+        group,
+        kind,
+        pid,
+        peer,
+        tasks: view.tasks.iter().map(|t| &**t).collect(),
+        slots: view.slots as u64,
+        busy: view.running.len() as u64,
+        running: view.running.iter().map(ToString::to_string).collect(),
+        state: view.state.as_str(),
+        connected_at: rfc3339(view.connected_at),
+        last_heartbeat_at: None,
+        done: view.done,
+        failed: view.failed,
+        restarts: None,
+    }
+}
+
+pub fn stats(stats: &Stats) -> StatsBody<'_> {
+    StatsBody {
         workers: stats.workers,
         workers_busy: stats.workers_busy,
         queued: stats.queued,
         running: stats.running,
         connections: stats.connections,
-        tasks,
+        tasks: stats
+            .tasks
+            .iter()
+            .map(|(name, [completed, failed, cancelled])| {
+                (
+                    &**name,
+                    Outcomes {
+                        completed: *completed,
+                        failed: *failed,
+                        cancelled: *cancelled,
+                    },
+                )
+            })
+            .collect(),
     }
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// The admin `watching` reply.
-pub fn watching(reference: Option<&str>, tasks: &[TaskView], s: &Stats) -> String {
-    #[derive(Serialize)]
-    struct Watching<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a str>,
-        tasks: Vec<Summary<'a>>,
-        stats: StatsJson,
-    }
-    serde_json::to_string(&Watching {
-        kind: "watching",
+pub fn watching(
+    reference: Option<&str>,
+    tasks: &[TaskView],
+    workers: &[WorkerView],
+    s: &Stats,
+) -> String {
+    let ids = ids(tasks);
+    to_json(&AdminMessage::Watching {
         reference,
-        tasks: tasks.iter().map(summary).collect(),
+        tasks: summaries(tasks, &ids),
+        workers: workers.iter().map(worker).collect(),
         stats: stats(s),
     })
-    .unwrap_or_default()
 }
 
 pub fn task_update(view: &TaskView) -> String {
-    serde_json::to_string(&serde_json::json!({"type": "task_update", "task": summary(view)}))
-        .unwrap_or_default()
+    let id = view.task_id.to_string();
+    to_json(&AdminMessage::TaskUpdate {
+        task: summary(view, &id),
+    })
+}
+
+pub fn worker_update(view: &WorkerView) -> String {
+    to_json(&AdminMessage::WorkerUpdate {
+        worker: worker(view),
+    })
 }
 
 pub fn stats_message(s: &Stats) -> String {
-    serde_json::to_string(&serde_json::json!({"type": "stats", "stats": stats(s)}))
-        .unwrap_or_default()
+    to_json(&AdminMessage::Stats { stats: stats(s) })
 }
 
-/// `{"tasks": [...], "stats": {...}}` for `GET /v1/admin/tasks`.
+/// `GET /v1/admin/tasks`.
 pub fn admin_list(tasks: &[TaskView], s: &Stats) -> String {
-    serde_json::to_string(&serde_json::json!({
-        "tasks": tasks.iter().map(summary).collect::<Vec<_>>(),
-        "stats": stats(s),
-    }))
-    .unwrap_or_default()
+    let ids = ids(tasks);
+    to_json(&AdminTasks {
+        tasks: summaries(tasks, &ids),
+        stats: stats(s),
+    })
+}
+
+/// `GET /v1/admin/workers`.
+pub fn admin_workers(workers: &[WorkerView]) -> String {
+    to_json(&AdminWorkers {
+        workers: workers.iter().map(worker).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -359,12 +461,18 @@ mod tests {
             seq: 3,
             at: "2026-01-01T00:00:00.000Z",
         };
-        let json = event_json(&head, &EventBody::Started { worker: "local-1" });
+        let json = event_json(
+            &head,
+            &EventBody::Started {
+                worker: "local-1",
+                attempt: 1,
+            },
+        );
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
         assert_eq!(
             value,
             serde_json::json!({"type": "started", "ref": "r\"1", "task_id": "00ff", "seq": 3,
-                "at": "2026-01-01T00:00:00.000Z", "worker": "local-1"})
+                "at": "2026-01-01T00:00:00.000Z", "worker": "local-1", "attempt": 1})
         );
         let json = event_json(
             &EventHead {

@@ -11,15 +11,17 @@
 //! [`Command`](crate::scheduler::Command)s and scheduler output into wire
 //! messages ([`encode`]); they hold no task state of their own.
 
+mod caller;
 mod connection;
 pub mod encode;
+pub(crate) mod error;
 mod files;
 mod rest;
 mod ws;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
@@ -30,12 +32,14 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::error::ApiError;
+use crate::admission::Admission;
 use crate::artifacts::Artifacts;
-use crate::auth::{Authenticator, OriginPolicy, Principal};
-use crate::catalog::Catalog;
+use crate::auth::{Authenticator, OriginPolicy};
 use crate::config::Config;
+use crate::directory::{Directory, Offered, Source};
+use crate::protocol::PROTOCOL_VERSION;
 use crate::protocol::server::{Limits, ServerInfo, ServerMessage, TaskInfo, Welcome};
-use crate::protocol::{ErrorCode, PROTOCOL_VERSION, WireError};
 use crate::scheduler::Scheduler;
 use crate::telemetry::Metrics;
 
@@ -46,16 +50,17 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     pub config: Config,
-    pub catalog: Arc<Catalog>,
+    pub admission: Admission,
+    pub directory: Arc<Directory>,
     pub scheduler: Scheduler,
     pub artifacts: Artifacts,
     pub auth: Authenticator,
     pub origins: OriginPolicy,
     pub metrics: Metrics,
     pub links: encode::Links,
-    /// The `welcome` message, encoded once.
-    pub welcome: Utf8Bytes,
-    /// Open WebSocket connections (for `max_connections`).
+    /// The `welcome` message, encoded once per directory version.
+    pub welcome: Mutex<(u64, Utf8Bytes)>,
+    /// Open WebSocket connections and SSE streams (for `max_connections`).
     pub connections: AtomicUsize,
     /// Cancelled when shutdown begins (`readyz` answers 503).
     pub draining: CancellationToken,
@@ -89,6 +94,16 @@ impl AppState {
             });
         taken.ok().map(|_| ConnectionSlot(self.clone()))
     }
+
+    /// The `welcome` message for what is offered now.
+    pub fn welcome(&self) -> Utf8Bytes {
+        let offered = self.directory.snapshot();
+        let mut cached = self.welcome.lock().unwrap_or_else(PoisonError::into_inner);
+        if cached.0 != offered.version {
+            *cached = (offered.version, welcome(&offered, &self.config));
+        }
+        cached.1.clone()
+    }
 }
 
 /// A taken connection slot, given back on drop.
@@ -101,8 +116,8 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// The `welcome` message for a catalogue and configuration.
-pub fn welcome(catalog: &Catalog, config: &Config) -> Utf8Bytes {
+/// The `welcome` message for what is offered and the configuration.
+pub fn welcome(offered: &Offered, config: &Config) -> Utf8Bytes {
     let limits = &config.limits;
     let message = ServerMessage::Welcome(Welcome {
         server: ServerInfo {
@@ -110,12 +125,19 @@ pub fn welcome(catalog: &Catalog, config: &Config) -> Utf8Bytes {
             version: env!("CARGO_PKG_VERSION"),
         },
         protocol: PROTOCOL_VERSION,
-        tasks: catalog
-            .iter()
-            .map(|e| TaskInfo {
-                name: &e.name,
-                description: e.handler.description(),
-                input_schema: &e.schema,
+        tasks: offered
+            .tasks
+            .values()
+            .map(|offer| TaskInfo {
+                name: &offer.name,
+                description: &offer.description,
+                input_schema: &offer.input_schema,
+                served_by: if offer.source == Source::Builtin {
+                    "builtin"
+                } else {
+                    "workers"
+                },
+                workers: (offer.source != Source::Builtin).then_some(offer.workers as u64),
             })
             .collect(),
         limits: Limits {
@@ -141,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Public files: any page may load the client and the widget (the
         // WebSocket and REST still check `allowed_origins`).
         .fallback_service(
@@ -148,6 +171,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(tower_http::cors::CorsLayer::new().allow_origin(tower_http::cors::Any))
                 .service(static_files),
         )
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            count_errors,
+        ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|request: &axum::http::Request<_>| {
@@ -164,6 +191,14 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
+}
+
+/// Counts every error answer by its code, once, whatever route made it.
+async fn count_errors(State(state): State<AppState>, response: Response) -> Response {
+    if let Some(error::AnsweredCode(code)) = response.extensions().get() {
+        state.metrics.rejected(*code);
+    }
+    response
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -189,31 +224,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// A REST error response with the protocol's error body.
-pub fn error_response(status: StatusCode, error: &WireError) -> Response {
-    let body =
-        serde_json::to_string(&crate::protocol::server::ErrorBody { error }).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// The HTTP status of an error code on REST.
-pub fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::BadMessage | ErrorCode::InvalidInput | ErrorCode::UnknownTask => {
-            StatusCode::BAD_REQUEST
-        }
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::AlreadyFinished => StatusCode::CONFLICT,
-        ErrorCode::QueueFull | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorCode::Timeout | ErrorCode::TaskError | ErrorCode::Internal => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
-}
-
 /// The `Origin` header, if any, as text.
 pub fn origin(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
@@ -230,118 +240,31 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
         .is_ok_and(|origin| state.origins.allows(origin, host))
 }
 
-/// The caller of a REST request, from `Authorization: Bearer ...`.
-#[allow(
-    clippy::result_large_err,
-    reason = "the error is the finished HTTP response, on the rejection path only"
-)]
-pub fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
-    let secret = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(secret) = secret else {
-        state.metrics.rejected(ErrorCode::Unauthorized);
-        return Err(error_response(
-            StatusCode::UNAUTHORIZED,
-            &WireError::new(
-                ErrorCode::Unauthorized,
-                "missing Authorization: Bearer <api key>",
-            ),
-        ));
-    };
-    match state.auth.authenticate(secret, origin(headers)) {
-        Some(principal) => Ok(principal),
-        None => {
-            state.metrics.rejected(ErrorCode::Unauthorized);
-            tracing::info!(client = "unknown", "authentication failed");
-            Err(error_response(
-                StatusCode::UNAUTHORIZED,
-                &WireError::new(ErrorCode::Unauthorized, "unknown or expired key"),
-            ))
-        }
-    }
-}
-
-/// Longest `idempotency_key` / `concurrency_key`, in bytes.
-pub const MAX_OPTION_KEY_BYTES: usize = 256;
-
-/// Turns a wire `submit` into a task the scheduler can queue, checking
-/// everything that can be checked before queueing.
-pub fn prepare(
-    state: &AppState,
-    principal: &Principal,
+/// A wire `submit` as admission's request (the input is copied once, here).
+pub fn submit_request(
     submit: &crate::protocol::client::Submit<'_>,
-) -> Result<crate::task::TaskSpec, WireError> {
+) -> crate::admission::SubmitRequest {
     use crate::protocol::client::{Delivery as WireDelivery, Priority as WirePriority};
-    use crate::task::{Delivery, Priority, TaskOptions, TaskSpec};
-
-    let Some(entry) = state.catalog.get(&submit.task) else {
-        let shown: String = submit.task.chars().take(64).collect();
-        return Err(WireError::new(
-            ErrorCode::UnknownTask,
-            format!("no task named {shown:?}"),
-        ));
-    };
-    if !principal.may_run(&entry.name) {
-        return Err(WireError::new(
-            ErrorCode::Unauthorized,
-            format!("this token may not run {:?}", &*entry.name),
-        ));
-    }
+    use crate::task::{Delivery, Priority};
     let options = &submit.options;
-    let max = state.config.limits.max_timeout;
-    let timeout = match options.timeout_s {
-        None => max,
-        Some(t) if t.is_finite() && t > 0.0 => {
-            std::time::Duration::try_from_secs_f64(t).map_or(max, |d| d.min(max))
-        }
-        Some(_) => {
-            return Err(WireError::new(
-                ErrorCode::BadMessage,
-                "options.timeout_s must be a positive number",
-            ));
-        }
-    };
-    for (field, value) in [
-        ("idempotency_key", &options.idempotency_key),
-        ("concurrency_key", &options.concurrency_key),
-    ] {
-        if value
-            .as_ref()
-            .is_some_and(|v| v.is_empty() || v.len() > MAX_OPTION_KEY_BYTES)
-        {
-            return Err(WireError::new(
-                ErrorCode::BadMessage,
-                format!("options.{field} must be 1 to {MAX_OPTION_KEY_BYTES} bytes"),
-            ));
-        }
-    }
-    entry.handler.validate(submit.input).map_err(|invalid| {
-        WireError::new(ErrorCode::InvalidInput, format!("invalid input: {invalid}"))
-            .with_details(invalid.details())
-    })?;
-    Ok(TaskSpec {
-        name: std::sync::Arc::clone(&entry.name),
+    crate::admission::SubmitRequest {
+        task: submit.task.clone(),
         input: submit.input.to_owned(),
-        options: TaskOptions {
-            timeout,
-            priority: match options.priority {
-                Some(WirePriority::High) => Priority::High,
-                Some(WirePriority::Low) => Priority::Low,
-                Some(WirePriority::Normal) | None => Priority::Normal,
-            },
+        options: crate::admission::RequestedOptions {
+            timeout_s: options.timeout_s,
+            priority: options.priority.map(|p| match p {
+                WirePriority::High => Priority::High,
+                WirePriority::Normal => Priority::Normal,
+                WirePriority::Low => Priority::Low,
+            }),
             idempotency_key: options.idempotency_key.clone(),
             concurrency_key: options.concurrency_key.clone(),
-            delivery: match options.delivery {
-                Some(WireDelivery::Stream) => Delivery::Stream,
-                Some(WireDelivery::Link) | None => Delivery::Link,
-            },
-            cancel_on_disconnect: options.cancel_on_disconnect.unwrap_or(false),
+            delivery: options.delivery.map(|d| match d {
+                WireDelivery::Link => Delivery::Link,
+                WireDelivery::Stream => Delivery::Stream,
+            }),
+            cancel_on_disconnect: options.cancel_on_disconnect,
+            interactive: options.interactive,
         },
-    })
+    }
 }

@@ -13,22 +13,23 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use futures::Stream;
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, bearer, encode, error_response, origin_allowed, prepare, status_of};
-use crate::auth::Principal;
+use super::caller::{Admin, Caller, TaskPath};
+use super::{ApiError, AppState, ConnectionSlot, encode, submit_request};
 use crate::protocol::client::decode_submit;
-use crate::protocol::server::Submitted as SubmittedBody;
-use crate::protocol::{ErrorCode, WireError};
-use crate::scheduler::{Command, Mailbox, Outbound, Reply, Submitted, TaskView};
+use crate::protocol::server::{Cancelled as CancelledBody, Minted, Submitted as SubmittedBody};
+use crate::scheduler::{Mailbox, Outbound};
 use crate::task::{EventRecord, TaskId};
 
 /// The SSE resume header.
 const LAST_EVENT_ID: header::HeaderName = header::HeaderName::from_static("last-event-id");
+/// Largest `POST /v1/tokens` or answer body.
+const SMALL_BODY: usize = 64 * 1024;
 
 pub(super) fn routes(state: &AppState) -> Router<AppState> {
     let cors = tower_http::cors::CorsLayer::new()
@@ -44,6 +45,8 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, LAST_EVENT_ID])
         .max_age(Duration::from_secs(600));
+    let body_timeout =
+        tower_http::timeout::RequestBodyTimeoutLayer::new(state.config.limits.body_timeout);
     Router::new()
         .route(
             "/v1/tasks",
@@ -51,263 +54,224 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/tasks/{task_id}", get(snapshot).delete(cancel))
         .route("/v1/tasks/{task_id}/events", get(events))
-        .route("/v1/tokens", post(mint))
+        .route(
+            "/v1/tasks/{task_id}/questions/{question_id}/answer",
+            post(answer).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
+        .route(
+            "/v1/tokens",
+            post(mint).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
         .route("/v1/tokens/{token}", delete(revoke))
         .route("/v1/admin/tasks", get(admin_tasks))
+        .route("/v1/admin/workers", get(admin_workers))
+        .route(
+            "/v1/{*rest}",
+            any(|| async { ApiError::NoSuchThing("no such route") }),
+        )
+        .layer(body_timeout)
         .layer(cors)
-}
-
-fn fail(state: &AppState, error: &WireError) -> Response {
-    state.metrics.rejected(error.code);
-    rejection(error)
-}
-
-/// An error response, with `Retry-After` when the error says when.
-fn rejection(error: &WireError) -> Response {
-    let mut response = error_response(status_of(error.code), error);
-    if let Some(ms) = error.retry_after_ms
-        && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
-}
-
-fn shutting_down(state: &AppState) -> Response {
-    fail(
-        state,
-        &WireError::new(ErrorCode::ShuttingDown, "the server is shutting down"),
-    )
-}
-
-/// Auth and Origin checks shared by every REST route.
-#[allow(
-    clippy::result_large_err,
-    reason = "the error is the finished HTTP response, on the rejection path only"
-)]
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
-    if !origin_allowed(state, headers) {
-        return Err(error_response(
-            StatusCode::FORBIDDEN,
-            &WireError::new(ErrorCode::Unauthorized, "origin not allowed"),
-        ));
-    }
-    bearer(state, headers)
-}
-
-/// [`caller`] plus the task id of the path (`404` when it is not one).
-#[allow(
-    clippy::result_large_err,
-    reason = "the error is the finished HTTP response, on the rejection path only"
-)]
-fn task_caller(
-    state: &AppState,
-    headers: &HeaderMap,
-    task_id: &str,
-) -> Result<(Principal, TaskId), Response> {
-    let principal = caller(state, headers)?;
-    let task_id = task_id.parse::<TaskId>().map_err(|_| not_found(state))?;
-    Ok((principal, task_id))
-}
-
-fn not_found(state: &AppState) -> Response {
-    fail(state, &WireError::new(ErrorCode::NotFound, "no such task"))
 }
 
 fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn submit(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let principal = match caller(&state, &headers) {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            return error_response(
-                status,
-                &WireError::new(
-                    ErrorCode::BadMessage,
-                    format!("cannot read the body: {rejection}"),
-                ),
-            );
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// The body, or the error that reading it earned (`413`, `408`, `400`).
+fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    match body {
+        Ok(body) => {
+            state.metrics.bytes_received.inc_by(body.len() as u64);
+            Ok(body)
         }
-    };
-    state.metrics.bytes_received.inc_by(body.len() as u64);
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return fail(
-            &state,
-            &WireError::new(ErrorCode::BadMessage, "the body is not UTF-8"),
-        );
-    };
-    let (_, submit) = match decode_submit(text) {
-        Ok(decoded) => decoded,
-        Err(e) => return fail(&state, &WireError::new(ErrorCode::BadMessage, e.message)),
-    };
-    let spec = match prepare(&state, &principal, &submit) {
-        Ok(spec) => spec,
-        Err(error) => return fail(&state, &error),
-    };
-    let (tx, rx) = oneshot::channel();
-    let command = Command::Submit {
-        spec,
-        owner: principal.client.clone(),
-        reply: Reply::Rest(tx),
-    };
-    if !state.scheduler.send(command).await {
-        return shutting_down(&state);
-    }
-    match rx.await {
-        Ok(Ok(Submitted {
-            task_id,
-            position,
-            duplicate,
-        })) => {
-            let id = task_id.hex();
-            let base = state.links.public_url.as_deref().unwrap_or("");
-            let body = SubmittedBody {
-                task_id: id.as_str(),
-                status_url: format!("{base}/v1/tasks/{}", id.as_str()),
-                events_url: format!("{base}/v1/tasks/{}/events", id.as_str()),
-                position,
-                duplicate,
-            };
-            json(
-                StatusCode::ACCEPTED,
-                serde_json::to_string(&body).unwrap_or_default(),
-            )
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::BodyTooLarge {
+                max: state.config.limits.max_message_bytes,
+            })
         }
-        // Rejections were counted by the scheduler.
-        Ok(Err(error)) => rejection(&error),
-        Err(_) => shutting_down(&state),
+        Err(rejection) if body_timed_out(&rejection) => {
+            Err(ApiError::BodyTimeout(state.config.limits.body_timeout))
+        }
+        Err(rejection) => Err(ApiError::BadMessage(format!(
+            "cannot read the body: {rejection}"
+        ))),
     }
 }
 
-async fn view(state: &AppState, principal: Principal, task_id: TaskId) -> Option<TaskView> {
-    let (tx, rx) = oneshot::channel();
-    let command = Command::Snapshot {
-        task_id,
-        principal,
-        reply: tx,
-    };
-    if !state.scheduler.send(command).await {
-        return None;
+fn body_timed_out(rejection: &BytesRejection) -> bool {
+    use std::error::Error;
+    let mut source: Option<&(dyn Error + 'static)> = Some(rejection);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
     }
-    rx.await.ok().flatten()
+    false
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(&state, raw)?;
+    let text = std::str::from_utf8(&raw)
+        .map_err(|_| ApiError::BadMessage("the body is not UTF-8".to_owned()))?;
+    let (_, submit) = decode_submit(text).map_err(|e| ApiError::BadMessage(e.message))?;
+    let request = submit_request(&submit);
+    drop(raw);
+    let spec = state.admission.admit(&principal, request).await?;
+    let submitted = state.scheduler.submit(spec).await?;
+    let id = submitted.task_id.hex();
+    let base = state.links.public_url.as_deref().unwrap_or("");
+    let body = SubmittedBody {
+        task_id: id.as_str(),
+        status_url: format!("{base}/v1/tasks/{}", id.as_str()),
+        events_url: format!("{base}/v1/tasks/{}/events", id.as_str()),
+        position: submitted.position,
+        duplicate: submitted.duplicate,
+    };
+    Ok(json(StatusCode::ACCEPTED, to_json(&body)))
 }
 
 async fn snapshot(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(task_id): Path<String>,
-) -> Response {
-    let (principal, task_id) = match task_caller(&state, &headers, &task_id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    match view(&state, principal, task_id).await {
-        Some(view) => json(StatusCode::OK, encode::snapshot(&view, &state.links)),
-        None => not_found(&state),
-    }
+    Caller(principal): Caller,
+    TaskPath(task_id): TaskPath,
+) -> Result<Response, ApiError> {
+    let view = state
+        .scheduler
+        .snapshot(task_id, principal)
+        .await
+        .ok_or(ApiError::NotFound)?;
+    Ok(json(StatusCode::OK, encode::snapshot(&view, &state.links)))
 }
 
 async fn cancel(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(task_id): Path<String>,
-) -> Response {
-    let (principal, task_id) = match task_caller(&state, &headers, &task_id) {
-        Ok(found) => found,
-        Err(response) => return response,
+    Caller(principal): Caller,
+    TaskPath(task_id): TaskPath,
+) -> Result<Response, ApiError> {
+    state.scheduler.cancel(task_id, principal).await?;
+    let id = task_id.hex();
+    let body = CancelledBody {
+        task_id: id.as_str(),
+        state: "cancelled",
     };
-    let (tx, rx) = oneshot::channel();
-    let command = Command::Cancel {
-        task_id,
-        principal,
-        reply: Reply::Rest(tx),
-    };
-    if !state.scheduler.send(command).await {
-        return shutting_down(&state);
-    }
-    match rx.await {
-        Ok(Ok(())) => {
-            let id = task_id.hex();
-            json(
-                StatusCode::OK,
-                serde_json::json!({"task_id": id.as_str(), "state": "cancelled"}).to_string(),
-            )
-        }
-        Ok(Err(error)) => rejection(&error),
-        Err(_) => shutting_down(&state),
-    }
+    Ok(json(StatusCode::OK, to_json(&body)))
 }
 
-/// SSE: held events after `Last-Event-ID`, then live
-/// ones; the stream ends after the terminal event.
+#[derive(Deserialize)]
+struct AnswerBody {
+    value: serde_json::Value,
+}
+
+async fn answer(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    TaskPath(task_id): TaskPath,
+    Path((_, question_id)): Path<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(&state, raw)?;
+    let request: AnswerBody = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::BadMessage(format!("bad answer: {e}")))?;
+    let value = request.value.clone();
+    state
+        .scheduler
+        .answer(task_id, principal, question_id.clone(), request.value)
+        .await?;
+    let id = task_id.hex();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"task_id": id.as_str(), "question_id": question_id,
+            "outcome": "answered", "value": value})
+        .to_string(),
+    ))
+}
+
+/// SSE: held events after `Last-Event-ID`, then live ones; the stream ends
+/// after the terminal event. It holds a connection slot while open.
 async fn events(
     State(state): State<AppState>,
+    Caller(principal): Caller,
+    TaskPath(task_id): TaskPath,
     headers: HeaderMap,
-    Path(task_id): Path<String>,
-) -> Response {
-    let (principal, task_id) = match task_caller(&state, &headers, &task_id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+) -> Result<Response, ApiError> {
+    if state.draining.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
     let after_seq = headers
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let Some(view) = view(&state, principal.clone(), task_id).await else {
-        return not_found(&state);
-    };
+    let view = state
+        .scheduler
+        .snapshot(task_id, principal.clone())
+        .await
+        .ok_or(ApiError::NotFound)?;
+    let slot = state.connection_slot().ok_or_else(|| {
+        ApiError::RateLimited(format!(
+            "too many open connections (max_connections = {})",
+            state.config.limits.max_connections
+        ))
+    })?;
     let (mailbox, inbox, overflow) = Mailbox::new(state.config.limits.send_queue);
+    let mailbox_id = mailbox.id();
     let finished = view.state.is_terminal() && view.last_seq <= after_seq;
     if !finished {
-        let command = Command::Subscribe {
-            task_id,
-            principal,
-            after_seq,
-            mailbox,
-            reference: None,
-        };
-        state.scheduler.send(command).await;
+        state
+            .scheduler
+            .subscribe(task_id, principal, after_seq, mailbox, None)
+            .await;
     }
     let stream = SseStream {
         state: state.clone(),
+        task_id,
+        mailbox: mailbox_id,
         inbox,
         overflow,
         drained: state.drained.clone(),
         pending: VecDeque::new(),
         done: finished,
         gauge: state.metrics.connections("sse"),
+        _slot: slot,
     };
     stream.gauge.inc();
-    Sse::new(stream.into_stream())
+    Ok(Sse::new(stream.into_stream())
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+        .into_response())
 }
 
 struct SseStream {
     state: AppState,
+    task_id: TaskId,
+    mailbox: crate::scheduler::MailboxId,
     inbox: mpsc::Receiver<Outbound>,
     overflow: CancellationToken,
     drained: CancellationToken,
     pending: VecDeque<Event>,
     done: bool,
     gauge: prometheus_client::metrics::gauge::Gauge,
+    _slot: ConnectionSlot,
 }
 
 impl Drop for SseStream {
     fn drop(&mut self) {
         self.gauge.dec();
+        // A dropped stream stops following its task at once (a client that
+        // comes and goes leaves nothing behind).
+        if !self.done {
+            self.state
+                .scheduler
+                .unsubscribe_now(self.task_id, self.mailbox);
+        }
     }
 }
 
@@ -347,7 +311,15 @@ impl SseStream {
                             s.push(&record);
                         }
                     }
-                    _ => {}
+                    // The task was forgotten between the snapshot and the
+                    // subscription: nothing more will come.
+                    Outbound::Error { .. } | Outbound::Rejected { .. } => s.done = true,
+                    // Never sent to an SSE stream's mailbox.
+                    Outbound::Unsubscribed { .. }
+                    | Outbound::Watching(_)
+                    | Outbound::TaskUpdate(_)
+                    | Outbound::WorkerUpdate(_)
+                    | Outbound::Stats(_) => {}
                 }
             }
         })
@@ -359,38 +331,31 @@ struct MintRequest {
     ttl_s: Option<u64>,
     tasks: Option<Vec<String>>,
     origin: Option<String>,
+    scope: Option<String>,
 }
 
-async fn mint(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let principal = match caller(&state, &headers) {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    let request: MintRequest = if body.iter().all(u8::is_ascii_whitespace) {
+async fn mint(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(&state, raw)?;
+    let request: MintRequest = if raw.iter().all(u8::is_ascii_whitespace) {
         MintRequest {
             ttl_s: None,
             tasks: None,
             origin: None,
+            scope: None,
         }
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(request) => request,
-            Err(e) => {
-                return fail(
-                    &state,
-                    &WireError::new(ErrorCode::BadMessage, format!("bad token request: {e}")),
-                );
-            }
-        }
+        serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::BadMessage(format!("bad token request: {e}")))?
     };
     if let Some(tasks) = &request.tasks
-        && let Some(unknown) = tasks.iter().find(|t| state.catalog.get(t).is_none())
+        && let Some(unknown) = tasks.iter().find(|t| state.directory.get(t).is_none())
     {
         let shown: String = unknown.chars().take(64).collect();
-        return fail(
-            &state,
-            &WireError::new(ErrorCode::UnknownTask, format!("no task named {shown:?}")),
-        );
+        return Err(crate::admission::AdmissionError::UnknownTask(shown).into());
     }
     let origin = match request
         .origin
@@ -399,77 +364,69 @@ async fn mint(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
     {
         None => None,
         Some(Ok(origin)) => Some(origin),
-        Some(Err(why)) => {
-            return fail(
-                &state,
-                &WireError::new(ErrorCode::BadMessage, format!("origin: {why}")),
-            );
-        }
+        Some(Err(why)) => return Err(ApiError::BadMessage(format!("origin: {why}"))),
     };
     if request.ttl_s == Some(0) {
-        return fail(
-            &state,
-            &WireError::new(ErrorCode::BadMessage, "ttl_s must be at least 1"),
-        );
+        return Err(ApiError::BadMessage("ttl_s must be at least 1".to_owned()));
     }
+    let scope = match request.scope.as_deref() {
+        None | Some("own") => crate::auth::TokenScope::Own,
+        Some("key") => crate::auth::TokenScope::Key,
+        Some(_) => {
+            return Err(ApiError::BadMessage(
+                "scope must be \"own\" or \"key\"".to_owned(),
+            ));
+        }
+    };
     let ttl = request.ttl_s.map(Duration::from_secs);
     match state
         .auth
         .tokens
-        .mint(&principal, ttl, request.tasks, origin)
+        .mint(&principal, ttl, request.tasks, origin, scope)
     {
-        Ok((token, expires)) => json(
-            StatusCode::CREATED,
-            serde_json::json!({"token": token, "expires_at": encode::rfc3339(expires)}).to_string(),
-        ),
-        Err(crate::auth::MintError::NotAKey) => fail(
-            &state,
-            &WireError::new(ErrorCode::Unauthorized, "browser tokens cannot mint tokens"),
-        ),
-        Err(crate::auth::MintError::TooMany) => fail(
-            &state,
-            &WireError::new(ErrorCode::RateLimited, "too many live tokens"),
-        ),
-        Err(e) => fail(&state, &WireError::new(ErrorCode::Internal, e.to_string())),
+        Ok((token, expires)) => {
+            let expires_at = encode::rfc3339(expires);
+            let body = Minted {
+                token: &token,
+                expires_at: &expires_at,
+            };
+            Ok(json(StatusCode::CREATED, to_json(&body)))
+        }
+        Err(crate::auth::MintError::NotAKey) => {
+            Err(ApiError::Unauthorized("browser tokens cannot mint tokens"))
+        }
+        Err(crate::auth::MintError::TooMany) => {
+            Err(ApiError::RateLimited("too many live tokens".to_owned()))
+        }
+        Err(e) => Err(ApiError::Internal(e.to_string())),
     }
 }
 
 async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(token): Path<String>,
-) -> Response {
-    let principal = match caller(&state, &headers) {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    if principal.via_token || !state.auth.tokens.revoke(&principal.client, &token) {
-        return fail(
-            &state,
-            &WireError::new(ErrorCode::NotFound, "no such token"),
-        );
+) -> Result<Response, ApiError> {
+    if principal.via_token() || !state.auth.tokens.revoke(&principal.client, &token) {
+        return Err(ApiError::NoSuchThing("no such token"));
     }
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn admin_tasks(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let principal = match caller(&state, &headers) {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    if !principal.admin {
-        state.metrics.rejected(ErrorCode::Unauthorized);
-        return error_response(
-            StatusCode::FORBIDDEN,
-            &WireError::new(ErrorCode::Unauthorized, "needs an admin key"),
-        );
-    }
-    let (tx, rx) = oneshot::channel();
-    if !state.scheduler.send(Command::AdminList { reply: tx }).await {
-        return shutting_down(&state);
-    }
-    match rx.await {
-        Ok((tasks, stats)) => json(StatusCode::OK, encode::admin_list(&tasks, &stats)),
-        Err(_) => shutting_down(&state),
-    }
+async fn admin_tasks(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let (tasks, stats) = state
+        .scheduler
+        .admin_list()
+        .await
+        .ok_or(ApiError::ShuttingDown)?;
+    Ok(json(StatusCode::OK, encode::admin_list(&tasks, &stats)))
+}
+
+async fn admin_workers(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let workers = state
+        .scheduler
+        .admin_workers()
+        .await
+        .ok_or(ApiError::ShuttingDown)?;
+    Ok(json(StatusCode::OK, encode::admin_workers(&workers)))
 }

@@ -3,11 +3,11 @@
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, connection, error_response, origin, origin_allowed};
-use crate::protocol::{CloseCode, ErrorCode, SUBPROTOCOL, WireError};
+use super::{ApiError, AppState, caller, connection, origin};
+use crate::protocol::{CloseCode, SUBPROTOCOL};
 
 /// WebSocket read buffer: small, so an idle connection costs little.
 const READ_BUFFER: usize = 4 * 1024;
@@ -19,18 +19,18 @@ pub(super) async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !origin_allowed(&state, &headers) {
+    if state.draining.is_cancelled() {
+        return ApiError::ShuttingDown.into_response();
+    }
+    if !super::origin_allowed(&state, &headers) {
         tracing::info!("websocket refused: origin not allowed");
-        return error_response(
-            StatusCode::FORBIDDEN,
-            &WireError::new(ErrorCode::Unauthorized, "origin not allowed"),
-        );
+        return ApiError::Forbidden("origin not allowed").into_response();
     }
     // Header auth: a wrong key is refused before the upgrade.
     let principal = if headers.contains_key(header::AUTHORIZATION) {
-        match super::bearer(&state, &headers) {
+        match caller::authenticate(&state, &headers) {
             Ok(principal) => Some(principal),
-            Err(response) => return response,
+            Err(error) => return error.into_response(),
         }
     } else {
         None

@@ -430,7 +430,7 @@ async fn slow_reader_is_closed_1013_and_loses_nothing() {
     // A big file streamed down the socket fills the buffers while a chatty
     // task fills the mailbox; the client reads nothing meanwhile.
     slow.send(json!({"type": "submit", "ref": "big", "task": "blob",
-        "input": {"size": 100_000_000, "name": "big.bin"}, "options": {"delivery": "stream"}}))
+        "input": {"size": 32_000_000, "name": "big.bin"}, "options": {"delivery": "stream"}}))
         .await;
     // Chatty until cancelled: it cannot end before the stream has begun.
     slow.send(json!({"type": "submit", "ref": "chatty", "task": "sleep", "input": {"ms": 600_000, "steps": 10_000}}))

@@ -39,6 +39,12 @@ pub enum ClientMessage<'a> {
     Unsubscribe {
         task_id: String,
     },
+    /// The answer to a task's open question.
+    Answer {
+        task_id: String,
+        question_id: String,
+        value: Box<RawValue>,
+    },
     Ping,
     /// Admin extension (`docs/protocol.md`): follow every task.
     Watch,
@@ -53,6 +59,7 @@ impl ClientMessage<'_> {
             ClientMessage::Cancel { .. } => "cancel",
             ClientMessage::Subscribe { .. } => "subscribe",
             ClientMessage::Unsubscribe { .. } => "unsubscribe",
+            ClientMessage::Answer { .. } => "answer",
             ClientMessage::Ping => "ping",
             ClientMessage::Watch => "watch",
             ClientMessage::Unwatch => "unwatch",
@@ -78,6 +85,7 @@ pub struct SubmitOptions {
     pub concurrency_key: Option<String>,
     pub delivery: Option<Delivery>,
     pub cancel_on_disconnect: Option<bool>,
+    pub interactive: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -125,6 +133,10 @@ struct RawFields<'a> {
     task_id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     after_seq: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    question_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<&'a RawValue>,
 }
 
 /// serde would read a JSON array into a struct field by field; a message
@@ -191,6 +203,16 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
         "unsubscribe" => ClientMessage::Unsubscribe {
             task_id: required(raw.task_id, "unsubscribe", "task_id")
                 .map_err(|m| fail(Some("unsubscribe"), m))?,
+        },
+        "answer" => ClientMessage::Answer {
+            task_id: required(raw.task_id, "answer", "task_id")
+                .map_err(|m| fail(Some("answer"), m))?,
+            question_id: required(raw.question_id, "answer", "question_id")
+                .map_err(|m| fail(Some("answer"), m))?,
+            value: raw
+                .value
+                .map(RawValue::to_owned)
+                .ok_or_else(|| fail(Some("answer"), "answer: missing field `value`".to_owned()))?,
         },
         "ping" => ClientMessage::Ping,
         "watch" => ClientMessage::Watch,

@@ -6,6 +6,7 @@
 //! client crate can reuse it; it never sees sockets, the scheduler or domain
 //! types (`server` converts those into these).
 
+pub mod admin;
 pub mod client;
 pub mod server;
 
@@ -32,8 +33,11 @@ pub enum ErrorCode {
     RateLimited,
     NotFound,
     AlreadyFinished,
+    AlreadyAnswered,
     Timeout,
     TaskError,
+    WorkerLost,
+    NoWorker,
     Internal,
     StorageFull,
     ShuttingDown,
@@ -41,7 +45,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for metrics that should show zeros too.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadMessage,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownTask,
@@ -50,8 +54,11 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::NotFound,
         ErrorCode::AlreadyFinished,
+        ErrorCode::AlreadyAnswered,
         ErrorCode::Timeout,
         ErrorCode::TaskError,
+        ErrorCode::WorkerLost,
+        ErrorCode::NoWorker,
         ErrorCode::Internal,
         ErrorCode::StorageFull,
         ErrorCode::ShuttingDown,
@@ -68,8 +75,11 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyFinished => "already_finished",
+            ErrorCode::AlreadyAnswered => "already_answered",
             ErrorCode::Timeout => "timeout",
             ErrorCode::TaskError => "task_error",
+            ErrorCode::WorkerLost => "worker_lost",
+            ErrorCode::NoWorker => "no_worker",
             ErrorCode::Internal => "internal",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::ShuttingDown => "shutting_down",

@@ -83,6 +83,7 @@ pub enum EventBody<'a> {
     },
     Started {
         worker: &'a str,
+        attempt: u32,
     },
     Progress {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +92,30 @@ pub enum EventBody<'a> {
         message: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         data: Option<&'a RawValue>,
+    },
+    Question {
+        question_id: &'a str,
+        prompt: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        choices: Option<Vec<Choice<'a>>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        schema: Option<&'a serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        default: Option<&'a serde_json::Value>,
+        expires_at: &'a str,
+    },
+    Answered {
+        question_id: &'a str,
+        outcome: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<&'a serde_json::Value>,
+    },
+    Requeued {
+        attempt: u32,
+        reason: &'a str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        details: Option<&'a serde_json::Value>,
     },
     Completed {
         result: &'a RawValue,
@@ -112,6 +137,9 @@ impl EventBody<'_> {
             EventBody::Accepted { .. } => "accepted",
             EventBody::Started { .. } => "started",
             EventBody::Progress { .. } => "progress",
+            EventBody::Question { .. } => "question",
+            EventBody::Answered { .. } => "answered",
+            EventBody::Requeued { .. } => "requeued",
             EventBody::Completed { .. } => "completed",
             EventBody::Failed { .. } => "failed",
             EventBody::Cancelled { .. } => "cancelled",
@@ -152,6 +180,28 @@ pub fn event_json(head: &EventHead<'_>, body: &EventBody<'_>) -> Vec<u8> {
     out
 }
 
+/// One choice of a question.
+#[derive(Debug, Serialize)]
+pub struct Choice<'a> {
+    pub value: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<&'a str>,
+}
+
+/// An open question as the snapshot shows it.
+#[derive(Debug, Serialize)]
+pub struct OpenQuestion<'a> {
+    pub question_id: &'a str,
+    pub prompt: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<Choice<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<&'a serde_json::Value>,
+    pub expires_at: &'a str,
+}
+
 /// `welcome`.
 #[derive(Debug, Serialize)]
 pub struct Welcome<'a> {
@@ -172,6 +222,11 @@ pub struct TaskInfo<'a> {
     pub name: &'a str,
     pub description: &'a str,
     pub input_schema: &'a serde_json::Value,
+    /// `builtin` or `workers`.
+    pub served_by: &'a str,
+    /// For tasks served by workers: how many are connected now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -212,15 +267,21 @@ pub struct Snapshot<'a> {
     pub task: &'a str,
     pub state: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<OpenQuestion<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a WireError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<&'a [FileObject<'a>]>,
     pub created_at: &'a str,
@@ -229,6 +290,20 @@ pub struct Snapshot<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<&'a str>,
     pub last_seq: u64,
+}
+
+/// `DELETE /v1/tasks/{id}` answer.
+#[derive(Debug, Serialize)]
+pub struct Cancelled<'a> {
+    pub task_id: &'a str,
+    pub state: &'a str,
+}
+
+/// `POST /v1/tokens` answer (`201`).
+#[derive(Debug, Serialize)]
+pub struct Minted<'a> {
+    pub token: &'a str,
+    pub expires_at: &'a str,
 }
 
 /// The body of every REST error response.
