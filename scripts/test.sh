@@ -5,7 +5,10 @@
 #   1. cargo fmt --check, clippy -D warnings, the whole Rust suite;
 #   2. ODF schema validation of generated booklets;
 #   3. the end-to-end browser tests against a real `taskwire serve`;
-#   4. the Python package (python/): lint, types, and its tests against a real
+#   4. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
+#      with PostgreSQL and Redis, the end-to-end test in Chromium
+#      (scripts/test-indico.sh, which installs what it needs);
+#   5. the Python package (python/): lint, types, and its tests against a real
 #      `taskwire serve` with managed and remote Python workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +51,9 @@ scripts/odf-validate.sh "$out"/*.odt
 step "browser: end-to-end tests in Chromium"
 need_apt chromium
 TASKWIRE_BIN="$root/target/debug/taskwire" tests/browser/run.sh
+
+step "indico plugin: pytest in a real Indico, end to end in Chromium"
+TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-indico.sh
 
 step "python: the taskwire package against a real server"
 TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-python.sh

@@ -730,13 +730,13 @@ export class TaskwireClient extends EventTarget {
                 return;
               }
               const fatal = FATAL_CLOSE.get(e.code);
-              if (fatal) fail(new TaskwireError(fatal[0], fatal[1], { details: { close_code: e.code, close_reason: e.reason } }), true);
+              if (fatal) fail(new TaskwireError(fatal[0], fatal[1], { details: { url: this.#wsUrl, close_code: e.code, close_reason: e.reason } }), true);
               else
                 fail(
                   new TaskwireError(
                     'connection_failed',
                     `cannot connect to ${this.#wsUrl} (close ${e.code}${e.reason ? `: ${e.reason}` : ''}; the server may be down or may refuse this page's origin)`,
-                    { details: { close_code: e.code, close_reason: e.reason } },
+                    { details: { url: this.#wsUrl, close_code: e.code, close_reason: e.reason } },
                   ),
                 );
             };

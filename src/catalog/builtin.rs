@@ -1,5 +1,6 @@
 //! The built-in tasks: `echo`, `sleep` and `blob` for tests, demos and
-//! benchmarks, and `abstract_booklet`, the first real one.
+//! benchmarks, `approval` (a question to the submitter), and
+//! `abstract_booklet`, the first real one.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -13,13 +14,132 @@ use serde_json::value::RawValue;
 use super::{
     Catalog, FileWriter, InvalidInput, TaskCtx, TaskError, TaskHandler, TaskOutput, decode_input,
 };
-use crate::task::Progress;
+use crate::task::{Choice, Progress, QuestionSpec};
 
 pub(super) fn register(catalog: &mut Catalog, max_temp_bytes: u64) {
     catalog.register(Arc::new(Echo));
     catalog.register(Arc::new(Sleep));
     catalog.register(Arc::new(Blob { max_temp_bytes }));
+    catalog.register(Arc::new(Approval));
     catalog.register(Arc::new(super::booklet::AbstractBooklet));
+}
+
+/// `approval`: asks its submitter one question and completes with the
+/// answer (the built-in way to try questions without any worker).
+struct Approval;
+
+/// Most choices `approval` offers.
+const MAX_APPROVAL_CHOICES: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalInput {
+    #[serde(default = "default_prompt")]
+    prompt: String,
+    choices: Option<Vec<String>>,
+    schema: Option<serde_json::Value>,
+    default: Option<serde_json::Value>,
+    timeout_s: Option<u64>,
+}
+
+fn default_prompt() -> String {
+    "Approve?".to_owned()
+}
+
+impl ApprovalInput {
+    fn parse(input: &RawValue) -> Result<ApprovalInput, InvalidInput> {
+        let parsed: ApprovalInput = decode_input(input)?;
+        if parsed.prompt.is_empty() || parsed.prompt.len() > 1024 {
+            return Err(InvalidInput::new("$.prompt", "from 1 to 1024 bytes"));
+        }
+        if parsed.choices.is_some() && parsed.schema.is_some() {
+            return Err(InvalidInput::new("$.schema", "give choices or a schema, not both"));
+        }
+        if let Some(choices) = &parsed.choices
+            && !(1..=MAX_APPROVAL_CHOICES).contains(&choices.len())
+        {
+            return Err(InvalidInput::new(
+                "$.choices",
+                format!("from 1 to {MAX_APPROVAL_CHOICES} choices"),
+            ));
+        }
+        if let Some(schema) = &parsed.schema {
+            crate::directory::compile_schema(schema)
+                .map_err(|e| InvalidInput::new("$.schema", e))?;
+        }
+        Ok(parsed)
+    }
+}
+
+impl TaskHandler for Approval {
+    fn name(&self) -> &'static str {
+        "approval"
+    }
+
+    fn description(&self) -> &'static str {
+        "Asks its submitter one question (choices, default \"approve\" or \"reject\", or a JSON Schema) and completes with the answer."
+    }
+
+    fn input_schema(&self) -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string", "minLength": 1, "maxLength": 1024},
+                "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_APPROVAL_CHOICES},
+                "schema": {"type": "object"},
+                "default": {},
+                "timeout_s": {"type": "integer", "minimum": 1}
+            },
+            "additionalProperties": false
+        })
+    }
+
+    fn validate(&self, input: &RawValue) -> Result<(), InvalidInput> {
+        ApprovalInput::parse(input).map(drop)
+    }
+
+    fn run(
+        &self,
+        input: Box<RawValue>,
+        ctx: TaskCtx,
+    ) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
+        let parsed = ApprovalInput::parse(&input);
+        Box::pin(async move {
+            let input = parsed.map_err(|e| TaskError::invalid_input(&e))?;
+            let choices = match (&input.schema, input.choices) {
+                (Some(_), _) => None,
+                (None, Some(choices)) => Some(choices),
+                (None, None) => Some(vec!["approve".to_owned(), "reject".to_owned()]),
+            };
+            let question = QuestionSpec {
+                question_id: "approval".to_owned(),
+                prompt: input.prompt,
+                choices: choices.map(|choices| {
+                    choices
+                        .into_iter()
+                        .map(|c| Choice {
+                            value: serde_json::Value::String(c),
+                            label: None,
+                        })
+                        .collect()
+                }),
+                schema: input.schema,
+                default: input.default,
+                timeout: input.timeout_s.map(Duration::from_secs),
+            };
+            let answer = ctx
+                .ask(question)
+                .await
+                .map_err(|e| TaskError::task(e.to_string()))?;
+            if answer.value.is_none() {
+                return Err(TaskError::task(format!(
+                    "nobody answered ({})",
+                    answer.outcome.as_str()
+                )));
+            }
+            TaskOutput::json(&json!({"outcome": answer.outcome.as_str(), "answer": answer.value}))
+        })
+    }
 }
 
 /// `echo`: completes at once with the input as its result.

@@ -28,10 +28,9 @@ use super::{Command, Mailbox, MailboxId, Outbound, Refusal, Reply, Submitted};
 use crate::auth::Principal;
 use crate::config::Limits;
 use crate::directory::Directory;
-use crate::exec::{ExecutorId, Order, StopReason, Tagged};
+use crate::exec::{ExecutorId, Order, Tagged};
 use crate::task::{
-    Answer, CancelReason, ClientId, Delivery, Owner, Priority, PublishedFile, TaskEvent, TaskId,
-    TaskSpec, TaskState,
+    Answer, CancelReason, ClientId, Owner, Priority, PublishedFile, TaskEvent, TaskId, TaskState,
 };
 use crate::telemetry::{Metrics, TaskMetrics};
 
@@ -151,9 +150,9 @@ impl Task {
             || (self.owner.client == principal.client && principal.sees(self.owner.token))
     }
 
-    pub(crate) fn answer_order(&self, answer: Answer) -> Order {
-        let deadline = self.run.as_ref().map_or_else(Instant::now, |r| r.deadline);
-        let left = deadline.saturating_duration_since(Instant::now());
+    pub(crate) fn answer_order(&self, answer: Answer, now: Instant) -> Order {
+        let deadline = self.run.as_ref().map_or(now, |r| r.deadline);
+        let left = deadline.saturating_duration_since(now);
         Order::Answer {
             task_id: self.id,
             attempt: self.attempt,
@@ -193,6 +192,8 @@ pub(crate) struct Core {
     pub(crate) drain: Option<DrainState>,
     /// Files of attempts that completed too late, to be discarded.
     pub(crate) orphans: Vec<PublishedFile>,
+    /// The time of the input being handled (set by every entry point).
+    pub(crate) now: Instant,
 }
 
 impl std::fmt::Debug for Core {
@@ -230,6 +231,7 @@ impl Core {
             ewma_ms: 10.0,
             drain: None,
             orphans: Vec::new(),
+            now: Instant::now(),
         }
     }
 
@@ -238,6 +240,7 @@ impl Core {
     }
 
     pub(crate) fn on_command(&mut self, command: Command, now: Instant) {
+        self.now = now;
         match command {
             Command::Submit { spec, reply } => self.submit(spec, reply, now),
             Command::Cancel {
@@ -317,7 +320,7 @@ impl Core {
         }
     }
 
-    fn reject(&self, reply: Reply<Submitted>, refusal: Refusal) {
+    pub(super) fn reject(&self, reply: Reply<Submitted>, refusal: Refusal) {
         match reply {
             Reply::Direct(tx) => {
                 let _ = tx.send(Err(refusal));
@@ -331,394 +334,6 @@ impl Core {
                     &self.metrics,
                 );
             }
-        }
-    }
-
-    fn submit(&mut self, spec: TaskSpec, reply: Reply<Submitted>, now: Instant) {
-        if self.drain.is_some() {
-            return self.reject(reply, Refusal::ShuttingDown);
-        }
-        let TaskSpec {
-            id,
-            name,
-            input,
-            options,
-            owner,
-            retry_safe,
-        } = spec;
-        if let Some(key) = &options.idempotency_key
-            && let Some(existing) = self.idempotency.find(&owner.client, &name, key)
-            && self.tasks.contains_key(&existing)
-        {
-            return self.duplicate(existing, reply);
-        }
-        let retry_after = self.retry_after();
-        if self.queue.len() >= self.limits.queue_capacity {
-            let capacity = self.limits.queue_capacity;
-            return self.reject(
-                reply,
-                Refusal::QueueFull {
-                    capacity,
-                    retry_after,
-                },
-            );
-        }
-        let size = input.get().len() as u64;
-        if self.queued_bytes + size > self.limits.max_queued_input_bytes {
-            let max = self.limits.max_queued_input_bytes;
-            return self.reject(reply, Refusal::QueuedBytesFull { max, retry_after });
-        }
-        let client_bytes = self.client_bytes.get(&owner.client).copied().unwrap_or(0);
-        if client_bytes + size > self.limits.max_queued_input_bytes_per_client {
-            let max = self.limits.max_queued_input_bytes_per_client;
-            return self.reject(reply, Refusal::ClientShareFull { max, retry_after });
-        }
-        self.charge(&owner.client, size);
-        let metrics = self.metrics.task(&name);
-        metrics.submitted.inc();
-        if let Some(key) = &options.idempotency_key {
-            self.idempotency.remember(&owner.client, &name, key, id);
-        }
-        let group = options
-            .concurrency_key
-            .as_deref()
-            .map(|key| (owner.client.clone(), Box::<str>::from(key)));
-        let place = self.queue.push(id, &name, options.priority, group.clone());
-        let position = {
-            let cohort = self.registry.cohort(&name);
-            self.queue.position(&place, cohort.iter())
-        };
-        let mut subscribers = Vec::with_capacity(1);
-        let mut cancel_with = None;
-        let (copies, direct) = match reply {
-            Reply::Mailbox { mailbox, reference } => {
-                if options.cancel_on_disconnect {
-                    cancel_with = Some(mailbox.id());
-                }
-                subscribers.push(Subscriber {
-                    mailbox: mailbox.clone(),
-                    stream: options.delivery == Delivery::Stream,
-                });
-                (vec![(mailbox, reference)], None)
-            }
-            Reply::Direct(tx) => (Vec::new(), Some(tx)),
-        };
-        let no_worker_at = (!self.registry.serves(&name)).then(|| now + self.limits.no_worker_wait);
-        if let Some(at) = no_worker_at {
-            self.timers.insert((at, id, Timer::NoWorker));
-        }
-        tracing::debug!(task_id = %id, task = %name, client = %owner.client, "task accepted");
-        self.tasks.insert(
-            id,
-            Task {
-                id,
-                name,
-                owner,
-                metrics,
-                priority: options.priority,
-                concurrency_key: group,
-                place: Some(place),
-                holds_group: false,
-                timeout: options.timeout,
-                idempotency_key: options.idempotency_key.map(String::into_boxed_str),
-                cancel_with,
-                interactive: options.interactive,
-                retry_safe,
-                state: TaskState::Queued,
-                input: Some(input),
-                charged: size,
-                attempt: 0,
-                run: None,
-                log: EventLog::new(),
-                subscribers,
-                cancel_reason: None,
-                cancel_waiters: Vec::new(),
-                question: None,
-                answered: Vec::new(),
-                worker: None,
-                created_at: SystemTime::now(),
-                started_at: None,
-                finished_at: None,
-                progress: None,
-                message: None,
-                no_worker_at,
-            },
-        );
-        self.emit(id, TaskEvent::Accepted { position }, copies);
-        if let Some(tx) = direct {
-            let _ = tx.send(Ok(Submitted {
-                task_id: id,
-                position,
-                duplicate: false,
-            }));
-        }
-    }
-
-    pub(crate) fn charge(&mut self, client: &ClientId, bytes: u64) {
-        self.queued_bytes += bytes;
-        *self.client_bytes.entry(client.clone()).or_default() += bytes;
-    }
-
-    /// Gives back a queued task's input charge.
-    pub(crate) fn uncharge(&mut self, id: TaskId) {
-        let Some(task) = self.tasks.get_mut(&id) else {
-            return;
-        };
-        let bytes = std::mem::take(&mut task.charged);
-        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
-        if let Some(used) = self.client_bytes.get_mut(&task.owner.client) {
-            *used = used.saturating_sub(bytes);
-            if *used == 0 {
-                self.client_bytes.remove(&task.owner.client);
-            }
-        }
-    }
-
-    /// A repeat of an idempotent submit: the first task's `accepted`
-    /// (marked duplicate), what it did since, and its live events.
-    fn duplicate(&mut self, id: TaskId, reply: Reply<Submitted>) {
-        let Some(task) = self.tasks.get_mut(&id) else {
-            return;
-        };
-        let Some(first) = task.log.first().cloned() else {
-            return;
-        };
-        let position = match &first.event {
-            TaskEvent::Accepted { position } => *position,
-            _ => 0,
-        };
-        match reply {
-            Reply::Direct(tx) => {
-                let _ = tx.send(Ok(Submitted {
-                    task_id: id,
-                    position,
-                    duplicate: true,
-                }));
-            }
-            Reply::Mailbox { mailbox, reference } => {
-                let copy = Outbound::Event {
-                    record: first,
-                    reference,
-                    duplicate: true,
-                    stream: false,
-                };
-                if !mailbox.deliver(copy, &self.metrics) {
-                    return;
-                }
-                let rest = task.log.replay(1);
-                if !rest.is_empty() && !mailbox.deliver(Outbound::Replay(rest), &self.metrics) {
-                    return;
-                }
-                if !task.state.is_terminal()
-                    && !task
-                        .subscribers
-                        .iter()
-                        .any(|s| s.mailbox.id() == mailbox.id())
-                {
-                    task.subscribers.push(Subscriber {
-                        mailbox,
-                        stream: false,
-                    });
-                }
-            }
-        }
-    }
-
-    pub(crate) fn retry_after(&self) -> Duration {
-        let (slots, _) = self.registry.slot_counts();
-        let per_slot = self.queue.len() as f64 / slots.max(1) as f64;
-        let estimate = self.ewma_ms * per_slot.max(1.0);
-        Duration::from_millis((estimate.ceil() as u64).clamp(10, 60_000))
-    }
-
-    fn cancel(&mut self, id: TaskId, principal: &Principal, reply: Reply<()>, now: Instant) {
-        let Some(task) = self.tasks.get(&id).filter(|t| t.visible_to(principal)) else {
-            return self.refuse(reply, Refusal::NotFound);
-        };
-        match task.state {
-            TaskState::Queued => {
-                let copies = match reply {
-                    Reply::Mailbox { mailbox, reference } => vec![(mailbox, reference)],
-                    Reply::Direct(tx) => {
-                        let _ = tx.send(Ok(()));
-                        Vec::new()
-                    }
-                };
-                self.cancel_queued(id, CancelReason::Client, copies);
-            }
-            TaskState::Running | TaskState::Waiting => {
-                self.stop_running(
-                    id,
-                    StopReason::Cancelled(CancelReason::Client),
-                    Some(reply),
-                    now,
-                );
-            }
-            TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {
-                self.refuse(reply, Refusal::AlreadyFinished);
-            }
-        }
-    }
-
-    /// Takes a queued task out of the line; it never starts.
-    pub(crate) fn cancel_queued(
-        &mut self,
-        id: TaskId,
-        reason: CancelReason,
-        copies: Vec<(Mailbox, Option<Box<str>>)>,
-    ) {
-        self.unqueue(id);
-        if let Some(task) = self.tasks.get(&id) {
-            task.metrics.cancelled.inc();
-            tracing::info!(task_id = %id, task = %task.name, reason = reason.as_str(), "task cancelled");
-        }
-        self.emit(id, TaskEvent::Cancelled(reason), copies);
-    }
-
-    /// Removes a queued task from the line and gives back its charge.
-    pub(crate) fn unqueue(&mut self, id: TaskId) {
-        if let Some(place) = self.tasks.get_mut(&id).and_then(|t| t.place.take()) {
-            self.queue.remove(id, &place);
-        }
-        self.uncharge(id);
-    }
-
-    /// Asks the executor of a running task to stop it; the terminal event
-    /// comes with the executor's report (or when its grace runs out).
-    pub(crate) fn stop_running(
-        &mut self,
-        id: TaskId,
-        reason: StopReason,
-        reply: Option<Reply<()>>,
-        now: Instant,
-    ) {
-        if let StopReason::Cancelled(_) = reason
-            && self.tasks.get(&id).is_some_and(|t| t.question.is_some())
-        {
-            self.close_question(
-                id,
-                crate::task::AnswerOutcome::Cancelled,
-                None,
-                Vec::new(),
-                now,
-            );
-        }
-        let grace = self.limits.cancel_grace;
-        let Some(task) = self.tasks.get_mut(&id) else {
-            return;
-        };
-        if let StopReason::Cancelled(cause) = reason
-            && task.cancel_reason.is_none()
-        {
-            task.cancel_reason = Some(cause);
-        }
-        if let Some(reply) = reply {
-            task.cancel_waiters.push(reply);
-        }
-        let attempt = task.attempt;
-        let Some(run) = task.run.as_mut().filter(|r| !r.stopping) else {
-            return;
-        };
-        run.stopping = true;
-        let executor = run.executor;
-        self.timers
-            .insert((now + grace + STOP_MARGIN, id, Timer::Stop(attempt)));
-        self.order(
-            executor,
-            Order::Stop {
-                task_id: id,
-                attempt,
-                reason,
-                grace,
-            },
-        );
-    }
-
-    fn subscribe(
-        &mut self,
-        id: TaskId,
-        principal: &Principal,
-        after_seq: u64,
-        mailbox: Mailbox,
-        reference: Option<Box<str>>,
-    ) {
-        let Some(task) = self.tasks.get_mut(&id).filter(|t| t.visible_to(principal)) else {
-            let reply: Reply<()> = Reply::Mailbox { mailbox, reference };
-            return self.refuse(reply, Refusal::NotFound);
-        };
-        let replay = task.log.replay(after_seq);
-        if !replay.is_empty() && !mailbox.deliver(Outbound::Replay(replay), &self.metrics) {
-            return;
-        }
-        if !task.state.is_terminal()
-            && !task
-                .subscribers
-                .iter()
-                .any(|s| s.mailbox.id() == mailbox.id())
-        {
-            task.subscribers.push(Subscriber {
-                mailbox,
-                stream: false,
-            });
-        }
-    }
-
-    fn disconnected(&mut self, mailbox: MailboxId, tasks: &[TaskId], now: Instant) {
-        self.watch.remove(mailbox);
-        for id in tasks {
-            let Some(task) = self.tasks.get_mut(id) else {
-                continue;
-            };
-            task.subscribers.retain(|s| s.mailbox.id() != mailbox);
-            if task.cancel_with != Some(mailbox) {
-                continue;
-            }
-            match task.state {
-                TaskState::Queued => self.cancel_queued(*id, CancelReason::Disconnect, Vec::new()),
-                TaskState::Running | TaskState::Waiting => self.stop_running(
-                    *id,
-                    StopReason::Cancelled(CancelReason::Disconnect),
-                    None,
-                    now,
-                ),
-                TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {}
-            }
-        }
-    }
-
-    fn begin_drain(&mut self, reply: oneshot::Sender<()>, now: Instant) {
-        if let Some(drain) = &mut self.drain {
-            drain.waiters.push(reply);
-            return;
-        }
-        tracing::info!(
-            queued = self.queue.len(),
-            running = self.running,
-            "draining: queued tasks are cancelled, running ones get the grace period"
-        );
-        let queued: Vec<TaskId> = self.queue.ids().collect();
-        for id in queued {
-            self.cancel_queued(id, CancelReason::Shutdown, Vec::new());
-        }
-        let executors: Vec<ExecutorId> = self.registry.iter().map(|(id, _)| id).collect();
-        for executor in executors {
-            self.order(executor, Order::Drain);
-        }
-        self.drain = Some(DrainState {
-            waiters: vec![reply],
-            grace_until: Some(now + self.limits.shutdown_grace),
-        });
-        self.finish_drain_if_done();
-    }
-
-    pub(crate) fn finish_drain_if_done(&mut self) {
-        let Some(drain) = &mut self.drain else { return };
-        if self.running > 0 || !self.queue.is_empty() {
-            return;
-        }
-        drain.grace_until = None;
-        for waiter in drain.waiters.drain(..) {
-            let _ = waiter.send(());
         }
     }
 
@@ -744,7 +359,7 @@ impl Core {
         event: TaskEvent,
         copies: Vec<(Mailbox, Option<Box<str>>)>,
     ) {
-        let now = Instant::now();
+        let now = self.now;
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };

@@ -38,8 +38,10 @@ mod mailbox;
 mod questions;
 mod queue;
 mod registry;
+mod requests;
 mod retention;
 mod running;
+mod timers;
 mod watch;
 
 #[cfg(test)]
@@ -194,6 +196,8 @@ pub struct TaskView {
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
     pub last_seq: u64,
+    /// Mailboxes following it now.
+    pub subscribers: usize,
 }
 
 /// An executor as the monitoring page shows it.

@@ -100,7 +100,7 @@ impl Core {
                 outcome: AnswerOutcome::NotInteractive,
                 value: spec.default.clone(),
             };
-            let order = task.answer_order(answer);
+            let order = task.answer_order(answer, now);
             return self.order(executor, order);
         }
         if task.question.is_some() {
@@ -219,7 +219,7 @@ impl Core {
             let deadline = run.resume(now);
             self.timers
                 .insert((deadline, task_id, Timer::Run(task.attempt)));
-            order = Some((run.executor, task.answer_order(answer.clone())));
+            order = Some((run.executor, task.answer_order(answer.clone(), now)));
         }
         self.emit(task_id, TaskEvent::Answered(answer), copies);
         if let Some((executor, order)) = order {

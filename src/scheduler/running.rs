@@ -14,7 +14,7 @@ use super::registry::Executor;
 use crate::directory::Source;
 use crate::exec::{
     Assignment, ExecutorId, ExecutorKind, ExecutorSpec, LostCause, Order, Outcome, RegisterError,
-    Registration, Report, Reporter, StopReason, Tagged, order_queue,
+    Registration, Report, Reporter, Tagged, order_queue,
 };
 use crate::task::{CancelReason, FailureKind, TaskEvent, TaskFailure, TaskId, TaskState};
 
@@ -92,6 +92,7 @@ impl Core {
     /// Hands queued tasks to executors with free slots, the least busy
     /// executor first, until no executor can take one.
     pub(crate) fn dispatch(&mut self, now: Instant) {
+        self.now = now;
         if self.drain.is_some() {
             return;
         }
@@ -114,7 +115,7 @@ impl Core {
         }
     }
 
-    fn start(&mut self, next: Next, executor: ExecutorId, now: Instant) {
+    pub(super) fn start(&mut self, next: Next, executor: ExecutorId, now: Instant) {
         let Next { id, group } = next;
         self.uncharge(id);
         let Some(task) = self.tasks.get_mut(&id) else {
@@ -176,7 +177,7 @@ impl Core {
 
     /// Whether a report about `attempt` of `task_id` from `executor` is
     /// about the task's current, unfinished attempt.
-    fn is_current(&self, executor: ExecutorId, task_id: TaskId, attempt: u32) -> bool {
+    pub(super) fn is_current(&self, executor: ExecutorId, task_id: TaskId, attempt: u32) -> bool {
         self.tasks.get(&task_id).is_some_and(|t| {
             t.attempt == attempt
                 && !t.state.is_terminal()
@@ -185,6 +186,7 @@ impl Core {
     }
 
     pub(crate) fn on_report(&mut self, tagged: Tagged, now: Instant) {
+        self.now = now;
         let Tagged { executor, report } = tagged;
         match report {
             Report::Progress {
@@ -240,7 +242,7 @@ impl Core {
         }
     }
 
-    fn on_finished(
+    pub(super) fn on_finished(
         &mut self,
         executor: ExecutorId,
         task_id: TaskId,
@@ -351,7 +353,7 @@ impl Core {
     }
 
     /// Fails a task that is queued or just popped (never started).
-    fn fail_queued(&mut self, id: TaskId, failure: TaskFailure) {
+    pub(super) fn fail_queued(&mut self, id: TaskId, failure: TaskFailure) {
         self.unqueue(id);
         if let Some(task) = self.tasks.get_mut(&id) {
             if std::mem::take(&mut task.holds_group)
@@ -366,7 +368,12 @@ impl Core {
 
     /// An executor is gone: each attempt it ran is re-queued (retry-safe,
     /// attempts left, not shutting down) or fails with `worker_lost`.
-    fn executor_gone(&mut self, executor: ExecutorId, cause: Option<LostCause>, now: Instant) {
+    pub(super) fn executor_gone(
+        &mut self,
+        executor: ExecutorId,
+        cause: Option<LostCause>,
+        now: Instant,
+    ) {
         let Some(exec) = self.registry.remove(executor) else {
             return;
         };
@@ -401,7 +408,14 @@ impl Core {
         self.watch.dirty();
     }
 
-    fn lost(&mut self, id: TaskId, attempt: u32, worker: &str, cause: &LostCause, now: Instant) {
+    pub(super) fn lost(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        worker: &str,
+        cause: &LostCause,
+        now: Instant,
+    ) {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
@@ -454,7 +468,7 @@ impl Core {
     }
 
     /// Puts a task whose attempt was lost back at the front of its lane.
-    fn requeue(&mut self, id: TaskId, failure: TaskFailure, now: Instant) {
+    pub(super) fn requeue(&mut self, id: TaskId, failure: TaskFailure, now: Instant) {
         if self.tasks.get(&id).is_some_and(|t| t.question.is_some()) {
             self.close_question(
                 id,
@@ -487,111 +501,5 @@ impl Core {
         tracing::info!(task_id = %id, task = %task.name, attempt, "task re-queued after its worker was lost");
         self.charge(&client, size);
         self.emit(id, TaskEvent::Requeued { attempt, failure }, Vec::new());
-    }
-
-    /// The next instant something is due.
-    pub(crate) fn next_wake(&self) -> Option<Instant> {
-        [
-            self.retention.next_deadline(),
-            self.drain.as_ref().and_then(|d| d.grace_until),
-            self.watch.stats_due,
-            self.timers.first().map(|(at, _, _)| *at),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    pub(crate) fn on_time(&mut self, now: Instant) {
-        while let Some(id) = self.retention.pop_due(
-            now,
-            self.limits.max_held_tasks,
-            self.limits.max_held_result_bytes,
-        ) {
-            self.forget(id);
-        }
-        while let Some(&(at, id, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
-            self.fire(id, timer, at, now);
-        }
-        if let Some(drain) = &mut self.drain
-            && drain.grace_until.is_some_and(|at| at <= now)
-        {
-            drain.grace_until = None;
-            let running: Vec<TaskId> = self
-                .tasks
-                .values()
-                .filter(|t| matches!(t.state, TaskState::Running | TaskState::Waiting))
-                .map(|t| t.id)
-                .collect();
-            for id in running {
-                self.stop_running(id, StopReason::Cancelled(CancelReason::Shutdown), None, now);
-            }
-        }
-        if self.watch.stats_due.is_some_and(|at| at <= now) {
-            self.watch.stats_due = None;
-            self.push_stats();
-        }
-        self.finish_drain_if_done();
-    }
-
-    fn fire(&mut self, id: TaskId, timer: Timer, at: Instant, now: Instant) {
-        let Some(task) = self.tasks.get(&id) else {
-            return;
-        };
-        match timer {
-            Timer::Run(attempt) => {
-                let due = task.attempt == attempt
-                    && !task.state.is_terminal()
-                    && task
-                        .run
-                        .as_ref()
-                        .is_some_and(|r| !r.is_paused() && r.deadline == at);
-                if !due {
-                    return;
-                }
-                let timeout = task.timeout;
-                task.metrics.failed.inc();
-                let failure = TaskFailure::new(
-                    FailureKind::Timeout,
-                    format!("ran past its timeout of {} s", timeout.as_secs_f64()),
-                );
-                self.stop_running(id, StopReason::Timeout, None, now);
-                self.end_running(id, TaskEvent::Failed(failure), now);
-            }
-            Timer::Stop(attempt) => {
-                let due = task.attempt == attempt
-                    && !task.state.is_terminal()
-                    && task.run.as_ref().is_some_and(|r| r.stopping);
-                if !due {
-                    return;
-                }
-                let reason = task.cancel_reason.unwrap_or(CancelReason::Shutdown);
-                task.metrics.cancelled.inc();
-                tracing::warn!(task_id = %id, task = %task.name, "the worker did not stop the task in time");
-                self.end_running(id, TaskEvent::Cancelled(reason), now);
-            }
-            Timer::Question(attempt) => self.question_expired(id, attempt, now),
-            Timer::NoWorker => {
-                let due = task.state == TaskState::Queued
-                    && task.no_worker_at == Some(at)
-                    && !self.registry.serves(&task.name);
-                if !due {
-                    return;
-                }
-                let failure = TaskFailure::new(
-                    FailureKind::NoWorker,
-                    format!(
-                        "no worker serving {:?} came within {} s",
-                        &*task.name,
-                        self.limits.no_worker_wait.as_secs()
-                    ),
-                );
-                self.fail_queued(id, failure);
-            }
-        }
     }
 }

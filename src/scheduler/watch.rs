@@ -64,7 +64,11 @@ impl WatchFeed {
         self.stats_dirty = false;
     }
 
-    fn send(&mut self, message: impl Fn() -> Outbound, metrics: &crate::telemetry::Metrics) {
+    pub(super) fn send(
+        &mut self,
+        message: impl Fn() -> Outbound,
+        metrics: &crate::telemetry::Metrics,
+    ) {
         self.watchers.retain(|w| w.deliver(message(), metrics));
     }
 }
@@ -97,6 +101,7 @@ impl Core {
             started_at: task.started_at,
             finished_at: task.finished_at,
             last_seq: task.log.last_seq(),
+            subscribers: task.subscribers.len(),
         }
     }
 
@@ -174,7 +179,7 @@ impl Core {
         self.tell_watchers(id);
     }
 
-    fn tell_watchers(&mut self, id: TaskId) {
+    pub(super) fn tell_watchers(&mut self, id: TaskId) {
         let Some(view) = self.tasks.get(&id).map(|task| self.view(task)) else {
             return;
         };

@@ -310,6 +310,7 @@ pub fn summary<'a>(view: &'a TaskView, task_id: &'a str) -> Summary<'a> {
         started_at: view.started_at.map(rfc3339),
         finished_at: view.finished_at.map(rfc3339),
         duration_ms,
+        subscribers: view.subscribers as u64,
     }
 }
 

@@ -105,6 +105,8 @@ describe('<taskwire-button>', () => {
     });
     assert.equal(await spinner.isVisible(), false);
     assert.match(await host(page).locator('[part="status"]').textContent(), /Done/);
+    // A task without a file shows no download.
+    assert.equal(await host(page).locator('[part="link"]').isVisible(), false);
     const focused = await page.evaluate(() => {
       const el = document.querySelector('taskwire-button');
       return document.activeElement === el && el.shadowRoot.activeElement === el.shadowRoot.querySelector('button');
@@ -150,10 +152,22 @@ describe('<taskwire-button>', () => {
     await button(page).click();
     const error = await widgetEvent(page, 'taskwire-error');
     assert.equal(error.code, 'task_error');
+    // An editor reads a sentence and what to do next; no code, no developer message.
+    assert.equal(error.text, 'The task failed.');
+    assert.match(error.next, /Try again/);
     const alert = host(page).getByRole('alert');
     await alert.waitFor();
-    assert.ok((await alert.textContent()).includes(error.message), 'the alert shows the message');
-    assert.match(await alert.textContent(), /task_error/);
+    assert.equal(await host(page).locator('[part="error-text"]').innerText(), 'The task failed.');
+    assert.match(await host(page).locator('[part="error-next"]').innerText(), /Try again.*administrator/);
+    assert.doesNotMatch(await alert.innerText(), /task_error/, 'the code is not shown before Details is opened');
+    // The code and the task's own message are behind the Details toggle.
+    const details = host(page).locator('[part="error-details"]');
+    assert.equal(await details.locator('pre').isVisible(), false);
+    await details.locator('summary').click();
+    await details.locator('pre').waitFor({ state: 'visible' });
+    const developer = await details.locator('pre').innerText();
+    assert.match(developer, /code: task_error/);
+    assert.ok(developer.includes(error.message), `the details hold the message: ${developer}`);
     await page.waitForFunction(() => {
       const el = document.querySelector('taskwire-button');
       return !el.hasAttribute('aria-busy') && !el.shadowRoot.querySelector('button').disabled;
@@ -187,7 +201,96 @@ describe('<taskwire-button>', () => {
     const error = await widgetEvent(page, 'taskwire-error');
     assert.equal(error.code, 'connection_failed');
     await host(page).getByRole('alert').waitFor();
+    const shown = await host(page).getByRole('alert').innerText();
+    assert.match(shown, /^The task service cannot be reached\./);
+    assert.match(shown, /try again/i);
+    assert.doesNotMatch(shown, /ws:|1006|connection_failed/, `no socket URL, close code or error code: ${shown}`);
+    // The developer's view keeps them.
+    await host(page).locator('[part="error-details"] summary').click();
+    const developer = await host(page).locator('[part="error-details"] pre').innerText();
+    assert.match(developer, /code: connection_failed/);
+    assert.match(developer, /"close_code":1006/);
+    assert.match(developer, new RegExp(`ws://127\\.0\\.0\\.1:${port}/v1/ws`));
     await page.waitForFunction(() => !document.querySelector('taskwire-button').shadowRoot.querySelector('button').disabled);
+    await page.close();
+  });
+
+  test('done: the file name is shown once, wraps at its separators, and the download link is the next action', T, async () => {
+    const name = '1443_6th_Workshop_on_Free-Electron_Lasers_and_Bright_Sources_abstract_booklet.odt';
+    const page = await open({ task: 'blob', input: { size: 2048, name } });
+    await host(page).evaluate((el) => {
+      el.setAttribute('no-download', '');
+      el.style.width = '260px';
+    });
+    await button(page).click();
+    await widgetEvent(page, 'taskwire-done');
+    const link = host(page).locator('[part="link"]');
+    await link.waitFor({ state: 'visible' });
+    const status = await host(page).locator('[part="status"]').innerText();
+    assert.equal(status, 'Done: your file is ready.');
+    const visible = await host(page).evaluate((el) => el.shadowRoot.textContent);
+    assert.equal(visible.split(name).length - 1, 1, 'the name appears once in the widget');
+    assert.match(await link.innerText(), /^Download/);
+    assert.equal(await link.getAttribute('download'), name);
+    assert.match(await link.innerText(), /2 KB/);
+    // Wrapped: several lines, each ending at a separator, none wider than the widget.
+    const lines = await host(page).evaluate((el) => {
+      const nameEl = el.shadowRoot.querySelector('[part="file-name"]');
+      const range = document.createRange();
+      const tops = new Map();
+      for (const node of nameEl.childNodes) {
+        if (node.nodeType !== Node.TEXT_NODE) continue;
+        for (let i = 0; i < node.length; i += 1) {
+          range.setStart(node, i);
+          range.setEnd(node, i + 1);
+          const rect = range.getBoundingClientRect();
+          const top = Math.round(rect.top);
+          tops.set(top, (tops.get(top) ?? '') + node.data[i]);
+        }
+      }
+      return { lines: [...tops.values()], overflow: nameEl.scrollWidth > el.getBoundingClientRect().width };
+    });
+    assert.ok(lines.lines.length >= 2, `the name wraps: ${JSON.stringify(lines.lines)}`);
+    for (const line of lines.lines.slice(0, -1)) assert.match(line, /[_\-.]$/, `each line ends at a separator: ${line}`);
+    assert.equal(lines.overflow, false);
+    // The link downloads the file.
+    const downloaded = page.waitForEvent('download');
+    await link.click();
+    assert.equal((await downloaded).suggestedFilename(), name);
+    await page.close();
+  });
+
+  test('a busy server reads "try again in N seconds"; pages can word errors their way', T, async () => {
+    const page = await open({ task: 'sleep', input: { ms: 10, steps: 1 } });
+    const shown = await page.evaluate(async () => {
+      const { describeError } = await import('/taskwire-button.js');
+      const { TaskwireError } = await import('/taskwire.js');
+      const busy = describeError(new TaskwireError('queue_full', 'queue is full', { retryAfterMs: 4200 }));
+      const refused = describeError(new TaskwireError('unauthorized', 'key refused', { details: { stage: 'token', status: 502 } }));
+      const own = describeError(new TaskwireError('unauthorized', 'key refused', { details: { stage: 'token' } }), {
+        'token:unauthorized': { text: 'The key of this event was refused.', next: 'Ask the event managers.' },
+      });
+      const unknown = describeError(new TaskwireError('something_new', 'x'));
+      return { busy, refused, own, unknown };
+    });
+    assert.deepEqual(shown.busy, { text: 'The task service is busy right now.', next: 'Try again in 5 seconds.' });
+    assert.match(shown.refused.text, /refused this site's key/);
+    assert.deepEqual(shown.own, { text: 'The key of this event was refused.', next: 'Ask the event managers.' });
+    assert.equal(shown.unknown.text, 'Something went wrong.');
+    await page.close();
+  });
+
+  test('the texts property words an error the page\'s way', T, async () => {
+    const port = await freePort();
+    const page = await open({ task: 'echo', input: 1, serverUrl: `http://127.0.0.1:${port}` });
+    await host(page).evaluate((el) => {
+      el.texts = { connection_failed: { text: 'The booklet service is down.', next: 'Ask the event managers.' } };
+    });
+    await button(page).click();
+    const error = await widgetEvent(page, 'taskwire-error');
+    assert.equal(error.text, 'The booklet service is down.');
+    assert.equal(await host(page).locator('[part="error-text"]').innerText(), 'The booklet service is down.');
+    assert.equal(await host(page).locator('[part="error-next"]').innerText(), 'Ask the event managers.');
     await page.close();
   });
 });

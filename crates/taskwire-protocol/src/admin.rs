@@ -38,6 +38,8 @@ pub struct Summary<'a> {
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Connections following the task now.
+    pub subscribers: u64,
 }
 
 /// A worker (an executor: a built-in slot, a managed or a remote worker).

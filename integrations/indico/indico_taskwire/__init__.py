@@ -1,0 +1,1 @@
+"""Indico plugin: an event's abstract booklet, built by a taskwire server."""
