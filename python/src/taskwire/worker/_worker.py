@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -174,7 +175,17 @@ class Worker:
         with the worker key ``key`` (or ``TASKWIRE_WORKER_KEY``) and reconnects
         with backoff after a drop.
         """
-        asyncio.run(self.serve(url, key, transport=transport))
+        from .. import errors
+        from ._runner import WorkerRefused
+
+        try:
+            asyncio.run(self.serve(url, key, transport=transport))
+        except (WorkerRefused, errors.Unauthorized) as e:
+            # A refusal is the operator's business: one clear line, no traceback.
+            print(f"taskwire: the server refused worker {self.name}: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
 
     async def serve(
         self,
