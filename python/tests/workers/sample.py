@@ -102,6 +102,15 @@ async def py_sleep(input: Any, ctx: taskwire.Context) -> str:
     return "slept"
 
 
+@worker.task("py_retry", retry_safe=True)
+async def py_retry(input: Any, ctx: taskwire.Context) -> dict[str, Any]:
+    """Retry-safe: the first attempt waits (to be killed), a later one returns at once."""
+    ctx.progress(0.0, f"attempt {ctx.attempt}")
+    if ctx.attempt == 1:
+        await asyncio.sleep(float(input.get("seconds", 60)))
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
 @worker.task("py_sync_wait")
 def py_sync_wait(input: Any, ctx: taskwire.SyncContext) -> str:
     """Waits in its thread until cancelled (or `seconds`), reporting progress."""
