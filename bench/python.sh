@@ -38,7 +38,16 @@ BENCH="${BENCH:-$root/target/release/taskwire-bench}"
 log "the Python venv, Celery and Redis (once)"
 venv="$(scripts/python-venv.sh)"
 PY="$venv/bin/python"
-"$root/bench/peers/install.sh"
+# Celery and Redis as bench/peers/install.sh installs them (BullMQ is not needed here).
+if ! command -v redis-server >/dev/null; then
+    log "installing redis-server (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+    (service redis-server stop || systemctl stop redis-server || true) >/dev/null 2>&1
+fi
+if [ ! -x "$root/bench/.venv/bin/celery" ]; then
+    python3 -m venv "$root/bench/.venv"
+    "$root/bench/.venv/bin/pip" install -q --disable-pip-version-check 'celery[redis]' >&2
+fi
 
 rand() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 TASKWIRE_API_KEY="bench-$(rand)"
