@@ -154,6 +154,8 @@ struct FileConfig {
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     api_keys: Vec<FileApiKey>,
+    #[serde(default)]
+    schedules: Vec<crate::schedules::FileSchedule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +197,8 @@ pub enum KeySource {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `[[schedules]]`, checked.
+    pub schedules: Vec<crate::schedules::Schedule>,
     pub limits: Limits,
     pub files: FilesConfig,
     pub security: SecurityConfig,
@@ -541,12 +545,15 @@ impl Config {
             }
         }
 
+        let schedules = crate::schedules::spec::parse(file.schedules, &api_keys, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
         let secs = Duration::from_secs;
         Ok(Config {
             listen,
+            schedules,
             limits: Limits {
                 workers: workers as usize,
                 queue_capacity: queue_capacity as usize,

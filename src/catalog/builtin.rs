@@ -53,7 +53,10 @@ impl ApprovalInput {
             return Err(InvalidInput::new("$.prompt", "from 1 to 1024 bytes"));
         }
         if parsed.choices.is_some() && parsed.schema.is_some() {
-            return Err(InvalidInput::new("$.schema", "give choices or a schema, not both"));
+            return Err(InvalidInput::new(
+                "$.schema",
+                "give choices or a schema, not both",
+            ));
         }
         if let Some(choices) = &parsed.choices
             && !(1..=MAX_APPROVAL_CHOICES).contains(&choices.len())

@@ -226,6 +226,15 @@ pub enum Report {
         task_id: TaskId,
         attempt: u32,
     },
+    /// One attempt is lost while the executor lives on (a remote worker
+    /// that came back without it, a cancel it ignored): the attempt is
+    /// re-queued or fails with `worker_lost`, like a lost executor's, and
+    /// its slot is free.
+    Lost {
+        task_id: TaskId,
+        attempt: u32,
+        cause: LostCause,
+    },
     /// The executor takes no new work (it is draining).
     Draining,
     /// The executor is gone. Its running attempts are lost (`cause`), or it

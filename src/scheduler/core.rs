@@ -140,6 +140,8 @@ pub(crate) struct Task {
     pub(crate) message: Option<String>,
     /// When it fails with `no_worker` unless an executor for it comes.
     pub(crate) no_worker_at: Option<Instant>,
+    /// The schedule that submitted it.
+    pub(crate) tag: Option<Arc<str>>,
 }
 
 impl Task {

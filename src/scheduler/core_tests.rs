@@ -159,6 +159,7 @@ impl Harness {
             options,
             owner: client.owner(),
             retry_safe: decl.is_some_and(|d| d.retry_safe),
+            tag: None,
         }
     }
 
@@ -838,4 +839,27 @@ fn a_browser_token_sees_only_its_own_tasks_unless_minted_wide() {
     assert!(h.snapshot(&key("other"), id).is_none());
     let mut denied = h.cancel(&editor_2, id);
     assert_eq!(kinds(&mut denied), vec!["error: no such task"]);
+}
+
+#[test]
+fn one_lost_attempt_is_requeued_while_its_executor_lives_on() {
+    let mut h = Harness::new(limits(), &[("safe", true)]);
+    let alice = key("alice");
+    let w = h.executor("w", 1, &["safe"]);
+    let (id, mut rx) = h.submit(&alice, "safe", options());
+    assert_eq!(h.assigned(w), vec![(id, 1)]);
+    h.report(
+        w,
+        Report::Lost {
+            task_id: id,
+            attempt: 1,
+            cause: LostCause::Disconnected,
+        },
+    );
+    // Its slot is free again, so attempt 2 goes to the same executor.
+    assert_eq!(h.assigned(w), vec![(id, 2)]);
+    assert_eq!(
+        kinds(&mut rx),
+        vec!["accepted", "started", "requeued", "started"]
+    );
 }

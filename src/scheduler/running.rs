@@ -231,6 +231,21 @@ impl Core {
                     exec.release(task_id, attempt);
                 }
             }
+            Report::Lost {
+                task_id,
+                attempt,
+                cause,
+            } => {
+                let current = self.is_current(executor, task_id, attempt);
+                let Some(exec) = self.registry.get_mut(executor) else {
+                    return;
+                };
+                exec.release(task_id, attempt);
+                let name = std::sync::Arc::clone(&exec.name);
+                if current {
+                    self.lost(task_id, attempt, &name, &cause, now);
+                }
+            }
             Report::Draining => {
                 if let Some(exec) = self.registry.get_mut(executor) {
                     exec.draining = true;

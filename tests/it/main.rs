@@ -4,8 +4,12 @@
 mod support;
 
 mod booklet;
+mod bounds;
 mod files;
+mod hardening;
 mod process;
 mod protocol;
+mod questions;
 mod rest;
+mod schedules;
 mod tasks;
