@@ -13,7 +13,9 @@
 #   5. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
 #      with PostgreSQL and Redis, the end-to-end test in Chromium
 #      (scripts/test-indico.sh, which installs what it needs);
-#   6. the lock-file check started in step 0 must have passed.
+#   6. the Python package (python/): lint, types, and its tests against a real
+#      `taskwire serve` with managed and remote Python workers;
+#   7. the lock-file check started in step 0 must have passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -74,6 +76,9 @@ TASKWIRE_BIN="$root/target/debug/taskwire" tests/browser/run.sh
 
 step "indico plugin: pytest in a real Indico, end to end in Chromium"
 TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-indico.sh
+
+step "python: the taskwire package against a real server"
+TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-python.sh
 
 step "lock files: each installs with its ordinary client"
 locks_status=0
