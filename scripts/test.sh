@@ -5,15 +5,17 @@
 #   0. (in the background, from the start) every lock file installs as it is
 #      with its ordinary client (scripts/check-locks.sh);
 #   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with
-#      Node.js for the managed-worker tests; TASKWIRE_TEST_ALL=1 makes a
-#      missing one a failure);
+#      Node.js for the managed-worker tests, tmux for the `taskwire top`
+#      test; TASKWIRE_TEST_ALL=1 makes a skip for a missing tool a failure);
 #   2. a short run of every fuzz target (scripts/fuzz.sh, nightly toolchain);
 #   3. ODF schema validation of generated booklets;
 #   4. the end-to-end browser tests against a real `taskwire serve`;
 #   5. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
 #      with PostgreSQL and Redis, the end-to-end test in Chromium
 #      (scripts/test-indico.sh, which installs what it needs);
-#   6. the lock-file check started in step 0 must have passed.
+#   6. the Python package (python/): lint, types, and its tests against a real
+#      `taskwire serve` with managed and remote Python workers;
+#   7. the lock-file check started in step 0 must have passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -41,11 +43,13 @@ locks_pid=$!
 trap 'kill "$locks_pid" 2>/dev/null || true' EXIT
 
 step "rust: fmt, clippy, tests"
-# The managed-worker tests run Node.js workers (examples/workers/): here a
-# missing `node` is a failure, not a skip.
+# The managed-worker tests run Node.js workers (examples/workers/) and
+# `taskwire top` is tested in a real terminal (tmux); under this command a
+# test that would skip for a missing tool fails instead.
 command -v node >/dev/null 2>&1 || need_apt nodejs
 # The sync flow runs examples/workers/sync.py (plain Python) as a managed worker.
 command -v python3 >/dev/null 2>&1 || need_apt python3
+need_apt tmux
 export TASKWIRE_TEST_ALL=1
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
@@ -74,6 +78,9 @@ TASKWIRE_BIN="$root/target/debug/taskwire" tests/browser/run.sh
 
 step "indico plugin: pytest in a real Indico, end to end in Chromium"
 TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-indico.sh
+
+step "python: the taskwire package against a real server"
+TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-python.sh
 
 step "lock files: each installs with its ordinary client"
 locks_status=0

@@ -1,4 +1,6 @@
-//! The `taskwire` command: `serve`, `config`, `keygen`.
+//! The `taskwire` command: `serve`, `config`, `keygen`, and the client
+//! subcommands of `taskwire_client::cli` (`submit`, `status`, `events`,
+//! `cancel`, `answer`, `tasks`, `top`).
 
 use std::process::ExitCode;
 
@@ -46,6 +48,8 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
+    #[command(flatten)]
+    Client(taskwire_client::cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             eprintln!("taskwire worker-exec: {error}");
             ExitCode::from(127)
         }
+        Command::Client(command) => taskwire_client::cli::run(command),
     }
 }
 

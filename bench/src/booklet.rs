@@ -32,8 +32,8 @@ pub async fn run(args: BookletArgs) -> Result<Value, BenchError> {
     );
 
     let deadline = Instant::now() + args.timeout;
-    let mut socket = ws::connect(&args.url, &args.key, None).await?;
-    ws::await_welcome(&mut socket, deadline).await?;
+    let client = ws::client(&args.url, &args.key)?;
+    let mut socket = ws::connect(&client, None).await?;
     let mut seconds = Vec::with_capacity(args.runs);
     let mut failures = 0usize;
     let mut first_error = None;
@@ -69,7 +69,7 @@ pub async fn run(args: BookletArgs) -> Result<Value, BenchError> {
             }
         }
     }
-    let _ = futures_util::SinkExt::close(&mut socket).await;
+    let _ = socket.close().await;
     Ok(json!({
         "mode": "booklet",
         "contributions": args.contributions,

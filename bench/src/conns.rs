@@ -42,17 +42,18 @@ pub async fn run(args: ConnsArgs) -> Result<Value, BenchError> {
     let rss_before = rss(pid)?;
     let deadline = Instant::now() + args.timeout;
 
+    let client = ws::client(&args.url, &args.key)?;
     let start = Instant::now();
     let mut sockets: Vec<Socket> = Vec::with_capacity(args.count);
     while sockets.len() < args.count {
         let batch = OPEN_CONCURRENCY.min(args.count - sockets.len());
         let mut opening = Vec::with_capacity(batch);
         for _ in 0..batch {
-            let (url, key) = (args.url.clone(), args.key.clone());
+            let client = client.clone();
             opening.push(tokio::spawn(async move {
-                let mut socket = ws::connect(&url, &key, Some(CLIENT_READ_BUFFER)).await?;
-                ws::await_welcome(&mut socket, deadline).await?;
-                Ok::<Socket, BenchError>(socket)
+                tokio::time::timeout_at(deadline, ws::connect(&client, Some(CLIENT_READ_BUFFER)))
+                    .await
+                    .map_err(|_| BenchError::new("no welcome before the deadline"))?
             }));
         }
         for handle in opening {

@@ -25,8 +25,8 @@ pub struct DownloadArgs {
 pub async fn run(args: DownloadArgs) -> Result<Value, BenchError> {
     let origin = Origin::parse(&args.url)?;
     let deadline = Instant::now() + args.timeout;
-    let mut socket = ws::connect(&origin.ws_url(), &args.key, None).await?;
-    ws::await_welcome(&mut socket, deadline).await?;
+    let client = ws::client(&origin.ws_url(), &args.key)?;
+    let mut socket = ws::connect(&client, None).await?;
     let submit = json!({
         "type": "submit",
         "ref": "one",
@@ -40,7 +40,7 @@ pub async fn run(args: DownloadArgs) -> Result<Value, BenchError> {
         Ended::NotCompleted(why) => return Err(BenchError::new(format!("blob task: {why}"))),
     };
     let blob_s = made.elapsed().as_secs_f64();
-    let _ = futures_util::SinkExt::close(&mut socket).await;
+    let _ = socket.close().await;
     let url = completed["files"][0]["url"]
         .as_str()
         .ok_or_else(|| BenchError::new("the blob task completed without a file"))?;

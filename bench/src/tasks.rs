@@ -15,14 +15,15 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use taskwire_client::Frame;
+use taskwire_client::protocol::ErrorCode;
+use taskwire_client::protocol::incoming::{EventKind, Message};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::proc::CpuSample;
-use crate::ws::{self, Incoming, Socket};
+use crate::ws::{self, Socket, ws_error};
 use crate::{BenchError, percentiles};
 
 /// Messages handled before writing what they made sendable.
@@ -66,11 +67,10 @@ pub async fn run(args: TasksArgs) -> Result<Value, BenchError> {
     );
     let deadline = Instant::now() + args.timeout;
 
+    let client = ws::client(&args.url, &args.key)?;
     let mut sockets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let mut socket = ws::connect(&args.url, &args.key, None).await?;
-        ws::await_welcome(&mut socket, deadline).await?;
-        sockets.push(socket);
+        sockets.push(ws::connect(&client, None).await?);
     }
 
     let n_conns = args.connections as u64;
@@ -175,7 +175,7 @@ async fn drive(
                 text.push_str(prefix);
                 text.push_str(itoa(slot).as_str());
                 text.push_str("\"}");
-                socket.feed(Message::text(text)).await.map_err(ws_error)?;
+                socket.feed_text(text).await.map_err(ws_error)?;
             }
             socket.flush().await.map_err(ws_error)?;
         }
@@ -184,7 +184,7 @@ async fn drive(
         }
         let next_retry = retries.peek().map(|Reverse((at, _))| *at);
         let message = tokio::select! {
-            message = socket.next() => message,
+            message = socket.recv() => message,
             () = sleep_until_opt(next_retry) => {
                 let now = Instant::now();
                 while let Some(Reverse((at, slot))) = retries.peek().copied() {
@@ -203,117 +203,101 @@ async fn drive(
         let mut message = message;
         let mut handled = 0;
         loop {
-            let Some(received) = message else {
-                return Err(BenchError::new("the server closed the connection"));
-            };
-            match received.map_err(ws_error)? {
-                Message::Text(body) => {
-                    let msg: Incoming<'_> = serde_json::from_str(&body)
-                        .map_err(|e| BenchError::new(format!("undecodable message: {e}")))?;
-                    if let Some(slot) =
-                        handle(&msg, &mut stats, &mut by_task, &started, &mut retries)?
-                    {
-                        finished += 1;
-                        if submitted < quota {
-                            submitted += 1;
-                            to_send.push(slot);
-                        }
-                    }
+            if let Frame::Message(msg) = message.map_err(ws_error)?
+                && let Some(slot) = handle(&msg, &mut stats, &mut by_task, &started, &mut retries)?
+            {
+                finished += 1;
+                if submitted < quota {
+                    submitted += 1;
+                    to_send.push(slot);
                 }
-                Message::Close(frame) => {
-                    return Err(BenchError::new(format!(
-                        "the server closed the connection: {frame:?}"
-                    )));
-                }
-                _ => {}
             }
             handled += 1;
             if handled >= READ_BURST {
                 break;
             }
             // Take what is already buffered without waiting.
-            match socket.next().now_or_never() {
+            match socket.try_recv() {
                 Some(next) => message = next,
                 None => break,
             }
         }
     }
-    let _ = socket.close(None).await;
+    let _ = socket.close().await;
     Ok(stats)
 }
 
 /// Applies one message; returns the slot it freed, if it ended a task.
 fn handle(
-    msg: &Incoming<'_>,
+    msg: &Message,
     stats: &mut ConnStats,
     by_task: &mut HashMap<u128, usize>,
     started: &[Instant],
     retries: &mut BinaryHeap<Reverse<(Instant, usize)>>,
 ) -> Result<Option<usize>, BenchError> {
-    let slot_of_ref = || -> Result<usize, BenchError> {
-        msg.reference
-            .as_deref()
+    let slot_of_ref = |kind: &str, reference: Option<&str>| -> Result<usize, BenchError> {
+        reference
             .and_then(|r| r.parse::<usize>().ok())
             .filter(|slot| *slot < started.len())
-            .ok_or_else(|| BenchError::new(format!("a `{}` without a ref of ours", msg.kind)))
+            .ok_or_else(|| BenchError::new(format!("a `{kind}` without a ref of ours")))
     };
-    match &*msg.kind {
-        "accepted" if msg.reference.is_some() => {
-            let slot = slot_of_ref()?;
-            let key = msg
-                .task_id
-                .as_deref()
-                .and_then(ws::task_key)
-                .ok_or_else(|| BenchError::new("`accepted` without a task id"))?;
-            by_task.insert(key, slot);
-            Ok(None)
-        }
-        "rejected" => {
-            let slot = slot_of_ref()?;
-            let error = msg.error.as_ref();
-            if let Some(e) = error.filter(|e| e.code == "queue_full") {
+    match msg {
+        Message::Event(event) => match &event.kind {
+            EventKind::Accepted { .. } if event.reference.is_some() => {
+                let slot = slot_of_ref("accepted", event.reference.as_deref())?;
+                let key = ws::task_key(event.task_id.as_str())
+                    .ok_or_else(|| BenchError::new("`accepted` without a task id"))?;
+                by_task.insert(key, slot);
+                Ok(None)
+            }
+            kind if kind.is_terminal() => {
+                let Some(slot) =
+                    ws::task_key(event.task_id.as_str()).and_then(|key| by_task.remove(&key))
+                else {
+                    return Ok(None); // not one of ours, or seen twice
+                };
+                if let EventKind::Completed { .. } = kind {
+                    stats.completed += 1;
+                    let us = u64::try_from(started[slot].elapsed().as_micros()).unwrap_or(u64::MAX);
+                    stats.latency_us.saturating_record(us.max(1));
+                } else {
+                    stats.failed += 1;
+                    if stats.first_error.is_none() {
+                        stats.first_error = Some(match kind {
+                            EventKind::Failed { error } => {
+                                format!("failed: {}: {}", error.code.as_str(), error.message)
+                            }
+                            other => other.name().to_owned(),
+                        });
+                    }
+                }
+                Ok(Some(slot))
+            }
+            _ => Ok(None),
+        },
+        Message::Rejected { reference, error } => {
+            let slot = slot_of_ref("rejected", reference.as_deref())?;
+            if error.code == ErrorCode::QueueFull {
                 stats.queue_full += 1;
-                let wait = Duration::from_millis(e.retry_after_ms.unwrap_or(10).max(1));
+                let wait = Duration::from_millis(error.retry_after_ms.unwrap_or(10).max(1));
                 retries.push(Reverse((Instant::now() + wait, slot)));
                 return Ok(None);
             }
             stats.failed += 1;
             if stats.first_error.is_none() {
-                stats.first_error = error.map(|e| format!("rejected: {}: {}", e.code, e.message));
+                stats.first_error = Some(format!(
+                    "rejected: {}: {}",
+                    error.code.as_str(),
+                    error.message
+                ));
             }
             Ok(Some(slot))
         }
-        _ if msg.is_terminal() => {
-            let Some(slot) = msg
-                .task_id
-                .as_deref()
-                .and_then(ws::task_key)
-                .and_then(|key| by_task.remove(&key))
-            else {
-                return Ok(None); // not one of ours, or seen twice
-            };
-            if msg.kind == "completed" {
-                stats.completed += 1;
-                let us = u64::try_from(started[slot].elapsed().as_micros()).unwrap_or(u64::MAX);
-                stats.latency_us.saturating_record(us.max(1));
-            } else {
-                stats.failed += 1;
-                if stats.first_error.is_none() {
-                    stats.first_error = Some(match &msg.error {
-                        Some(e) => format!("{}: {}: {}", msg.kind, e.code, e.message),
-                        None => msg.kind.to_string(),
-                    });
-                }
-            }
-            Ok(Some(slot))
-        }
-        "error" => {
-            let e = msg.error.as_ref();
-            Err(BenchError::new(format!(
-                "server error: {}",
-                e.map_or_else(String::new, |e| format!("{}: {}", e.code, e.message))
-            )))
-        }
+        Message::Error { error, .. } => Err(BenchError::new(format!(
+            "server error: {}: {}",
+            error.code.as_str(),
+            error.message
+        ))),
         _ => Ok(None),
     }
 }
@@ -323,10 +307,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> BenchError {
-    BenchError::new(format!("websocket: {e}"))
 }
 
 /// A slot number as text, without going through `format!`.

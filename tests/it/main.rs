@@ -5,6 +5,7 @@ mod support;
 
 mod booklet;
 mod bounds;
+mod cli;
 mod files;
 mod hardening;
 mod inputs;

@@ -13,6 +13,11 @@ pub mod schedules;
 pub mod server;
 pub mod worker;
 
+// The client's side (owned decoding of server messages, encoding of client
+// messages); the server uses neither.
+pub mod incoming;
+pub mod outgoing;
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol version spoken by this server (`welcome.protocol`).

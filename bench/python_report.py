@@ -1,0 +1,105 @@
+"""Markdown tables from bench/python.sh's results.jsonl: medians with min–max
+over rounds; ratios to Celery taken within each round.
+
+    python3 bench/python_report.py results.jsonl [env.txt]
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    runs = defaultdict(dict)  # name -> round -> row
+    for line in open(path):
+        if line.strip():
+            row = json.loads(line)
+            runs[row["name"]][row["round"]] = row
+    return runs
+
+
+def get(row, path):
+    value = row
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "–"
+    text = f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}"
+    return text + unit
+
+
+def summary(xs, unit=""):
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return fmt(xs[0], unit)
+    return f"{fmt(statistics.median(xs), unit)} ({fmt(min(xs))}–{fmt(max(xs))})"
+
+
+def series(runs, name, path):
+    return [v for r in sorted(runs.get(name, {})) if (v := get(runs[name][r], path)) is not None]
+
+
+def per_task_us(runs, name):
+    out = []
+    for r in sorted(runs.get(name, {})):
+        row = runs[name][r]
+        cpu, done = row.get("worker_cpu_s"), get(row, "result.completed")
+        if isinstance(cpu, (int, float)) and done:
+            out.append(cpu / done * 1e6)
+    return out
+
+
+def main():
+    runs = load(sys.argv[1])
+    if len(sys.argv) > 2:
+        print("```\n" + open(sys.argv[2]).read().strip() + "\n```\n")
+    rows = [
+        ("Python worker over stdio (managed), 8×64", "python_stdio_throughput"),
+        ("Python worker over WebSocket (remote), 8×64", "python_websocket_throughput"),
+        ("Celery, delay × N then get each, prefork 2", "celery_throughput"),
+        ("Python worker over stdio, sequential 1×1", "python_stdio_sequential"),
+        ("Python worker over WebSocket, sequential 1×1", "python_websocket_sequential"),
+        ("Celery, sequential (delay().get())", "celery_sequential"),
+    ]
+    print("| no-op task | tasks | tasks/s | p50 µs | p99 µs | worker CPU µs/task | server CPU µs/task |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, name in rows:
+        count = series(runs, name, "result.count")
+        print(f"| {label} | {fmt(count[0]) if count else '–'} "
+              f"| {summary(series(runs, name, 'result.tasks_per_s'))} "
+              f"| {summary(series(runs, name, 'result.latency_us.p50'))} "
+              f"| {summary(series(runs, name, 'result.latency_us.p99'))} "
+              f"| {summary(per_task_us(runs, name))} "
+              f"| {summary(series(runs, name, 'result.server_cpu_us_per_task'))} |")
+    print()
+    print("| ratio (same round) | median (min–max) | per round | goal |")
+    print("| --- | ---: | --- | --- |")
+    for label, a, b, goal in (
+        ("stdio / Celery throughput", "python_stdio_throughput", "celery_throughput", 10),
+        ("WebSocket / Celery throughput", "python_websocket_throughput", "celery_throughput", 10),
+        ("stdio / Celery sequential tasks/s", "python_stdio_sequential", "celery_sequential", None),
+        ("WebSocket / Celery sequential tasks/s", "python_websocket_sequential",
+         "celery_sequential", None),
+    ):
+        ratios = []
+        for r in sorted(runs.get(a, {})):
+            x = get(runs[a][r], "result.tasks_per_s")
+            y = get(runs.get(b, {}).get(r, {}), "result.tasks_per_s")
+            if x and y:
+                ratios.append(x / y)
+        met = ""
+        if goal is not None and ratios:
+            met = f"≥ {goal}×: " + ("met" if statistics.median(ratios) >= goal else "**missed**")
+        print(f"| {label} | {summary(ratios, '×')} | "
+              f"{', '.join(f'{x:.1f}×' for x in ratios) or '–'} | {met} |")
+
+
+if __name__ == "__main__":
+    main()
