@@ -417,3 +417,61 @@ async def test_ask_example_does_what_the_answer_says() -> None:
             assert (await quiet.result(DEADLINE))["status"] == "aborted"
     finally:
         server.stop()
+
+
+async def _upload(server: Server, name: str, data: bytes) -> str:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{server.url}/v1/uploads",
+            params={"name": name},
+            content=data,
+            headers={"Authorization": f"Bearer {server.key}"},
+        )
+    assert response.status_code == 201, response.text
+    upload_id: str = response.json()["upload_id"]
+    return upload_id
+
+
+async def _check_inputs(server: Server, client: taskwire.AsyncClient) -> None:
+    data = os.urandom(200_000)
+    upload = await _upload(server, "device-17.zip", data)
+    described = await client.run(
+        "py_inputs", {"zip": {"$upload": upload}, "other": [{"$upload": upload}]}
+    )
+    digest = hashlib.sha256(data).hexdigest()
+    assert described == [
+        {
+            "path": "$.other[0]",
+            "name": "device-17.zip",
+            "size": 200_000,
+            "sha256": digest,
+            "told_sha256": digest,
+        },
+        {
+            "path": "$.zip",
+            "name": "device-17.zip",
+            "size": 200_000,
+            "sha256": digest,
+            "told_sha256": digest,
+        },
+    ]
+
+
+async def test_managed_worker_reads_input_files(
+    mclient: taskwire.AsyncClient, managed: Server
+) -> None:
+    await _check_inputs(managed, mclient)
+
+
+async def test_remote_worker_downloads_input_files(remote_server: tuple[Server, str]) -> None:
+    server, key = remote_server
+    worker = RemoteWorker(server.url, key)
+    try:
+        async with taskwire.AsyncClient(server.url, server.key) as client:
+            await ready(server, "py_inputs")
+            await _check_inputs(server, client)
+    finally:
+        code, out = worker.stop()
+    assert code == 0, out

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 import tempfile
@@ -42,6 +43,24 @@ class Greeting:
 
     name: str
     times: int = 1
+
+
+@worker.task("py_inputs", description="Describes its input files.")
+async def py_inputs(input: Any, ctx: taskwire.Context) -> Any:
+    described = []
+    for json_path in ctx.inputs:
+        file = await ctx.input_file(json_path)
+        data = file.read_bytes()
+        described.append(
+            {
+                "path": file.json_path,
+                "name": file.name,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "told_sha256": file.sha256,
+            }
+        )
+    return described
 
 
 @worker.task("py_echo", description="Returns its input.")

@@ -21,8 +21,8 @@
 
 from __future__ import annotations
 
-from ._context import Context, SyncContext
+from ._context import Context, InputFile, SyncContext
 from ._runner import WorkerRefused
 from ._worker import TaskSpec, Worker
 
-__all__ = ["Context", "SyncContext", "TaskSpec", "Worker", "WorkerRefused"]
+__all__ = ["Context", "InputFile", "SyncContext", "TaskSpec", "Worker", "WorkerRefused"]

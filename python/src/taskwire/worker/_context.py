@@ -10,6 +10,7 @@ cancelled every ``ctx`` call raises :class:`taskwire.Cancelled`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mimetypes
 import os
 import shutil
@@ -26,7 +27,7 @@ from ..events import parse_time
 if TYPE_CHECKING:
     from ._runner import Runner
 
-__all__ = ["Context", "FileOut", "SyncContext", "check_file_name"]
+__all__ = ["Context", "FileOut", "InputFile", "SyncContext", "check_file_name"]
 
 MAX_FILE_NAME_BYTES = 255
 
@@ -53,6 +54,33 @@ class FileOut:
     handle: IO[bytes] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One input file of the attempt (an ``$upload`` or ``$url`` reference in
+    its input, protocol §8.5 and §19), on this machine's disk."""
+
+    #: Where its reference stands in the input, e.g. ``$.package``.
+    json_path: str
+    name: str
+    size: int
+    #: Lowercase hex; the bytes at :attr:`path` were checked against it.
+    sha256: str
+    content_type: str
+    #: Managed workers: the server's own file (read it, never write or move it).
+    #: Remote workers: a copy downloaded for this attempt, removed when it ends.
+    path: Path
+
+    def open(self) -> IO[bytes]:
+        """Opens the file for reading (binary)."""
+        return self.path.open("rb")
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+
+DOWNLOAD_CHUNK = 256 * 1024
+
+
 @dataclass(slots=True)
 class AttemptState:
     """One attempt as the runner and its ctx share it."""
@@ -67,6 +95,14 @@ class AttemptState:
     output_dir_text: str
     managed: bool
     upload_url: str | None
+    #: ``assign.inputs`` as sent (metadata and a link per file).
+    inputs: tuple[dict[str, Any], ...] = ()
+    #: The server's HTTP base, for links sent as paths (remote workers).
+    http_base: str | None = None
+    #: Input files made local so far, by JSON path.
+    local_inputs: dict[str, InputFile] = field(default_factory=dict)
+    #: Where a remote worker's input downloads go (removed when the attempt ends).
+    input_dir: Path | None = None
     #: Set once by the loop; read from any thread (a plain bool is enough).
     cancel_requested: bool = False
     #: The handler looked at ``output_dir`` (a remote worker's local folder to remove).
@@ -217,6 +253,57 @@ class _Base:
             raise ValueError("level is one of debug, info, warn, error")
         self._runner.report_log(self._state, str(message), level)
 
+    # -- input files ------------------------------------------------------------------
+
+    @property
+    def inputs(self) -> list[str]:
+        """The JSON paths of the task's input files (``$.package``), in path order."""
+        return [str(item["path"]) for item in self._state.inputs]
+
+    def _input_file(self, json_path: str | None) -> InputFile:
+        self._check()
+        state = self._state
+        items = state.inputs
+        if json_path is None:
+            if len(items) != 1:
+                raise KeyError(f"the task has {len(items)} input files: name one of {self.inputs}")
+            json_path = str(items[0]["path"])
+        found = state.local_inputs.get(json_path)
+        if found is not None:
+            return found
+        item = next((i for i in items if i["path"] == json_path), None)
+        if item is None:
+            raise KeyError(f"no input file at {json_path} (the task has {self.inputs})")
+        name = str(item.get("name") or "input")
+        size = int(item.get("size") or 0)
+        sha256 = str(item.get("sha256") or "")
+        local = item.get("local_path")
+        if isinstance(local, str) and local:
+            path = Path(local)
+        else:
+            if state.input_dir is None:
+                state.input_dir = self._runner.input_dir(state)
+            path = state.input_dir / f"{len(state.local_inputs)}-{check_file_name(name)}"
+            _download(self._absolute(str(item["url"])), path, size, sha256)
+        file = InputFile(
+            json_path=json_path,
+            name=name,
+            size=size,
+            sha256=sha256,
+            content_type=str(item.get("content_type") or "application/octet-stream"),
+            path=path,
+        )
+        state.local_inputs[json_path] = file
+        return file
+
+    def _absolute(self, url: str) -> str:
+        if "://" in url:
+            return url
+        base = self._state.http_base
+        if base is None:
+            raise RuntimeError("the input link is a path and the server's URL is unknown")
+        return base.rstrip("/") + url
+
     # -- files ------------------------------------------------------------------------
 
     def output_path(self, name: str, content_type: str | None = None) -> Path:
@@ -258,6 +345,28 @@ class _Base:
             except OSError:
                 shutil.copyfile(source, target)
         return target
+
+
+def _download(url: str, path: Path, size: int, sha256: str) -> None:
+    """GETs an input link into ``path`` (no key: the link is the capability),
+    checking its size and SHA-256."""
+    import httpx
+
+    digest = hashlib.sha256()
+    written = 0
+    with (
+        httpx.stream("GET", url, timeout=httpx.Timeout(60.0, connect=10.0)) as response,
+        path.open("wb") as out,
+    ):
+        if response.status_code != 200:
+            raise RuntimeError(f"the input link answered {response.status_code}")
+        for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+            digest.update(chunk)
+            written += len(chunk)
+            out.write(chunk)
+    if written != size or (sha256 and digest.hexdigest() != sha256):
+        path.unlink(missing_ok=True)
+        raise RuntimeError("the input file arrived damaged (size or sha256 differ)")
 
 
 def _deadline(text: str | None) -> datetime | None:
@@ -325,6 +434,13 @@ class Context(_Base):
                 raise NotInteractive(question_id)
             raise QuestionTimeout(question_id)
 
+    async def input_file(self, json_path: str | None = None) -> InputFile:
+        """The input file whose reference is at ``json_path`` in the input
+        (``"$.package"``; may be left out when there is only one), on local
+        disk: a managed worker reads the server's file, a remote one downloads
+        it once (in a thread) through the attempt's link, checked by sha256."""
+        return await asyncio.to_thread(self._input_file, json_path)
+
     async def write_file(
         self, name: str, data: bytes | str, content_type: str | None = None
     ) -> Path:
@@ -367,6 +483,10 @@ class SyncContext(_Base):
             prompt, choices=choices, schema=schema, default=default, timeout_s=timeout_s
         )
         return asyncio.run_coroutine_threadsafe(coro, self._runner.loop).result()
+
+    def input_file(self, json_path: str | None = None) -> InputFile:
+        """The input file at ``json_path`` on local disk (see :meth:`Context.input_file`)."""
+        return self._input_file(json_path)
 
     def write_file(self, name: str, data: bytes | str, content_type: str | None = None) -> Path:
         """Writes the output file ``name``."""

@@ -369,6 +369,8 @@ class Runner:
             output_dir_text=output_dir,
             managed=assign.output_dir is not None,
             upload_url=assign.upload_url,
+            inputs=assign.inputs,
+            http_base=getattr(self, "http_base", None),
         )
         job = asyncio.create_task(
             self._attempt(spec, state, assign.input), name=f"taskwire-attempt-{assign.task_id}"
@@ -422,6 +424,8 @@ class Runner:
             self.running.pop(state.task_id, None)
             if not state.managed and (state.files or state.dir_used):
                 _remove_tree(state.output_dir)
+            if state.input_dir is not None:
+                _remove_tree(state.input_dir)
             self._last_end = self.loop.time()
             self._kick()
             if self._stopping:
@@ -440,6 +444,12 @@ class Runner:
         return code, message, details or None
 
     # -- files ------------------------------------------------------------------------
+
+    def input_dir(self, state: AttemptState) -> Path:
+        """A fresh local folder for one attempt's downloaded input files."""
+        path = self._scratch_dir() / f"{state.task_id}-{state.attempt}-inputs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _scratch_dir(self) -> Path:
         if self._scratch is None:

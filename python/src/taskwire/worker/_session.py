@@ -76,6 +76,8 @@ class Assign:
     interactive: bool
     output_dir: str | None
     upload_url: str | None
+    #: ``assign.inputs``: the task's input files (protocol §19), as sent.
+    inputs: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,8 +521,22 @@ class Session:
                 interactive=message.get("interactive") is not False,
                 output_dir=output_dir if isinstance(output_dir, str) else None,
                 upload_url=upload_url if isinstance(upload_url, str) else None,
+                inputs=_inputs(message.get("inputs")),
             )
         ]
+
+
+def _inputs(value: Any) -> tuple[dict[str, Any], ...]:
+    """The well-formed entries of ``assign.inputs`` (a path and a link each)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        item
+        for item in value
+        if isinstance(item, dict)
+        and isinstance(item.get("path"), str)
+        and isinstance(item.get("url"), str)
+    )
 
 
 def _int(value: Any, default: int = 0) -> int:
