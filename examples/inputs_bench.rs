@@ -198,9 +198,8 @@ async fn server(mib: usize) -> SocketAddr {
     addr
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws(addr: SocketAddr) -> Ws {
     let mut request = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
@@ -235,7 +234,11 @@ async fn run_task(ws: &mut Ws, task: &str, input: &Value) -> Value {
     let accepted = until(ws, |m| m["type"] == "accepted").await;
     let id = accepted["task_id"].clone();
     let end = until(ws, |m| {
-        m["task_id"] == id && matches!(m["type"].as_str(), Some("completed" | "failed" | "cancelled"))
+        m["task_id"] == id
+            && matches!(
+                m["type"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
     })
     .await;
     assert_eq!(end["type"], "completed", "{end}");
@@ -276,7 +279,11 @@ fn line(what: &str, fields: Value) {
 #[tokio::main]
 async fn main() {
     let args = args();
-    let blob = Bytes::from((0..args.mib * MIB).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let blob = Bytes::from(
+        (0..args.mib * MIB)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
     let pdf = Bytes::from(match &args.pdf {
         Some(path) => std::fs::read(path).expect("the --pdf file"),
         None => generated_pdf(),

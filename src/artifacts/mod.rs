@@ -33,8 +33,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub(crate) use stage::MIN_FILE_CHARGE;
 pub use adopt::{AdoptError, ListedFile, OutputDir};
+pub(crate) use stage::MIN_FILE_CHARGE;
 pub use stage::{MAX_NAME_BYTES, Stage, StageError, StagedFile, clean_name, is_storage_full};
 
 use crate::auth::{hex, random_bytes};

@@ -374,8 +374,13 @@ impl Driver {
                                 local_path: managed.then_some(path.as_str()),
                             })
                             .collect();
-                        self.session
-                            .on_assign_with_inputs(&assignment, place, &listed, now, &mut out);
+                        self.session.on_assign_with_inputs(
+                            &assignment,
+                            place,
+                            &listed,
+                            now,
+                            &mut out,
+                        );
                     }
                     _ => self
                         .session

@@ -23,9 +23,11 @@ async fn assigned(ws: &mut Ws) -> Value {
 }
 
 async fn complete(ws: &mut Ws, assign: &Value, result: Value) {
-    ws.send(json!({"type": "complete", "ref": "c", "task_id": assign["task_id"],
-                   "attempt": assign["attempt"], "result": result}))
-        .await;
+    ws.send(
+        json!({"type": "complete", "ref": "c", "task_id": assign["task_id"],
+                   "attempt": assign["attempt"], "result": result}),
+    )
+    .await;
     assert_eq!(ws.until(|m| m["ref"] == "c").await["type"], "ok");
 }
 
@@ -130,7 +132,10 @@ async fn a_failed_fetch_fails_the_task_and_the_worker_never_hears_of_it() {
 
     // The worker's slot is free and its next assign is the next task.
     let next = client
-        .submit_ok("w_files", json!({"paper": {"$url": origin.url("/file/10")}}))
+        .submit_ok(
+            "w_files",
+            json!({"paper": {"$url": origin.url("/file/10")}}),
+        )
         .await;
     let assign = assigned(&mut worker).await;
     assert_eq!(assign["task_id"], next.as_str(), "{assign}");
