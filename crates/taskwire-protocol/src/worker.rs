@@ -975,6 +975,7 @@ mod tests {
             interactive: true,
             output_dir: Some("/tmp/x"),
             upload_url: None,
+            inputs: &[],
         });
         let json: serde_json::Value =
             serde_json::from_str(&assign.to_json()).unwrap_or_else(|_| unreachable!());
@@ -982,6 +983,35 @@ mod tests {
         assert_eq!(json["input"]["device"], "17");
         assert_eq!(json["output_dir"], "/tmp/x");
         assert!(json.get("upload_url").is_none());
+        assert!(json.get("inputs").is_none(), "no files, no inputs");
+        let files = [crate::inputs::AssignInput {
+            path: "$.package",
+            name: "device-17.zip",
+            size: 3,
+            sha256: "ab",
+            content_type: "application/zip",
+            url: "/v1/inputs/00",
+            local_path: None,
+        }];
+        let with_files = ServerMessage::Assign(Assign {
+            task_id: "t1",
+            attempt: 1,
+            task: "sync",
+            input: &input,
+            deadline: "2026-12-01T11:00:00.000Z",
+            timeout_s: 3600.0,
+            interactive: true,
+            output_dir: None,
+            upload_url: Some("/v1/worker/uploads/t1/1"),
+            inputs: &files,
+        });
+        let json: serde_json::Value =
+            serde_json::from_str(&with_files.to_json()).unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            json["inputs"],
+            serde_json::json!([{"path": "$.package", "name": "device-17.zip", "size": 3,
+                "sha256": "ab", "content_type": "application/zip", "url": "/v1/inputs/00"}])
+        );
         let error = ServerMessage::Error {
             reference: Some("c1"),
             error: WorkerError {
