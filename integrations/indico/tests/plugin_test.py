@@ -384,9 +384,8 @@ def test_event_input_queries_do_not_grow_with_the_contributions(
         create_timetable_entry(event, c, event.start_dt + timedelta(hours=1, minutes=n))
         people = [EventPerson(event=event, first_name=f'P{n}', last_name=f'Q{i}', affiliation='Lab') for i in range(3)]
         db.session.add_all(people)
-        c.person_links = [
-            ContributionPersonLink(person=p, author_type=AuthorType.primary, is_speaker=True) for p in people
-        ]
+        for p in people:  # the contribution first: it takes the link into the session
+            ContributionPersonLink(contribution=c, person=p, author_type=AuthorType.primary, is_speaker=True)
         c.set_custom_field(seeded_event.field.id, f'Agency {n}')
     db.session.flush()
     assert queries() == before
