@@ -374,7 +374,7 @@ def seed_big(manager: User, path: str) -> dict[str, Any]:
 
 def _took(what: str, since: float) -> float:
     now = time.monotonic()
-    print(f'seed.py: {what} in {now - since:.1f} s', flush=True)
+    print(f'seed.py: {what} in {now - since:.1f} s ({time.process_time():.1f} s of CPU since start)', flush=True)
     return now
 
 
@@ -382,7 +382,7 @@ def main() -> None:
     t = time.monotonic()
     app = make_app()
     with app.test_request_context():
-        t = _took('Indico imported and its app made', t)
+        t = _took('app made (after importing Indico)', t)
         # What `indico db prepare` does, in this process: one Indico start instead of two (each
         # start costs about 10 s of CPU, mostly importing Indico and configuring its models).
         migrate.init_app(app, db, os.path.join(app.root_path, 'migrations'))  # as `indico db` does
