@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Every test, from a fresh machine: installs what the tests need if it is
 # missing (Chromium from Debian, playwright-core from npm with a lockfile,
-# a Python venv with the ODF validators), then runs
-#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite;
-#   2. ODF schema validation of generated booklets;
-#   3. the end-to-end browser tests against a real `taskwire serve`;
-#   4. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
+# a Python venv with the ODF validators, cargo-fuzz from crates.io), then runs
+#   0. (in the background, from the start) every lock file installs as it is
+#      with its ordinary client (scripts/check-locks.sh);
+#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with
+#      Node.js for the managed-worker tests; TASKWIRE_TEST_ALL=1 makes a
+#      missing one a failure);
+#   2. a short run of every fuzz target (scripts/fuzz.sh, nightly toolchain);
+#   3. ODF schema validation of generated booklets;
+#   4. the end-to-end browser tests against a real `taskwire serve`;
+#   5. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
 #      with PostgreSQL and Redis, the end-to-end test in Chromium
-#      (scripts/test-indico.sh, which installs what it needs).
+#      (scripts/test-indico.sh, which installs what it needs);
+#   6. the lock-file check started in step 0 must have passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,10 +33,24 @@ need_apt() {
   fi
 }
 
+# Mostly waiting on the registries, so it overlaps the builds below.
+mkdir -p "$root/target"
+locks_log="$root/target/check-locks.log"
+scripts/check-locks.sh >"$locks_log" 2>&1 &
+locks_pid=$!
+trap 'kill "$locks_pid" 2>/dev/null || true' EXIT
+
 step "rust: fmt, clippy, tests"
+# The managed-worker tests run Node.js workers (examples/workers/): here a
+# missing `node` is a failure, not a skip.
+command -v node >/dev/null 2>&1 || need_apt nodejs
+export TASKWIRE_TEST_ALL=1
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
+
+step "fuzz: ${TASKWIRE_FUZZ_SECONDS:-20} s of each target"
+scripts/fuzz.sh "${TASKWIRE_FUZZ_SECONDS:-20}"
 
 step "booklets: ODF schema validation"
 cargo build --quiet --examples
@@ -52,5 +72,14 @@ TASKWIRE_BIN="$root/target/debug/taskwire" tests/browser/run.sh
 
 step "indico plugin: pytest in a real Indico, end to end in Chromium"
 TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-indico.sh
+
+step "lock files: each installs with its ordinary client"
+locks_status=0
+wait "$locks_pid" || locks_status=$?
+cat "$locks_log"
+if [ "$locks_status" -ne 0 ]; then
+  echo "a lock file does not install as it is (see above)" >&2
+  exit 1
+fi
 
 step "all tests passed"

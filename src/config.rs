@@ -111,6 +111,33 @@ pub struct Overrides {
     /// Seconds a REST request body may take to arrive (default 30).
     #[arg(long, env = "TASKWIRE_BODY_TIMEOUT_S", value_name = "N")]
     pub body_timeout_s: Option<u64>,
+    /// Seconds a connection gets to send a complete request head, from its
+    /// opening or from the end of its previous response (default 10).
+    #[arg(long, env = "TASKWIRE_HEADER_READ_TIMEOUT_S", value_name = "N")]
+    pub header_read_timeout_s: Option<u64>,
+    /// Seconds a connection (HTTP or WebSocket) may move no byte either way
+    /// before it is closed (default 120).
+    #[arg(long, env = "TASKWIRE_IDLE_TIMEOUT_S", value_name = "N")]
+    pub idle_timeout_s: Option<u64>,
+    /// Open TCP connections at once, WebSockets included (default 16384;
+    /// lowered to fit the file descriptor limit).
+    #[arg(long, env = "TASKWIRE_MAX_HTTP_CONNECTIONS", value_name = "N")]
+    pub max_http_connections: Option<usize>,
+    /// Open TCP connections from one IP address (IPv6: one /64) (default 256).
+    #[arg(long, env = "TASKWIRE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds between heartbeats to and from workers (default 5).
+    #[arg(long, env = "TASKWIRE_HEARTBEAT_INTERVAL_S", value_name = "N")]
+    pub heartbeat_interval_s: Option<u64>,
+    /// Seconds of silence after which a worker is lost (default 15).
+    #[arg(long, env = "TASKWIRE_HEARTBEAT_TIMEOUT_S", value_name = "N")]
+    pub heartbeat_timeout_s: Option<u64>,
+    /// Seconds a remote worker may take to reconnect and resume (default 10).
+    #[arg(long, env = "TASKWIRE_RECONNECT_GRACE_S", value_name = "N")]
+    pub reconnect_grace_s: Option<u64>,
+    /// Protocol violations per minute before a worker is closed (default 20).
+    #[arg(long, env = "TASKWIRE_MAX_WORKER_VIOLATIONS", value_name = "N")]
+    pub max_worker_violations: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -125,7 +152,11 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
-    workers: Option<usize>,
+    /// `workers = N` (v1: the built-in pool size) or `[[workers]]` (managed
+    /// worker groups); TOML cannot hold both, so `builtin_workers` also sets
+    /// the pool size.
+    workers: Option<toml::Value>,
+    builtin_workers: Option<usize>,
     queue_capacity: Option<usize>,
     result_ttl_s: Option<u64>,
     auth_timeout_s: Option<u64>,
@@ -151,11 +182,21 @@ struct FileConfig {
     write_timeout_s: Option<u64>,
     body_timeout_s: Option<u64>,
     max_token_ttl_s: Option<u64>,
+    header_read_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
+    max_http_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     api_keys: Vec<FileApiKey>,
     #[serde(default)]
     schedules: Vec<crate::schedules::FileSchedule>,
+    heartbeat_interval_s: Option<u64>,
+    heartbeat_timeout_s: Option<u64>,
+    reconnect_grace_s: Option<u64>,
+    max_worker_violations: Option<u32>,
+    #[serde(default)]
+    tasks: Vec<crate::workers::config::FileTask>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,8 +204,33 @@ struct FileConfig {
 struct FileApiKey {
     name: String,
     sha256: String,
+    /// Kept for v1 configs: `admin = true` is `role = "admin"`.
     #[serde(default)]
     admin: bool,
+    role: Option<KeyRole>,
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// Submit and follow its own tasks.
+    #[default]
+    Client,
+    /// Anything a client may, on every task; the monitoring extension.
+    Admin,
+    /// Only `GET /v1/worker`: serve tasks, never submit or read them.
+    Worker,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Client => "client",
+            KeyRole::Admin => "admin",
+            KeyRole::Worker => "worker",
+        }
+    }
 }
 
 /// One accepted API key, as its SHA-256 digest.
@@ -172,15 +238,21 @@ struct FileApiKey {
 pub struct KeyConfig {
     pub name: String,
     pub digest: [u8; 32],
-    pub admin: bool,
+    pub role: KeyRole,
     pub source: KeySource,
+}
+
+impl KeyConfig {
+    pub fn is_admin(&self) -> bool {
+        self.role == KeyRole::Admin
+    }
 }
 
 impl std::fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyConfig")
             .field("name", &self.name)
-            .field("admin", &self.admin)
+            .field("role", &self.role)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
@@ -202,7 +274,25 @@ pub struct Config {
     pub limits: Limits,
     pub files: FilesConfig,
     pub security: SecurityConfig,
+    pub http: HttpConfig,
     pub log_format: LogFormat,
+    /// Managed worker groups, declared tasks, worker knobs.
+    pub workers: crate::workers::config::WorkersConfig,
+}
+
+/// The listener's own bounds (`server::listener`), before any request is
+/// routed or authenticated.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// From a connection's opening, or the end of its previous response, to
+    /// the end of the next request head; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// No byte read or written for this long: the connection is closed.
+    pub idle_timeout: Duration,
+    /// Open TCP connections (WebSockets included); more are closed at once.
+    pub max_http_connections: usize,
+    /// Open TCP connections per peer IP (IPv6: per /64); more are closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// The bounds the scheduler, the worker pool and the connections enforce.
@@ -297,19 +387,29 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Config::from_layers(file, overrides, env_api_key)
+        let base = overrides
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        Config::from_layers(file, overrides, env_api_key, base)
     }
 
     /// Parses a TOML text as a config file (used by tests).
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = parse_file(text, Path::new("<inline>"))?;
-        Config::from_layers(file, overrides, None)
+        Config::from_layers(file, overrides, None, Path::new("."))
     }
 
     /// Everything at its default, with the given keys (tests and embedding).
     pub fn with_keys(keys: Vec<KeyConfig>) -> Config {
-        let mut config = Config::from_layers(FileConfig::default(), &Overrides::default(), None)
-            .unwrap_or_else(|_| unreachable!("the defaults are valid"));
+        let mut config = Config::from_layers(
+            FileConfig::default(),
+            &Overrides::default(),
+            None,
+            Path::new("."),
+        )
+        .unwrap_or_else(|_| unreachable!("the defaults are valid"));
         config.security.api_keys = keys;
         config
     }
@@ -318,6 +418,7 @@ impl Config {
         file: FileConfig,
         o: &Overrides,
         env_api_key: Option<&str>,
+        base_dir: &Path,
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -330,18 +431,20 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
 
+        let (pool_size, groups) = workers_key(file.workers, &mut problems);
+        if pool_size.is_some() && file.builtin_workers.is_some() {
+            problems.push(
+                "builtin_workers: give either `workers = N` or `builtin_workers = N`".to_owned(),
+            );
+        }
+        let pool_size = pool_size.or(file.builtin_workers);
         let mut check = |key: &str, value: u64, min: u64, max: u64| {
             if value < min || value > max {
                 problems.push(format!("{key}: {value} is out of range {min}..={max}"));
             }
             value
         };
-        let workers = check(
-            "workers",
-            pick(o.workers, file.workers, cpus) as u64,
-            1,
-            4096,
-        );
+        let workers = check("workers", pick(o.workers, pool_size, cpus) as u64, 1, 4096);
         let queue_capacity = check(
             "queue_capacity",
             pick(o.queue_capacity, file.queue_capacity, 1024) as u64,
@@ -486,6 +589,37 @@ impl Config {
             1,
             86_400,
         );
+        let header_read_timeout_s = check(
+            "header_read_timeout_s",
+            pick(o.header_read_timeout_s, file.header_read_timeout_s, 10),
+            1,
+            600,
+        );
+        // Above the WebSocket heartbeat (a ping after 30 quiet seconds), so a
+        // healthy idle socket is never taken for a dead one.
+        let idle_timeout_s = check(
+            "idle_timeout_s",
+            pick(o.idle_timeout_s, file.idle_timeout_s, 120),
+            60,
+            86_400,
+        );
+        let max_http_connections = check(
+            "max_http_connections",
+            pick(o.max_http_connections, file.max_http_connections, 16_384) as u64,
+            1,
+            1_000_000,
+        );
+        let max_connections_per_ip = check(
+            "max_connections_per_ip",
+            pick(o.max_connections_per_ip, file.max_connections_per_ip, 256) as u64,
+            1,
+            1_000_000,
+        );
+        if max_connections_per_ip > max_http_connections {
+            problems.push(format!(
+                "max_connections_per_ip: {max_connections_per_ip} is more than max_http_connections ({max_http_connections})"
+            ));
+        }
 
         let public_url = pick(o.public_url.clone(), file.public_url, String::new());
         let public_url = if public_url.is_empty() {
@@ -513,11 +647,23 @@ impl Config {
             if let Err(why) = check_key_name(&key.name) {
                 problems.push(format!("api_keys[{i}].name: {why}"));
             }
+            let role = match (key.role, key.admin) {
+                (None, false) => KeyRole::Client,
+                (None, true) | (Some(KeyRole::Admin), _) => KeyRole::Admin,
+                (Some(role), false) => role,
+                (Some(role), true) => {
+                    problems.push(format!(
+                        "api_keys[{i}]: `admin = true` contradicts `role = \"{}\"`",
+                        role.as_str()
+                    ));
+                    role
+                }
+            };
             match parse_digest(&key.sha256) {
                 Some(digest) => api_keys.push(KeyConfig {
                     name: key.name,
                     digest,
-                    admin: key.admin,
+                    role,
                     source: KeySource::File,
                 }),
                 None => problems.push(format!(
@@ -529,23 +675,35 @@ impl Config {
             api_keys.push(KeyConfig {
                 name: "env".to_owned(),
                 digest: crate::auth::digest(key),
-                admin: false,
+                role: KeyRole::Client,
                 source: KeySource::Env,
             });
         }
         for (i, a) in api_keys.iter().enumerate() {
             if api_keys[..i]
                 .iter()
-                .any(|b| b.name == a.name && b.admin != a.admin)
+                .any(|b| b.name == a.name && b.role != a.role)
             {
                 problems.push(format!(
-                    "api_keys: entries named `{}` disagree on `admin` (keys sharing a name are one client)",
+                    "api_keys: entries named `{}` disagree on `role` (keys sharing a name are one client)",
                     a.name
                 ));
             }
         }
 
         let schedules = crate::schedules::spec::parse(file.schedules, &api_keys, &mut problems);
+        let worker_config = crate::workers::config::resolve(
+            groups,
+            file.tasks,
+            &crate::workers::config::Knobs {
+                heartbeat_interval_s: o.heartbeat_interval_s.or(file.heartbeat_interval_s),
+                heartbeat_timeout_s: o.heartbeat_timeout_s.or(file.heartbeat_timeout_s),
+                reconnect_grace_s: o.reconnect_grace_s.or(file.reconnect_grace_s),
+                max_worker_violations: o.max_worker_violations.or(file.max_worker_violations),
+            },
+            base_dir,
+            &mut problems,
+        );
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
@@ -587,7 +745,14 @@ impl Config {
                 auth_timeout: secs(auth_timeout_s),
                 max_token_ttl: secs(max_token_ttl_s),
             },
+            http: HttpConfig {
+                header_read_timeout: secs(header_read_timeout_s),
+                idle_timeout: secs(idle_timeout_s),
+                max_http_connections: max_http_connections as usize,
+                max_connections_per_ip: max_connections_per_ip as usize,
+            },
             log_format: pick(o.log_format, file.log_format, LogFormat::Text),
+            workers: worker_config,
         })
     }
 
@@ -625,7 +790,15 @@ impl Config {
             write_timeout_s: u64,
             body_timeout_s: u64,
             max_token_ttl_s: u64,
+            header_read_timeout_s: u64,
+            idle_timeout_s: u64,
+            max_http_connections: usize,
+            max_connections_per_ip: usize,
             allowed_origins: &'a [String],
+            heartbeat_interval_s: u64,
+            heartbeat_timeout_s: u64,
+            reconnect_grace_s: u64,
+            max_worker_violations: u32,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -655,7 +828,15 @@ impl Config {
             write_timeout_s: self.limits.write_timeout.as_secs(),
             body_timeout_s: self.limits.body_timeout.as_secs(),
             max_token_ttl_s: self.security.max_token_ttl.as_secs(),
+            header_read_timeout_s: self.http.header_read_timeout.as_secs(),
+            idle_timeout_s: self.http.idle_timeout.as_secs(),
+            max_http_connections: self.http.max_http_connections,
+            max_connections_per_ip: self.http.max_connections_per_ip,
             allowed_origins: &self.security.allowed_origins,
+            heartbeat_interval_s: self.workers.heartbeat_interval.as_secs(),
+            heartbeat_timeout_s: self.workers.heartbeat_timeout.as_secs(),
+            reconnect_grace_s: self.workers.reconnect_grace.as_secs(),
+            max_worker_violations: self.workers.max_worker_violations,
         };
         let mut out = toml::to_string(&shown).unwrap_or_default();
         if self.security.api_keys.is_empty() {
@@ -669,11 +850,63 @@ impl Config {
             };
             let _ = write!(
                 out,
-                "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nadmin = {}\n",
-                key.name, key.admin
+                "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nrole = {:?}\n",
+                key.name,
+                key.role.as_str()
+            );
+        }
+        for group in &self.workers.groups {
+            // Environment values may be secrets: only their names are shown.
+            let _ = write!(
+                out,
+                "\n[[workers]]\nname = {:?}\ncommand = {:?}\nargs = {:?}\ninstances = {}\nstartup_timeout_s = {}\n# env: {:?} (values not shown)\n",
+                &*group.name,
+                group.command,
+                group.args,
+                group.instances,
+                group.startup_timeout.as_secs(),
+                group.env.keys().collect::<Vec<_>>(),
+            );
+        }
+        for task in &self.workers.tasks {
+            let _ = write!(
+                out,
+                "\n[[tasks]]\nname = {:?}\nretry_safe = {}\n",
+                &*task.name, task.retry_safe
             );
         }
         out
+    }
+}
+
+/// The two meanings of the `workers` key: v1's pool size, or the
+/// `[[workers]]` groups.
+fn workers_key(
+    value: Option<toml::Value>,
+    problems: &mut Vec<String>,
+) -> (Option<usize>, Vec<crate::workers::config::FileGroup>) {
+    match value {
+        None => (None, Vec::new()),
+        Some(toml::Value::Integer(n)) => match usize::try_from(n) {
+            Ok(n) => (Some(n), Vec::new()),
+            Err(_) => {
+                problems.push(format!("workers: {n} is out of range 1..=4096"));
+                (None, Vec::new())
+            }
+        },
+        Some(value @ toml::Value::Array(_)) => match serde_path_to_error::deserialize(value) {
+            Ok(groups) => (None, groups),
+            Err(e) => {
+                problems.push(format!("workers{}: {}", e.path(), e.inner()));
+                (None, Vec::new())
+            }
+        },
+        Some(_) => {
+            problems.push(
+                "workers: a number (the built-in pool size) or [[workers]] tables".to_owned(),
+            );
+            (None, Vec::new())
+        }
     }
 }
 
@@ -722,8 +955,16 @@ fn check_key_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// `scheme://host[:port]`, lowercased, without a path; `*` is refused.
+/// Longest origin accepted anywhere (config, `Origin` header, a browser
+/// token's `origin`), in bytes: a 253-byte host name with scheme and port fits.
+pub const MAX_ORIGIN_BYTES: usize = 300;
+
+/// `scheme://host[:port]`, lowercased, without a path and without the
+/// scheme's default port (as browsers send it); `*` is refused.
 pub(crate) fn normalize_origin(origin: &str) -> Result<String, &'static str> {
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err("longer than 300 bytes");
+    }
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
     let Some((scheme, rest)) = origin.split_once("://") else {
         return Err("expected scheme://host[:port]");
@@ -734,7 +975,11 @@ pub(crate) fn normalize_origin(origin: &str) -> Result<String, &'static str> {
     if rest.is_empty() || rest.contains(['/', '*', '?', '#', '@', ' ']) {
         return Err("expected scheme://host[:port] without path or wildcard");
     }
-    Ok(origin)
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    match rest.strip_suffix(default_port) {
+        Some(host) if !host.is_empty() => Ok(format!("{scheme}://{host}")),
+        _ => Ok(origin),
+    }
 }
 
 fn normalize_public_url(url: &str) -> Result<String, &'static str> {
@@ -771,6 +1016,10 @@ mod tests {
         assert_eq!(config.limits.result_ttl, Duration::from_secs(3600));
         assert_eq!(config.security.auth_timeout, Duration::from_secs(10));
         assert!(config.limits.workers >= 1);
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.http.max_http_connections, 16_384);
+        assert_eq!(config.http.max_connections_per_ip, 256);
     }
 
     #[test]
@@ -791,6 +1040,10 @@ mod tests {
         assert!(invalid("workers = \"two\"").contains("workers"));
         assert!(invalid("listen = \"nowhere\"").contains("listen"));
         assert!(invalid("allowed_origins = [\"*\"]").contains("allowed_origins"));
+        assert!(invalid("idle_timeout_s = 30").contains("idle_timeout_s: 30 is out of range"));
+        assert!(invalid("header_read_timeout_s = 0").contains("header_read_timeout_s"));
+        let e = invalid("max_http_connections = 10\nmax_connections_per_ip = 11");
+        assert!(e.contains("max_connections_per_ip: 11 is more than"), "{e}");
         let e = invalid("[[api_keys]]\nname = \"a\"\nsha256 = \"zz\"");
         assert!(e.contains("api_keys[0].sha256"), "{e}");
         let e = invalid("[[api_keys]]\nname = \"a\"\nsha256 = \"sha256:\"");
@@ -806,8 +1059,114 @@ mod tests {
         let config = Config::from_toml(&text, &Overrides::default()).expect("ok");
         assert_eq!(config.security.api_keys.len(), 2);
         assert_eq!(config.security.api_keys[0].digest, [0xab; 32]);
-        assert!(config.security.api_keys[1].admin);
+        assert!(config.security.api_keys[1].is_admin());
         assert!(!config.to_toml().contains(&hex));
+    }
+
+    #[test]
+    fn worker_sections_and_knobs() {
+        let text = r#"
+builtin_workers = 3
+heartbeat_interval_s = 2
+cancel_grace_s = 4
+max_attempts = 3
+[[workers]]
+name = "pdf"
+command = ["node", "worker.mjs"]
+args = ["--fast"]
+env = { TOKEN = "secret-value" }
+instances = 4
+max_tasks = 100
+tasks = ["render"]
+[[tasks]]
+name = "render"
+description = "Renders a page"
+input_schema = { type = "object", required = ["page"] }
+timeout_s = 30
+retry_safe = true
+[[api_keys]]
+name = "pool"
+sha256 = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+role = "worker"
+"#;
+        let config = Config::from_toml(text, &Overrides::default()).expect("valid");
+        assert_eq!(config.limits.workers, 3);
+        let w = &config.workers;
+        assert_eq!(w.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(w.heartbeat_timeout, Duration::from_secs(15));
+        assert_eq!(config.limits.cancel_grace, Duration::from_secs(4));
+        assert_eq!(config.limits.max_attempts, 3);
+        assert_eq!(w.groups[0].instances, 4);
+        assert_eq!(w.groups[0].command, ["node", "worker.mjs"]);
+        assert_eq!(w.groups[0].max_tasks, Some(100));
+        assert_eq!(w.tasks[0].timeout, Some(Duration::from_secs(30)));
+        assert!(w.tasks[0].retry_safe);
+        assert_eq!(
+            w.tasks[0].input_schema,
+            Some(serde_json::json!({"type": "object", "required": ["page"]}))
+        );
+        assert_eq!(config.security.api_keys[0].role, KeyRole::Worker);
+        let shown = config.to_toml();
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("secret-value"),
+            "{shown}"
+        );
+        // v1's `workers = N` still sets the pool.
+        let config = Config::from_toml("workers = 5", &Overrides::default()).expect("v1");
+        assert_eq!(config.limits.workers, 5);
+        assert!(config.workers.groups.is_empty());
+    }
+
+    #[test]
+    fn worker_problems_name_their_key() {
+        let cases = [
+            (
+                "[[workers]]\nname = \"a b\"\ncommand = [\"x\"]",
+                "workers[0].name",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = []",
+                "workers[0].command",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = \"node w.mjs\"",
+                "command",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = [\"x\"]\ninstances = 0",
+                "workers[0].instances",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = [\"x\"]\n[[workers]]\nname = \"a\"\ncommand = [\"y\"]",
+                "used twice",
+            ),
+            (
+                "[[tasks]]\nname = \"t\"\ninput_schema = { type = \"nope\" }",
+                "tasks[0].input_schema",
+            ),
+            (
+                "[[tasks]]\nname = \"t\"\ninput_schema_file = \"/no/such/file.json\"",
+                "tasks[0].input_schema_file",
+            ),
+            (
+                "heartbeat_interval_s = 10\nheartbeat_timeout_s = 15",
+                "heartbeat_timeout_s",
+            ),
+            ("max_attempts = 0", "max_attempts"),
+            ("workers = 2\nbuiltin_workers = 2", "builtin_workers"),
+            (
+                "[[api_keys]]\nname = \"a\"\nsha256 = \"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"\nrole = \"worker\"\nadmin = true",
+                "contradicts",
+            ),
+            (
+                "[[api_keys]]\nname = \"a\"\nsha256 = \"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"\nrole = \"root\"",
+                "role",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = invalid(text);
+            assert!(e.contains(expected), "{text}: {e}");
+        }
     }
 
     #[test]
@@ -818,5 +1177,20 @@ mod tests {
         );
         assert!(normalize_origin("https://a.org/path").is_err());
         assert!(normalize_origin("ftp://a.org").is_err());
+        // The default port is left out, as browsers do; another is kept.
+        assert_eq!(
+            normalize_origin("https://a.org:443").as_deref(),
+            Ok("https://a.org")
+        );
+        assert_eq!(
+            normalize_origin("http://a.org:80").as_deref(),
+            Ok("http://a.org")
+        );
+        assert_eq!(
+            normalize_origin("https://a.org:80").as_deref(),
+            Ok("https://a.org:80")
+        );
+        let long = format!("https://{}.org", "a".repeat(MAX_ORIGIN_BYTES));
+        assert!(normalize_origin(&long).is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod schedules;
 pub mod server;
 pub mod task;
 pub mod telemetry;
+pub mod workers;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,6 +50,8 @@ pub enum ServeError {
     Pool(#[from] RegisterError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("[[tasks]]: {0}")]
+    DeclaredTask(String),
 }
 
 /// Where `static/` is: `TASKWIRE_STATIC_DIR`, else next to the sources
@@ -87,6 +89,11 @@ pub async fn serve_with(
     let artifacts = Artifacts::start(&config.files, &background, stop.clone(), metrics.clone())?;
     let catalog = Arc::new(catalog);
     let directory = Arc::new(Directory::with_builtins(&catalog));
+    for decl in &config.workers.tasks {
+        directory
+            .declare(decl, directory::Source::Config)
+            .map_err(ServeError::DeclaredTask)?;
+    }
     let discard = artifacts.clone();
     let scheduler = Scheduler::start(
         &config.limits,
@@ -118,6 +125,13 @@ pub async fn serve_with(
         &background,
         stop.clone(),
     );
+    let workers = workers::Workers::new(
+        &config,
+        scheduler.clone(),
+        artifacts.clone(),
+        metrics.clone(),
+    );
+    let supervisor = workers::supervisor::Supervisor::start(&workers);
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
@@ -128,11 +142,12 @@ pub async fn serve_with(
         schedules,
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),
-            tokens: Tokens::new(config.security.max_token_ttl),
+            tokens: Tokens::start(config.security.max_token_ttl, &background, stop.clone()),
         },
         origins: OriginPolicy::new(
             config.security.allowed_origins.clone(),
             config.files.public_url.as_deref(),
+            listener.local_addr()?,
         ),
         links: server::encode::Links {
             public_url: config.files.public_url.clone(),
@@ -146,20 +161,24 @@ pub async fn serve_with(
         drained: drained.clone(),
         streams: streams.clone(),
         static_dir: static_dir(),
+        workers,
     });
     let app = server::router(state.clone());
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(drained.clone().cancelled_owned())
-        .into_future();
-    let server = tokio::spawn(server);
+    let server = tokio::spawn(server::listener::serve(
+        listener,
+        app,
+        state.config.http.clone(),
+        state.metrics.clone(),
+        drained.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutdown: draining");
     draining.cancel();
     scheduler.drain().await;
+    // Every task has ended: managed workers are drained and stopped
+    // (stdin closed, then SIGTERM and SIGKILL to each process group).
+    supervisor.shutdown().await;
     tracing::info!("shutdown: every task has ended; closing connections");
     drained.cancel();
     streams.close();

@@ -1,5 +1,7 @@
 //! The HTTP front door: one axum router on one listener.
 //!
+//! - [`listener`]: the accept loop, under the connection-level bounds
+//!   (header-read and idle timeouts, open connections in total and per peer).
 //! - `/v1/ws` ([`ws`], then [`connection`]): the WebSocket protocol.
 //! - `/v1/tasks...` ([`rest`]): REST submit, snapshot, cancel, and SSE events.
 //! - `/v1/tokens`, `/v1/admin/tasks` ([`rest`]): browser tokens, monitoring.
@@ -16,8 +18,11 @@ mod connection;
 pub mod encode;
 pub(crate) mod error;
 mod files;
+pub mod listener;
 mod rest;
 mod schedules;
+mod worker_rest;
+mod worker_ws;
 mod ws;
 
 use std::path::PathBuf;
@@ -72,6 +77,8 @@ pub struct Inner {
     pub streams: TaskTracker,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// External workers: sessions' shared settings, the board, uploads.
+    pub workers: crate::workers::Workers,
 }
 
 impl std::ops::Deref for AppState {
@@ -162,6 +169,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes(&state))
         .merge(schedules::routes())
+        .route("/v1/worker", get(worker_ws::upgrade))
+        .merge(worker_rest::routes())
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -207,6 +216,8 @@ async fn count_errors(State(state): State<AppState>, response: Response) -> Resp
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(waiting) = worker_rest::not_ready(&state) {
+        (StatusCode::SERVICE_UNAVAILABLE, waiting).into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }
@@ -237,10 +248,9 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     origin
         .to_str()
-        .is_ok_and(|origin| state.origins.allows(origin, host))
+        .is_ok_and(|origin| state.origins.allows(origin))
 }
 
 /// A wire `submit` as admission's request (the input is copied once, here).

@@ -398,6 +398,9 @@ async fn mint(
         Err(crate::auth::MintError::TooMany) => {
             Err(ApiError::RateLimited("too many live tokens".to_owned()))
         }
+        Err(e @ crate::auth::MintError::TooManyTasks { .. }) => {
+            Err(ApiError::BadMessage(e.to_string()))
+        }
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
 }
@@ -428,5 +431,8 @@ async fn admin_workers(State(state): State<AppState>, _: Admin) -> Result<Respon
         .admin_workers()
         .await
         .ok_or(ApiError::ShuttingDown)?;
-    Ok(json(StatusCode::OK, encode::admin_workers(&workers)))
+    Ok(json(
+        StatusCode::OK,
+        super::worker_rest::admin_workers_json(&state, &workers),
+    ))
 }
