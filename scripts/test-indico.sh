@@ -5,7 +5,8 @@
 #   scripts/test-indico.sh pytest     # only ruff and the pytest suite
 #   scripts/test-indico.sh e2e        # only the end-to-end test
 #   SCREENSHOTS=1 scripts/test-indico.sh e2e   # also refresh docs/screenshot-indico-*.png
-#   BIG=0 scripts/test-indico.sh e2e  # skip the 3,000-contribution run
+#   BIG=0 scripts/test-indico.sh e2e  # no big event (its test then fails: never a silent skip)
+#   RUNS=5 scripts/test-indico.sh e2e # press the big event's button 5 times (median; BENCHMARKS.md)
 #   BENCH_ARGS="--against REV --profile" scripts/test-indico.sh bench
 #                                     # times the big event's input in one process (bench_serialize.py)
 #
@@ -16,15 +17,14 @@
 # playwright-core from the e2e package-lock.json.
 # Starts its own PostgreSQL (initdb in a temp dir, as the postgres user, on a
 # free loopback port, UTF8, unaccent + pg_trgm), Redis, `taskwire serve` and
-# `indico run`, each on a free loopback port, and stops each by pid on exit.
-# pytest runs in the background while the end-to-end Indico is seeded and
-# tested (separate databases and Redis numbers; on 2 cores the two overlap).
-# Fails if any plugin test was skipped.
+# Indico (seed.py, serving as `indico run` does), each on a free loopback
+# port, and stops each by pid on exit. pytest runs in the background while
+# the end-to-end Indico is seeded and tested (separate databases and Redis
+# numbers). Fails if any plugin test was skipped, or none ran.
 #
 # Time (BENCHMARKS.md, "The Indico plugin"): each Indico start costs about
-# 10 s of CPU (imports, model configuration), so the end-to-end database is
-# prepared and seeded in one process (seed.py) and the big event is inserted
-# in bulk.
+# 8 s of CPU (imports, model configuration), so the end-to-end database is
+# prepared, seeded (the big event in bulk) and served by one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
