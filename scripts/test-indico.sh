@@ -101,11 +101,15 @@ if [ ! -e "$plugin_stamp" ]; then
 fi
 
 # --- taskwire (pytest and the end-to-end test each start one) ----------------------
-# One cargo run for both: built apart, the example's dev-dependency features would make
-# cargo build the library twice.
+# One cargo run for both, always with the example (it writes the big event's input): built
+# apart, or the binary alone, the example's dev-dependency features would make cargo build
+# the library twice.
 build=()
-[ -n "${TASKWIRE_BIN:-}" ] || build+=(--bin taskwire)
-[ "$what" = pytest ] || [ "${BIG:-1}" != 1 ] || build+=(--example booklet)  # writes the big event's input
+if [ -z "${TASKWIRE_BIN:-}" ]; then
+  build+=(--bin taskwire --example booklet)
+elif [ "$what" != pytest ] && [ "${BIG:-1}" = 1 ]; then
+  build+=(--example booklet)
+fi
 if [ ${#build[@]} -gt 0 ]; then
   step "cargo build ${build[*]}"
   cargo build --quiet "${build[@]}"
