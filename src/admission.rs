@@ -23,9 +23,9 @@ use crate::inputs::{Inputs, Reference, ResolveError, TaskInputs, find_references
 use crate::task::{Delivery, Priority, TaskId, TaskOptions, TaskSpec};
 
 /// Inputs at least this large are validated off the async threads.
-pub const BLOCKING_INPUT_BYTES: usize = 256 * 1024;
+pub(crate) const BLOCKING_INPUT_BYTES: usize = 256 * 1024;
 /// Longest `idempotency_key` / `concurrency_key`, in bytes.
-pub const MAX_OPTION_KEY_BYTES: usize = 256;
+pub(crate) const MAX_OPTION_KEY_BYTES: usize = 256;
 
 /// What a caller asks for, before any check.
 #[derive(Debug)]

@@ -59,7 +59,7 @@ impl Check {
 
 /// Checks a value against a compiled schema; the first error, with its path
 /// in the JSON path notation `invalid_input` uses everywhere.
-pub fn schema_check(
+pub(crate) fn schema_check(
     validator: &jsonschema::Validator,
     value: &serde_json::Value,
 ) -> Result<(), InvalidInput> {
@@ -73,7 +73,7 @@ pub fn schema_check(
 }
 
 /// A JSON Pointer (`/event/sessions/3`) as a JSON path (`$.event.sessions[3]`).
-pub fn json_path(pointer: &str) -> String {
+pub(crate) fn json_path(pointer: &str) -> String {
     let mut path = String::from("$");
     for token in pointer.split('/').skip(1) {
         let token = token.replace("~1", "/").replace("~0", "~");
@@ -95,7 +95,7 @@ pub fn json_path(pointer: &str) -> String {
 }
 
 /// Compiles a JSON Schema, saying why it is not one.
-pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+pub(crate) fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
     jsonschema::validator_for(schema).map_err(|e| e.to_string())
 }
 

@@ -2,19 +2,19 @@
 
 pub use taskwire_protocol as protocol;
 
-pub mod admission;
-pub mod artifacts;
+pub(crate) mod admission;
+pub(crate) mod artifacts;
 pub mod auth;
 pub mod booklet;
 pub mod catalog;
 pub mod config;
-pub mod directory;
+pub(crate) mod directory;
 pub mod exec;
 pub mod inputs;
 mod pool;
-pub mod scheduler;
+pub(crate) mod scheduler;
 pub mod schedules;
-pub mod server;
+pub(crate) mod server;
 pub mod task;
 pub mod telemetry;
 pub mod workers;

@@ -33,9 +33,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use adopt::{AdoptError, ListedFile, OutputDir};
+pub(crate) use adopt::{AdoptError, ListedFile, OutputDir};
+pub(crate) use stage::{Stage, StageError, StagedFile, clean_name, is_storage_full};
 pub(crate) use stage::MIN_FILE_CHARGE;
-pub use stage::{MAX_NAME_BYTES, Stage, StageError, StagedFile, clean_name, is_storage_full};
 
 use crate::auth::{hex, random_bytes};
 use crate::config::FilesConfig;
@@ -43,7 +43,7 @@ use crate::task::PublishedFile;
 
 /// A download token: 128 random bits, the capability in a file's link.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DownloadToken([u8; 16]);
+pub(crate) struct DownloadToken([u8; 16]);
 
 impl DownloadToken {
     fn generate() -> std::io::Result<DownloadToken> {
@@ -53,7 +53,7 @@ impl DownloadToken {
     }
 
     /// Parses the token part of a link; anything else is not a token.
-    pub fn parse(text: &str) -> Option<DownloadToken> {
+    pub(crate) fn parse(text: &str) -> Option<DownloadToken> {
         // One spelling only: 32 lowercase hex digits.
         if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
@@ -65,7 +65,7 @@ impl DownloadToken {
         Some(DownloadToken(bytes))
     }
 
-    pub fn to_text(self) -> String {
+    pub(crate) fn to_text(self) -> String {
         hex(&self.0)
     }
 }

@@ -14,7 +14,7 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use super::Quota;
 
 /// Longest file name kept, in bytes (cut at a character boundary).
-pub const MAX_NAME_BYTES: usize = 200;
+pub(crate) const MAX_NAME_BYTES: usize = 200;
 
 /// Every file counts at least this much against `max_temp_bytes`, so the
 /// number of files (and of their tombstones) is bounded too.
@@ -218,7 +218,7 @@ impl Drop for StagedFile {
 }
 
 /// Whether an IO error from [`StagedFile`]'s `write` means the quota is full.
-pub fn is_storage_full(error: &io::Error) -> bool {
+pub(crate) fn is_storage_full(error: &io::Error) -> bool {
     error
         .get_ref()
         .is_some_and(|inner| inner.is::<StageError>())
@@ -229,7 +229,7 @@ pub fn is_storage_full(error: &io::Error) -> bool {
 /// as U+202E, zero-width spaces and joiners, the BOM...); line and paragraph
 /// separators (U+2028, U+2029) become spaces; no leading dots or spaces, at
 /// most [`MAX_NAME_BYTES`] bytes of UTF-8; never empty.
-pub fn clean_name(name: &str) -> String {
+pub(crate) fn clean_name(name: &str) -> String {
     let kept: String = name
         .chars()
         .filter_map(|c| match c.general_category() {

@@ -58,7 +58,7 @@ pub struct Watching {
 }
 
 /// A mailbox's id, unique for the life of the process.
-pub type MailboxId = u64;
+pub(crate) type MailboxId = u64;
 
 /// A connection's bounded inbox. Cloned into every task it follows.
 #[derive(Clone, Debug)]

@@ -55,7 +55,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::mailbox::{Mailbox, MailboxId, Outbound, Watching};
+pub(crate) use self::mailbox::{Mailbox, MailboxId, Outbound, Watching};
 use crate::auth::Principal;
 use crate::catalog::InvalidInput;
 use crate::config::Limits;
@@ -102,7 +102,7 @@ pub struct Submitted {
 /// Where the answer to a request goes: into the requester's mailbox (as
 /// the event itself, carrying its `ref`), or back to an awaiting caller.
 #[derive(Debug)]
-pub enum Reply<T> {
+pub(crate) enum Reply<T> {
     Mailbox {
         mailbox: Mailbox,
         reference: Option<Box<str>>,

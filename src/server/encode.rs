@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::exec::ExecutorKind;
 use crate::protocol::WireError;
 use crate::protocol::admin::{
-    AdminMessage, AdminTasks, AdminWorkers, Outcomes, Stats as StatsBody, Summary, Worker,
+    AdminMessage, AdminTasks, Outcomes, Stats as StatsBody, Summary, Worker,
 };
 use crate::protocol::server::{
     Choice, EventBody, EventHead, FileObject, OpenQuestion, Snapshot, event_json,
@@ -22,7 +22,7 @@ use crate::task::{EventRecord, PublishedFile, QuestionSpec, TaskEvent, TaskFailu
 
 /// Formats a time as RFC 3339 UTC with milliseconds
 /// (`2026-11-23T10:05:00.123Z`). Hand-written: it runs for every event.
-pub fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let t = time::OffsetDateTime::from(at);
     let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
     let mut out = String::with_capacity(24);
@@ -55,17 +55,17 @@ pub fn rfc3339(at: SystemTime) -> String {
 
 /// How file links are written: a path, or absolute under `public_url`.
 #[derive(Debug, Clone, Default)]
-pub struct Links {
+pub(crate) struct Links {
     pub public_url: Option<String>,
 }
 
 impl Links {
-    pub fn file_url(&self, file: &PublishedFile) -> String {
+    pub(crate) fn file_url(&self, file: &PublishedFile) -> String {
         let base = self.public_url.as_deref().unwrap_or("");
         format!("{base}/files/{}/{}", file.token, percent_encode(&file.name))
     }
 
-    pub fn files<'a>(
+    pub(crate) fn files<'a>(
         &self,
         files: &'a [PublishedFile],
         expires: &'a [String],
@@ -86,7 +86,7 @@ impl Links {
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
-pub fn percent_encode(segment: &str) -> String {
+pub(crate) fn percent_encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -98,7 +98,7 @@ pub fn percent_encode(segment: &str) -> String {
     out
 }
 
-pub fn failure(failure: &TaskFailure) -> WireError {
+pub(crate) fn failure(failure: &TaskFailure) -> WireError {
     let mut error = WireError::new(
         super::error::failure_code(failure.kind),
         failure.message.clone(),
@@ -108,7 +108,7 @@ pub fn failure(failure: &TaskFailure) -> WireError {
 }
 
 /// Encodes a task event; `reference` and `duplicate` only on private copies.
-pub fn event(
+pub(crate) fn event(
     record: &EventRecord,
     reference: Option<&str>,
     duplicate: bool,
@@ -222,12 +222,12 @@ fn choices(question: &QuestionSpec) -> Option<Vec<Choice<'_>>> {
 }
 
 /// The shared encoding of an event (made once per event).
-pub fn shared_event(record: &EventRecord, links: &Links) -> Bytes {
+pub(crate) fn shared_event(record: &EventRecord, links: &Links) -> Bytes {
     record.encoded(|r| event(r, None, false, links))
 }
 
 /// The REST snapshot of a task.
-pub fn snapshot(view: &TaskView, links: &Links) -> String {
+pub(crate) fn snapshot(view: &TaskView, links: &Links) -> String {
     let task_id = view.task_id.hex();
     let created = rfc3339(view.created_at);
     let started = view.started_at.map(rfc3339);
@@ -280,7 +280,7 @@ pub fn snapshot(view: &TaskView, links: &Links) -> String {
 }
 
 /// A task as the monitoring page sees it (`docs/protocol.md`, Summary).
-pub fn summary<'a>(view: &'a TaskView, task_id: &'a str) -> Summary<'a> {
+pub(crate) fn summary<'a>(view: &'a TaskView, task_id: &'a str) -> Summary<'a> {
     let terminal = view.terminal.as_deref().map(|r| &r.event);
     let duration_ms = view
         .started_at
@@ -329,7 +329,7 @@ fn summaries<'a>(tasks: &'a [TaskView], ids: &'a [String]) -> Vec<Summary<'a>> {
 }
 
 /// An executor as the monitoring page sees it (`docs/protocol.md`, Worker).
-pub fn worker(view: &WorkerView) -> Worker<'_> {
+pub(crate) fn worker(view: &WorkerView) -> Worker<'_> {
     let (kind, group, pid, peer) = match &view.kind {
         ExecutorKind::Builtin => ("builtin", None, None, None),
         ExecutorKind::Managed { group, pid } => ("managed", Some(&**group), *pid, None),
@@ -355,7 +355,7 @@ pub fn worker(view: &WorkerView) -> Worker<'_> {
     }
 }
 
-pub fn stats(stats: &Stats) -> StatsBody<'_> {
+pub(crate) fn stats(stats: &Stats) -> StatsBody<'_> {
     StatsBody {
         workers: stats.workers,
         workers_busy: stats.workers_busy,
@@ -384,7 +384,7 @@ fn to_json(value: &impl Serialize) -> String {
 }
 
 /// The admin `watching` reply.
-pub fn watching(
+pub(crate) fn watching(
     reference: Option<&str>,
     tasks: &[TaskView],
     workers: &[WorkerView],
@@ -399,36 +399,29 @@ pub fn watching(
     })
 }
 
-pub fn task_update(view: &TaskView) -> String {
+pub(crate) fn task_update(view: &TaskView) -> String {
     let id = view.task_id.to_string();
     to_json(&AdminMessage::TaskUpdate {
         task: summary(view, &id),
     })
 }
 
-pub fn worker_update(view: &WorkerView) -> String {
+pub(crate) fn worker_update(view: &WorkerView) -> String {
     to_json(&AdminMessage::WorkerUpdate {
         worker: worker(view),
     })
 }
 
-pub fn stats_message(s: &Stats) -> String {
+pub(crate) fn stats_message(s: &Stats) -> String {
     to_json(&AdminMessage::Stats { stats: stats(s) })
 }
 
 /// `GET /v1/admin/tasks`.
-pub fn admin_list(tasks: &[TaskView], s: &Stats) -> String {
+pub(crate) fn admin_list(tasks: &[TaskView], s: &Stats) -> String {
     let ids = ids(tasks);
     to_json(&AdminTasks {
         tasks: summaries(tasks, &ids),
         stats: stats(s),
-    })
-}
-
-/// `GET /v1/admin/workers`.
-pub fn admin_workers(workers: &[WorkerView]) -> String {
-    to_json(&AdminWorkers {
-        workers: workers.iter().map(worker).collect(),
     })
 }
 

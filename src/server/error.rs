@@ -19,7 +19,7 @@ use crate::task::FailureKind;
 
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error(transparent)]
@@ -53,7 +53,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The wire error object.
-    pub fn wire(&self) -> WireError {
+    pub(crate) fn wire(&self) -> WireError {
         let message = self.to_string();
         match self {
             ApiError::Refused(refusal) => refusal_wire(refusal, message),
@@ -90,7 +90,7 @@ impl ApiError {
     }
 
     /// The HTTP status of this error on REST.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

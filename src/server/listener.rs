@@ -54,7 +54,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `router` on `listener` until `drained` is cancelled, then lets the
 /// open connections finish their requests and returns when they have.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     config: HttpConfig,
@@ -139,7 +139,7 @@ fn is_per_connection(e: &io::Error) -> bool {
 
 /// Raises the soft limit on open files to the hard one, logs both, and
 /// returns the soft limit now in force (`None`: unlimited or unknown).
-pub fn raise_fd_limit() -> Option<u64> {
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let before = getrlimit(Resource::Nofile);
     let mut after = before;
@@ -162,7 +162,7 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// The open-connection cap in force: the configured one, lowered to leave
 /// [`FD_HEADROOM`] descriptors under `fd_limit`.
-pub fn effective_cap(configured: usize, fd_limit: Option<u64>) -> usize {
+pub(crate) fn effective_cap(configured: usize, fd_limit: Option<u64>) -> usize {
     let Some(limit) = fd_limit else {
         return configured;
     };
@@ -172,7 +172,7 @@ pub fn effective_cap(configured: usize, fd_limit: Option<u64>) -> usize {
 
 /// The address a per-peer count is kept under: IPv4 as is (IPv4-mapped IPv6
 /// too), IPv6 by its /64, which one subscriber usually holds whole.
-pub fn peer_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

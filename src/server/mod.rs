@@ -16,10 +16,10 @@
 
 mod caller;
 mod connection;
-pub mod encode;
+pub(crate) mod encode;
 pub(crate) mod error;
 mod files;
-pub mod listener;
+pub(crate) mod listener;
 mod rest;
 mod schedules;
 mod uploads;
@@ -41,7 +41,7 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::error::ApiError;
+pub(crate) use self::error::ApiError;
 use crate::admission::Admission;
 use crate::artifacts::Artifacts;
 use crate::auth::{Authenticator, OriginPolicy};
@@ -54,10 +54,10 @@ use crate::telemetry::Metrics;
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct AppState(Arc<Inner>);
+pub(crate) struct AppState(Arc<Inner>);
 
 #[derive(Debug)]
-pub struct Inner {
+pub(crate) struct Inner {
     pub config: Config,
     pub admission: Admission,
     pub directory: Arc<Directory>,
@@ -94,12 +94,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(inner: Inner) -> AppState {
+    pub(crate) fn new(inner: Inner) -> AppState {
         AppState(Arc::new(inner))
     }
 
     /// Takes a connection slot; `None` when `max_connections` are open.
-    pub fn connection_slot(&self) -> Option<ConnectionSlot> {
+    pub(crate) fn connection_slot(&self) -> Option<ConnectionSlot> {
         let max = self.config.limits.max_connections;
         let taken = self
             .connections
@@ -110,7 +110,7 @@ impl AppState {
     }
 
     /// The `welcome` message for what is offered now.
-    pub fn welcome(&self) -> Utf8Bytes {
+    pub(crate) fn welcome(&self) -> Utf8Bytes {
         let offered = self.directory.snapshot();
         let mut cached = self.welcome.lock().unwrap_or_else(PoisonError::into_inner);
         if cached.0 != offered.version {
@@ -122,7 +122,7 @@ impl AppState {
 
 /// A taken connection slot, given back on drop.
 #[derive(Debug)]
-pub struct ConnectionSlot(AppState);
+pub(crate) struct ConnectionSlot(AppState);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
@@ -131,7 +131,7 @@ impl Drop for ConnectionSlot {
 }
 
 /// The `welcome` message for what is offered and the configuration.
-pub fn welcome(offered: &Offered, config: &Config) -> Utf8Bytes {
+pub(crate) fn welcome(offered: &Offered, config: &Config) -> Utf8Bytes {
     let limits = &config.limits;
     let message = ServerMessage::Welcome(Welcome {
         server: ServerInfo {
@@ -167,7 +167,7 @@ pub fn welcome(offered: &Offered, config: &Config) -> Utf8Bytes {
 }
 
 /// The whole router.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let static_files = tower_http::services::ServeDir::new(&state.static_dir)
         .append_index_html_on_directories(true)
         .html_as_default_extension(true);
@@ -246,12 +246,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The `Origin` header, if any, as text.
-pub fn origin(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn origin(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
 /// Whether a request's Origin (if it has one) is allowed.
-pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+pub(crate) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -261,7 +261,7 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// A wire `submit` as admission's request (the input is copied once, here).
-pub fn submit_request(
+pub(crate) fn submit_request(
     submit: &crate::protocol::client::Submit<'_>,
 ) -> crate::admission::SubmitRequest {
     use crate::protocol::client::{Delivery as WireDelivery, Priority as WirePriority};

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import flash, jsonify, redirect
+from flask import flash, jsonify, redirect, request
 from indico.core.config import config
 from indico.core.plugins import WPJinjaMixinPlugin, url_for_plugin
 from indico.modules.events.management.controllers import RHManageEventBase
@@ -116,15 +118,38 @@ class RHTestConnection(RHManageEventBase):
 
 
 class RHBookletInput(RHManageEventBase):
-    """The task input: the event with its sessions and contributions, and the booklet options."""
+    """The task input: the event with its sessions and contributions, and the booklet options.
+
+    Gzipped when the browser accepts it: a 3,000-contribution event is about 10 MB of JSON and
+    1 MB gzipped at level 1, which costs about 0.04 s of CPU (a web server in front may not
+    compress JSON). The body holds no secret, so compressing it leaks nothing.
+
+    A ``Server-Timing`` header says where the time went (``gather``: the event read from the
+    database into dicts; ``encode``: JSON; ``compress``: gzip), for the browser's developer tools
+    and the end-to-end test's timings; it holds durations only.
+    """
 
     def _process(self) -> Any:
         from indico_taskwire.serialize import booklet_settings, event_input
 
-        body = json.dumps(
-            event_input(self.event, booklet_settings(self.event)), ensure_ascii=False, separators=(',', ':')
+        t0 = time.perf_counter()
+        data = event_input(self.event, booklet_settings(self.event))
+        t1 = time.perf_counter()
+        body = json.dumps(data, ensure_ascii=False, separators=(',', ':')).encode()
+        t2 = time.perf_counter()
+        response = Response(mimetype='application/json')
+        response.headers['Vary'] = 'Accept-Encoding'
+        if request.accept_encodings['gzip']:
+            response.set_data(gzip.compress(body, compresslevel=1))
+            response.headers['Content-Encoding'] = 'gzip'
+        else:
+            response.set_data(body)
+        t3 = time.perf_counter()
+        response.headers['Server-Timing'] = ', '.join(
+            f'{name};dur={(b - a) * 1000:.1f}'
+            for name, a, b in (('gather', t0, t1), ('encode', t1, t2), ('compress', t2, t3))
         )
-        return _no_store(Response(body, mimetype='application/json'))
+        return _no_store(response)
 
 
 class RHBookletToken(RHManageEventBase):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,7 +94,7 @@ def _start_taskwire(allowed_origins: list[str]) -> tuple[Taskwire, str]:
 @pytest.fixture(scope='session')
 def taskwire() -> Iterator[Taskwire]:
     """A real taskwire server that allows the test app's origin (http://localhost)."""
-    server, _tmp = _start_taskwire(['http://localhost'])
+    server, tmp = _start_taskwire(['http://localhost'])
     yield server
     server.process.send_signal(signal.SIGTERM)
     try:
@@ -101,6 +102,7 @@ def taskwire() -> Iterator[Taskwire]:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

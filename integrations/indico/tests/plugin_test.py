@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -282,6 +284,124 @@ def test_event_input_holds_every_block_and_contribution(seeded_event: Any) -> No
     assert first['field_values'] == [
         {'id': str(seeded_event.field.id), 'name': 'Funding Agency', 'value': 'Agency for MOA01'}
     ]
+
+
+def _contributions(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    listed = [c for b in data['sessions'] for c in b['contributions']] + data['contributions']
+    return {c['id']: c for c in listed}
+
+
+def test_event_input_gives_what_indicos_models_give(seeded_event: Any, db: Any) -> None:
+    """The serialiser reads plain rows; each contribution must read as its Indico model does: a
+    person link's own name and affiliation over its person's, the display order, the contribution's
+    URL, each active field's friendly value in the fields' order, the abstract, the times."""
+    from indico.modules.events.contributions.models.fields import ContributionField
+
+    event = seeded_event.event
+    choice = ContributionField(
+        event=event,
+        title='Prize',
+        field_type='single_choice',
+        field_data={'options': [{'id': 'opt-1', 'option': 'Shortlisted'}], 'item_type': 'dropdown'},
+        is_active=True,
+    )
+    retired = ContributionField(event=event, title='Retired', field_type='text', is_active=False)
+    db.session.add_all([choice, retired])
+    db.session.flush()
+    some = sorted(event.contributions, key=lambda c: c.id)
+    some[0].set_custom_field(choice.id, 'opt-1')
+    some[0].set_custom_field(retired.id, 'not printed')
+    link = next(link for link in some[0].person_links if link.last_name == 'Wu')
+    link.first_name, link.affiliation = 'Benjamin', 'Own Lab'  # the link's own, over its person's
+    link.display_order = -1  # first, whatever the names
+    some[1].description = ''
+    db.session.flush()
+    db.session.expire_all()
+
+    got = _contributions(event_input(event)['event'])
+    assert len(got) == len(event.contributions)
+    tz = event.tzinfo
+
+    def person(link: Any) -> dict[str, str]:
+        return {
+            'id': str(link.person_id),
+            'first_name': link.first_name or '',
+            'last_name': link.last_name or '',
+            'affiliation': link.affiliation or '',
+        }
+
+    for c in event.contributions:
+        out = got[str(c.id)]
+        links = sorted(c.person_links, key=lambda k: (k.display_order, k.last_name, k.first_name, k.id))
+        assert out['speakers'] == [person(k) for k in links if k.is_speaker]
+        assert out['primary_authors'] == [person(k) for k in links if k.author_type.name == 'primary']
+        assert out['coauthors'] == [person(k) for k in links if k.author_type.name == 'secondary']
+        values = sorted(
+            (v for v in c.field_values if v.contribution_field.is_active), key=lambda v: v.contribution_field.position
+        )
+        assert out['field_values'] == [
+            {'id': str(v.contribution_field_id), 'name': v.contribution_field.title, 'value': str(v.friendly_data)}
+            for v in values
+        ]
+        assert out['url'] == c.external_url
+        assert out['title'] == c.title
+        assert out['description'] == (c.description or (c.abstract.description if c.abstract else ''))
+        start = c.timetable_entry.start_dt.astimezone(tz) if c.timetable_entry else None
+        assert out['start_dt'] == (start and {'date': f'{start:%Y-%m-%d}', 'time': f'{start:%H:%M:%S}', 'tz': str(tz)})
+        assert out['duration'] == c.duration.total_seconds() // 60
+        assert out['track'] == {'id': c.track.id, 'code': c.track.code, 'title': c.track.title}
+        assert out['board_number'] == c.board_number
+    first = got[str(some[0].id)]
+    assert first['primary_authors'][0] == {
+        'id': str(link.person_id),
+        'first_name': 'Benjamin',
+        'last_name': 'Wu',
+        'affiliation': 'Own Lab',
+    }
+    assert [v['name'] for v in first['field_values']] == ['Funding Agency', 'Prize']
+    assert first['field_values'][1]['value'] == 'Shortlisted'
+
+
+def test_event_input_queries_do_not_grow_with_the_contributions(
+    seeded_event: Any, db: Any, create_contribution: Any, create_timetable_entry: Any, count_queries: Any
+) -> None:
+    """No query per contribution, person or field value (a big event has thousands of each)."""
+    from indico.modules.events.contributions.models.persons import AuthorType, ContributionPersonLink
+    from indico.modules.events.models.persons import EventPerson
+
+    event = seeded_event.event
+
+    def queries() -> int:
+        db.session.expire_all()
+        with count_queries() as count:
+            event_input(event)
+        return count()
+
+    event_input(event)  # caches that fill once (settings, the URL map)
+    before = queries()
+    for n in range(20):
+        c = create_contribution(event, f'More {n}', description='More.')
+        create_timetable_entry(event, c, event.start_dt + timedelta(hours=1, minutes=n))
+        people = [EventPerson(event=event, first_name=f'P{n}', last_name=f'Q{i}', affiliation='Lab') for i in range(3)]
+        db.session.add_all(people)
+        for p in people:  # the contribution first: it takes the link into the session
+            ContributionPersonLink(contribution=c, person=p, author_type=AuthorType.primary, is_speaker=True)
+        c.set_custom_field(seeded_event.field.id, f'Agency {n}')
+    db.session.flush()
+    assert queries() == before
+    assert len(_contributions(event_input(event)['event'])) == len(seeded_event.titles) + 20
+
+
+def test_booklet_input_is_gzipped_when_the_browser_accepts_it(seeded_event: Any, manager: Any, login: Any) -> None:
+    url = f'/event/{seeded_event.event.id}/manage/taskwire/booklet-input.json'
+    client = login(manager)
+    plain = client.get(url)
+    assert 'Content-Encoding' not in plain.headers
+    packed = client.get(url, headers={'Accept-Encoding': 'gzip, deflate, br'})
+    assert packed.headers['Content-Encoding'] == 'gzip'
+    assert 'Accept-Encoding' in packed.headers['Vary']
+    assert json.loads(gzip.decompress(packed.data)) == plain.get_json()
+    assert {m.split(';')[0] for m in packed.headers['Server-Timing'].split(', ')} == {'gather', 'encode', 'compress'}
 
 
 def test_booklet_input_endpoint_builds_a_booklet_on_a_real_server(
