@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use adopt::{AdoptError, ListedFile, OutputDir};
-pub(crate) use stage::{Stage, StageError, StagedFile, clean_name, is_storage_full};
 pub(crate) use stage::MIN_FILE_CHARGE;
+pub(crate) use stage::{Stage, StageError, StagedFile, clean_name, is_storage_full};
 
 use crate::auth::{hex, random_bytes};
 use crate::config::FilesConfig;
