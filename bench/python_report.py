@@ -11,10 +11,11 @@ from collections import defaultdict
 
 def load(path):
     runs = defaultdict(dict)  # name -> round -> row
-    for line in open(path):
-        if line.strip():
-            row = json.loads(line)
-            runs[row["name"]][row["round"]] = row
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                runs[row["name"]][row["round"]] = row
     return runs
 
 
@@ -70,7 +71,8 @@ def same_round(runs, a, b, path):
 def main():
     runs = load(sys.argv[1])
     if len(sys.argv) > 2:
-        print("```\n" + open(sys.argv[2]).read().strip() + "\n```\n")
+        with open(sys.argv[2], encoding="utf-8") as env:
+            print("```\n" + env.read().strip() + "\n```\n")
     rows = [
         ("Python worker over stdio (managed), 8×64", "python_stdio_throughput"),
         ("Python worker over WebSocket (remote), 8×64", "python_websocket_throughput"),

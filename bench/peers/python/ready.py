@@ -18,4 +18,6 @@ async def main(url: str, key: str, task: str) -> None:
             await asyncio.sleep(0.1)
 
 
-asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "py_noop"))
+asyncio.run(
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "py_noop")
+)
