@@ -2,6 +2,8 @@
 # The Python worker benchmark: a no-op Python task (`py_noop`) served by ONE
 # Python worker process, over stdio (managed by taskwire serve) and over
 # WebSocket (a remote worker), next to Celery's no-op task (prefork 2, Redis)
+# and to the Node.js managed worker of bench/workers.sh (bench/workers/noop.mjs,
+# the stdio baseline: what the server's stdio path costs with a lean worker)
 # in the same run; RUNS rounds, medians with min–max, ratios within a round.
 #
 #   bench/python.sh                     # 3 rounds
@@ -38,6 +40,7 @@ BENCH="${BENCH:-$root/target/release/taskwire-bench}"
 log "the Python venv, Celery and Redis (once)"
 venv="$(scripts/python-venv.sh)"
 PY="$venv/bin/python"
+NODE="$(command -v node)" || { log "node (Node.js) is needed for the stdio baseline"; exit 1; }
 # Celery and Redis as bench/peers/install.sh installs them (BullMQ is not needed here).
 if ! command -v redis-server >/dev/null; then
     log "installing redis-server (apt)"
@@ -89,6 +92,14 @@ name = "py"
 command = ["$PY", "$root/bench/peers/python/noop_worker.py"]
 env = { BENCH_SLOTS = "$PY_SLOTS" }
 TOML
+    elif [ "$1" = node ]; then
+        cat >>"$file" <<TOML
+
+[[workers]]
+name = "noop"
+command = ["$NODE", "$root/bench/workers/noop.mjs"]
+env = { TASKWIRE_BENCH_SLOTS = "$PY_SLOTS" }
+TOML
     fi
     echo "$file"
 }
@@ -131,13 +142,20 @@ record() { # NAME ROUND WORKER_PID COMMAND...
     log "$name round $round: $(printf '%s' "$line" | cut -c1-160)"
 }
 
-measure() { # PREFIX ROUND WORKER_PID
-    local ws="ws://127.0.0.1:$port/v1/ws"
-    "$PY" "$root/bench/peers/python/ready.py" "http://127.0.0.1:$port" "$TASKWIRE_API_KEY"
+measure() { # PREFIX ROUND WORKER_PID [TASK]
+    local ws="ws://127.0.0.1:$port/v1/ws" task="${4:-py_noop}"
+    "$PY" "$root/bench/peers/python/ready.py" "http://127.0.0.1:$port" "$TASKWIRE_API_KEY" "$task"
     record "${1}_throughput" "$2" "$3" "$BENCH" tasks --url "$ws" --connections 8 --in-flight 64 \
-        --count "$PY_N" --task py_noop --input '{}' --server-pid "$server_pid"
+        --count "$PY_N" --task "$task" --input '{}' --server-pid "$server_pid"
     record "${1}_sequential" "$2" "$3" "$BENCH" tasks --url "$ws" --connections 1 --in-flight 1 \
-        --count "$PY_SEQ_N" --task py_noop --input '{}' --server-pid "$server_pid"
+        --count "$PY_SEQ_N" --task "$task" --input '{}' --server-pid "$server_pid"
+}
+
+managed_worker_pid() { # the worker process under the server (past a launcher)
+    local pid child
+    pid="$(pgrep -P "$server_pid" | head -n 1)"
+    child="$(pgrep -P "$pid" | head -n 1 || true)"
+    echo "${child:-$pid}"
 }
 
 for round in $(seq "$RUNS"); do
@@ -146,11 +164,15 @@ for round in $(seq "$RUNS"); do
 
     start_server "$(config stdio)"
     "$PY" "$root/bench/peers/python/ready.py" "http://127.0.0.1:$port" "$TASKWIRE_API_KEY"
-    worker_pid="$(pgrep -P "$server_pid" | head -n 1)"
-    # The launcher may sit between the server and the worker: take the Python process.
-    child="$(pgrep -P "$worker_pid" | head -n 1 || true)"
-    [ -n "$child" ] && worker_pid="$child"
+    worker_pid="$(managed_worker_pid)"
     measure python_stdio "$round" "$worker_pid"
+    worker_pid=""
+    stop_server
+
+    start_server "$(config node)"
+    "$PY" "$root/bench/peers/python/ready.py" "http://127.0.0.1:$port" "$TASKWIRE_API_KEY" noop
+    worker_pid="$(managed_worker_pid)"
+    measure node_stdio "$round" "$worker_pid" noop
     worker_pid=""
     stop_server
 
@@ -184,6 +206,7 @@ done
     echo "taskwire: $("$TW" --version) ($(git -C "$root" rev-parse --short HEAD))"
     echo "python: $("$PY" -V), taskwire-python $("$PY" -c 'import taskwire; print(taskwire.__version__)'), websockets $("$PY" -c 'import websockets; print(websockets.__version__)')"
     echo "celery: $("$root/bench/.venv/bin/celery" --version)"
+    echo "node: $("$NODE" --version)"
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$out/env.txt"
 

@@ -11,10 +11,11 @@ from collections import defaultdict
 
 def load(path):
     runs = defaultdict(dict)  # name -> round -> row
-    for line in open(path):
-        if line.strip():
-            row = json.loads(line)
-            runs[row["name"]][row["round"]] = row
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                runs[row["name"]][row["round"]] = row
     return runs
 
 
@@ -56,16 +57,30 @@ def per_task_us(runs, name):
     return out
 
 
+def same_round(runs, a, b, path):
+    """a / b of `path`, round by round (rounds where both have it)."""
+    ratios = []
+    for r in sorted(runs.get(a, {})):
+        x = get(runs[a][r], path)
+        y = get(runs.get(b, {}).get(r, {}), path)
+        if x and y:
+            ratios.append(x / y)
+    return ratios
+
+
 def main():
     runs = load(sys.argv[1])
     if len(sys.argv) > 2:
-        print("```\n" + open(sys.argv[2]).read().strip() + "\n```\n")
+        with open(sys.argv[2], encoding="utf-8") as env:
+            print("```\n" + env.read().strip() + "\n```\n")
     rows = [
         ("Python worker over stdio (managed), 8×64", "python_stdio_throughput"),
         ("Python worker over WebSocket (remote), 8×64", "python_websocket_throughput"),
+        ("Node.js worker over stdio (bench/workers/noop.mjs), 8×64", "node_stdio_throughput"),
         ("Celery, delay × N then get each, prefork 2", "celery_throughput"),
         ("Python worker over stdio, sequential 1×1", "python_stdio_sequential"),
         ("Python worker over WebSocket, sequential 1×1", "python_websocket_sequential"),
+        ("Node.js worker over stdio, sequential 1×1", "node_stdio_sequential"),
         ("Celery, sequential (delay().get())", "celery_sequential"),
     ]
     print("| no-op task | tasks | tasks/s | p50 µs | p99 µs | worker CPU µs/task | server CPU µs/task |")
@@ -88,17 +103,32 @@ def main():
         ("WebSocket / Celery sequential tasks/s", "python_websocket_sequential",
          "celery_sequential", None),
     ):
-        ratios = []
-        for r in sorted(runs.get(a, {})):
-            x = get(runs[a][r], "result.tasks_per_s")
-            y = get(runs.get(b, {}).get(r, {}), "result.tasks_per_s")
-            if x and y:
-                ratios.append(x / y)
+        ratios = same_round(runs, a, b, "result.tasks_per_s")
         met = ""
         if goal is not None and ratios:
             met = f"≥ {goal}×: " + ("met" if statistics.median(ratios) >= goal else "**missed**")
         print(f"| {label} | {summary(ratios, '×')} | "
               f"{', '.join(f'{x:.1f}×' for x in ratios) or '–'} | {met} |")
+
+    print()
+    print("| server CPU per task (same round) | median (min–max) | per round |")
+    print("| --- | ---: | --- |")
+    for label, a, b in (
+        ("Python stdio ÷ Node.js stdio, 8×64", "python_stdio_throughput", "node_stdio_throughput"),
+        ("Python stdio ÷ Python WebSocket, 8×64", "python_stdio_throughput",
+         "python_websocket_throughput"),
+        ("Python stdio ÷ Node.js stdio, 1×1", "python_stdio_sequential", "node_stdio_sequential"),
+        ("Python stdio ÷ Python WebSocket, 1×1", "python_stdio_sequential",
+         "python_websocket_sequential"),
+    ):
+        ratios = same_round(runs, a, b, "result.server_cpu_us_per_task")
+        print(f"| {label} | {summary(ratios, '×')} | "
+              f"{', '.join(f'{x:.2f}×' for x in ratios) or '–'} |")
+    loads = [get(runs["loadavg"][r], "result.load1") for r in sorted(runs.get("loadavg", {}))]
+    if loads:
+        print()
+        print("1-minute load average at the start of each round: "
+              + ", ".join(f"{x:.2f}" for x in loads if x is not None))
 
 
 if __name__ == "__main__":

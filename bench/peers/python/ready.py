@@ -1,5 +1,5 @@
-"""Waits (at most 60 s) until the server offers `py_noop` with a connected
-worker. Usage: ready.py URL KEY"""
+"""Waits (at most 60 s) until the server offers a task (default `py_noop`) with
+a connected worker. Usage: ready.py URL KEY [TASK]"""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import sys
 import taskwire
 
 
-async def main(url: str, key: str) -> None:
+async def main(url: str, key: str, task: str) -> None:
     async with asyncio.timeout(60):
         while True:
             async with taskwire.AsyncClient(url, key, reconnect=False) as client:
-                if any(t.name == "py_noop" and (t.workers or 0) > 0 for t in client.tasks):
+                if any(t.name == task and (t.workers or 0) > 0 for t in client.tasks):
                     return
             await asyncio.sleep(0.1)
 
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "py_noop")
+)
