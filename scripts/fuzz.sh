@@ -35,7 +35,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-fuzz
 fi
 
-cargo "${toolchain[@]}" fuzz build
+# A smoke run (a minute or less per target, as in scripts/test.sh) builds
+# without optimisations: the build is most of its time, and a release build
+# of every dependency with coverage instrumentation takes minutes on two cores.
+# Longer runs build optimised, where executions per second matter.
+profile=()
+if [ "$seconds" -le 60 ]; then profile=(--dev); fi
+cargo "${toolchain[@]}" fuzz build "${profile[@]}"
 logs=target/fuzz-logs
 mkdir -p "$logs"
 for target in "${TARGETS[@]}"; do
@@ -51,7 +57,7 @@ for target in "${TARGETS[@]}"; do
     client_decode | worker_decode) extra=(-max_len=16384) ;;
     config_toml) extra=(-max_len=8192) ;;
   esac
-  cargo "${toolchain[@]}" fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+  cargo "${toolchain[@]}" fuzz run "${profile[@]}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
     -max_total_time="$seconds" -timeout=10 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1 || status=$?
   grep -E '^(#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units)' "$log" | sed 's/^/  /' || true
   if [ "$status" -ne 0 ]; then
