@@ -111,6 +111,9 @@ pub struct Overrides {
     /// Seconds a REST request body may take to arrive (default 30).
     #[arg(long, env = "TASKWIRE_BODY_TIMEOUT_S", value_name = "N")]
     pub body_timeout_s: Option<u64>,
+    /// `[cluster]`: several nodes on NATS JetStream (docs/cluster.md).
+    #[command(flatten)]
+    pub cluster: crate::cluster::config::ClusterOverrides,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -154,6 +157,7 @@ struct FileConfig {
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     api_keys: Vec<FileApiKey>,
+    cluster: Option<crate::cluster::config::FileCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +203,8 @@ pub struct Config {
     pub files: FilesConfig,
     pub security: SecurityConfig,
     pub log_format: LogFormat,
+    /// `[cluster]`, when this node shares its queue with others on NATS.
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
 }
 
 /// The bounds the scheduler, the worker pool and the connections enforce.
@@ -541,6 +547,8 @@ impl Config {
             }
         }
 
+        let cluster =
+            crate::cluster::config::ClusterConfig::from_layers(file.cluster, &o.cluster, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
@@ -581,6 +589,7 @@ impl Config {
                 max_token_ttl: secs(max_token_ttl_s),
             },
             log_format: pick(o.log_format, file.log_format, LogFormat::Text),
+            cluster,
         })
     }
 
@@ -665,6 +674,9 @@ impl Config {
                 "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nadmin = {}\n",
                 key.name, key.admin
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            out.push_str(&cluster.to_toml());
         }
         out
     }

@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod booklet;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod exec;

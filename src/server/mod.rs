@@ -137,7 +137,8 @@ pub fn welcome(offered: &Offered, config: &Config) -> Utf8Bytes {
                 } else {
                     "workers"
                 },
-                workers: (offer.source != Source::Builtin).then_some(offer.workers as u64),
+                workers: (offer.source != Source::Builtin)
+                    .then_some((offer.workers + offer.remote_workers) as u64),
             })
             .collect(),
         limits: Limits {

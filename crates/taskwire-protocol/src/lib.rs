@@ -41,11 +41,13 @@ pub enum ErrorCode {
     Internal,
     StorageFull,
     ShuttingDown,
+    /// Cluster mode: the shared queue (NATS) cannot be reached now.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for metrics that should show zeros too.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadMessage,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownTask,
@@ -62,6 +64,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::StorageFull,
         ErrorCode::ShuttingDown,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
