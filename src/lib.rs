@@ -50,6 +50,8 @@ pub enum ServeError {
     Pool(#[from] RegisterError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// Where `static/` is: `TASKWIRE_STATIC_DIR`, else next to the sources
@@ -88,19 +90,44 @@ pub async fn serve_with(
     let catalog = Arc::new(catalog);
     let directory = Arc::new(Directory::with_builtins(&catalog));
     let discard = artifacts.clone();
-    let scheduler = Scheduler::start(
-        &config.limits,
-        Arc::clone(&directory),
-        metrics.clone(),
-        &background,
-        stop.clone(),
-        move |files| discard.discard(&files),
-    );
+    let orphans = move |files: Vec<task::PublishedFile>| discard.discard(&files);
+    // Without `[cluster]` nothing of the cluster is built or run.
+    let (scheduler, cluster) = match &config.cluster {
+        None => (
+            Scheduler::start(
+                &config.limits,
+                Arc::clone(&directory),
+                metrics.clone(),
+                &background,
+                stop.clone(),
+                orphans,
+            ),
+            None,
+        ),
+        Some(settings) => {
+            let (scheduler, port) = Scheduler::start_cluster(
+                &config.limits,
+                Arc::clone(&directory),
+                metrics.clone(),
+                &background,
+                stop.clone(),
+                orphans,
+                Arc::from(settings.node.as_str()),
+                settings.lease,
+            );
+            let cluster =
+                cluster::start(settings, &config.limits, port, &background, stop.clone()).await?;
+            tracing::info!(node = settings.node, "cluster mode: this node shares its queue on NATS");
+            (scheduler, Some(cluster))
+        }
+    };
+    let pool_tasks = config.cluster.as_ref().and_then(|c| c.pool_tasks.clone());
     pool::start(
         &scheduler,
         Arc::clone(&catalog),
         artifacts.clone(),
         config.limits.workers,
+        pool_tasks.as_deref(),
         &background,
     )
     .await?;
@@ -131,6 +158,7 @@ pub async fn serve_with(
         drained: drained.clone(),
         streams: streams.clone(),
         static_dir: static_dir(),
+        cluster: cluster.clone(),
     });
     let app = server::router(state.clone());
     let listener = listener.tap_io(|tcp| {
@@ -145,6 +173,10 @@ pub async fn serve_with(
     tracing::info!("shutdown: draining");
     draining.cancel();
     scheduler.drain().await;
+    if let Some(cluster) = &cluster {
+        // The last events of this node's tasks reach the stream first.
+        cluster.flush(CLOSE_GRACE).await;
+    }
     tracing::info!("shutdown: every task has ended; closing connections");
     drained.cancel();
     streams.close();
@@ -159,6 +191,9 @@ pub async fn serve_with(
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("shutdown: HTTP connections did not close in time"),
+    }
+    if let Some(cluster) = &cluster {
+        cluster.leave().await;
     }
     stop.cancel();
     background.close();

@@ -35,7 +35,7 @@ pub(crate) fn time(ms: u64) -> SystemTime {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read a cluster message: {0}")]
-pub struct DecodeError(String);
+pub(crate) struct DecodeError(String);
 
 fn priority_str(p: Priority) -> &'static str {
     match p {
@@ -55,10 +55,9 @@ fn priority_of(text: &str) -> Priority {
 
 /// A task's spec as the queue carries it (and its `accepted` without input).
 #[derive(Serialize, Deserialize)]
-struct Spec<'a> {
+struct Spec<I> {
     v: u32,
-    #[serde(borrow)]
-    id: &'a str,
+    id: String,
     task: String,
     client: String,
     token: Option<u64>,
@@ -71,14 +70,14 @@ struct Spec<'a> {
     interactive: bool,
     retry_safe: bool,
     input_bytes: u64,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    input: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<I>,
 }
 
-fn spec_of<'a>(id: &'a str, info: &AcceptedInfo, input: Option<&'a RawValue>) -> Spec<'a> {
+fn spec_of<'a>(id: &str, info: &AcceptedInfo, input: Option<&'a RawValue>) -> Spec<&'a RawValue> {
     Spec {
         v: V,
-        id,
+        id: id.to_owned(),
         task: info.name.to_string(),
         client: info.owner.client.to_string(),
         token: info.owner.token,
@@ -95,7 +94,7 @@ fn spec_of<'a>(id: &'a str, info: &AcceptedInfo, input: Option<&'a RawValue>) ->
     }
 }
 
-fn info_of(spec: &Spec<'_>) -> AcceptedInfo {
+fn info_of<I>(spec: &Spec<I>) -> AcceptedInfo {
     AcceptedInfo {
         name: Arc::from(spec.task.as_str()),
         owner: Owner {
@@ -127,7 +126,8 @@ pub(crate) fn encode_queued(spec: &TaskSpec) -> Vec<u8> {
 
 /// A queue message back into a spec.
 pub(crate) fn decode_queued(bytes: &[u8]) -> Result<TaskSpec, DecodeError> {
-    let spec: Spec<'_> = serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
+    let spec: Spec<Box<RawValue>> =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
     if spec.v != V {
         return Err(DecodeError(format!("format version {}", spec.v)));
     }
@@ -138,7 +138,6 @@ pub(crate) fn decode_queued(bytes: &[u8]) -> Result<TaskSpec, DecodeError> {
     let info = info_of(&spec);
     let input = spec
         .input
-        .map(RawValue::to_owned)
         .ok_or_else(|| DecodeError("no input".to_owned()))?;
     Ok(TaskSpec {
         id,
@@ -389,7 +388,7 @@ pub(crate) fn decode_event(
     let mut info = None;
     let task_event = match event.body {
         Body::Accepted { position, spec } => {
-            let spec: Spec<'_> =
+            let spec: Spec<Box<RawValue>> =
                 serde_json::from_value(spec).map_err(|e| DecodeError(e.to_string()))?;
             info = Some(info_of(&spec));
             TaskEvent::Accepted { position }

@@ -229,7 +229,7 @@ impl Link {
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut publish = jetstream::context::Publish::build()
+            let mut publish = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
                 .message_id(msg_id);
             if let Some(expected) = expected {

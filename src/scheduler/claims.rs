@@ -369,7 +369,7 @@ impl Core {
     }
 
     /// The no-worker timer in cluster mode: nobody in the cluster serves it.
-    pub(super) fn cluster_no_worker(&mut self, id: TaskId, at: Instant) -> bool {
+    pub(super) fn cluster_no_worker(&self, id: TaskId, at: Instant) -> bool {
         let Some(task) = self.tasks.get(&id) else {
             return false;
         };

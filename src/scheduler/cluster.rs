@@ -338,7 +338,7 @@ impl ClusterCore {
         ClusterCore {
             node,
             effects: VecDeque::new(),
-            down: None,
+            down: Some("connecting to NATS".to_owned()),
             submits: HashMap::new(),
             parked: HashMap::new(),
             parked_claims: HashMap::new(),

@@ -138,7 +138,11 @@ impl Core {
                 }
             }
         }
-        self.record(id, Arc::clone(&record), copies);
+        let max = self.limits.max_task_events;
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.log.push_numbered(Arc::clone(&record), max);
+        }
+        self.record(id, record, copies);
         if terminal {
             self.finish_drain_if_done();
         }

@@ -122,6 +122,7 @@ impl Core {
                 progress: None,
                 message: None,
                 no_worker_at,
+                cluster: None,
             },
         );
         self.emit(id, TaskEvent::Accepted { position }, copies);

@@ -70,6 +70,8 @@ pub struct Inner {
     pub streams: TaskTracker,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// Cluster mode: this node's link to NATS.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl std::ops::Deref for AppState {
@@ -205,6 +207,8 @@ async fn count_errors(State(state): State<AppState>, response: Response) -> Resp
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(why) = state.cluster.as_ref().and_then(|c| c.unready()) {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("unready: {why}")).into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }
