@@ -217,7 +217,7 @@ struct WireChoice {
 }
 
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum Body {
     Accepted {
         position: u64,
@@ -277,8 +277,7 @@ struct Event {
     seq: u64,
     at_ms: u64,
     node: String,
-    #[serde(flatten)]
-    body: Body,
+    event: Body,
 }
 
 /// One event of a task for its stream.
@@ -370,7 +369,7 @@ pub(crate) fn encode_event(
         seq: record.seq,
         at_ms: ms(record.at),
         node: node.to_owned(),
-        body,
+        event: body,
     })
     .unwrap_or_default()
 }
@@ -386,7 +385,7 @@ pub(crate) fn decode_event(
         return Err(DecodeError(format!("format version {}", event.v)));
     }
     let mut info = None;
-    let task_event = match event.body {
+    let task_event = match event.event {
         Body::Accepted { position, spec } => {
             let spec: Spec<Box<RawValue>> =
                 serde_json::from_value(spec).map_err(|e| DecodeError(e.to_string()))?;

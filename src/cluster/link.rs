@@ -317,14 +317,11 @@ impl Link {
         let queued = Bytes::from(codec::encode_queued(&spec));
         let event = Bytes::from(codec::encode_event(&accepted, &self.node, Some(&info)));
         let event_id = format!("{}-1", hex.as_str());
-        let (queue_ack, event_ack) = tokio::join!(
-            self.publish(&ready.js, queue_subject(&spec), queued, hex.as_str(), None),
-            self.publish(&ready.js, event_subject(id), event, &event_id, Some(0)),
-        );
+        // The queue first: once a node sees `accepted`, it can claim it.
+        let queue_ack = self
+            .publish(&ready.js, queue_subject(&spec), queued, hex.as_str(), None)
+            .await;
         if let Err(e) = queue_ack {
-            if let Ok(ack) = &event_ack {
-                let _ = ready.events.delete_message(ack.sequence).await;
-            }
             if let Some(key) = made_key {
                 let _ = ready.idem.delete(&key).await;
             }
@@ -341,6 +338,9 @@ impl Link {
                 }
             });
         }
+        let event_ack = self
+            .publish(&ready.js, event_subject(id), event, &event_id, Some(0))
+            .await;
         let records = match event_ack {
             Ok(ack) => vec![Applied {
                 record: accepted,

@@ -41,7 +41,10 @@ impl Core {
                 continue;
             }
             let mut lanes = self.queue.lanes_for(exec.tasks.iter());
-            if lanes.is_empty() || cluster.empty_at.get(&id) == Some(&version) {
+            let stale = cluster.empty_at.get(&id).is_some_and(|(v, at)| {
+                *v == version && now < *at + super::cluster::EMPTY_RETRY
+            });
+            if lanes.is_empty() || stale {
                 if !probe {
                     continue;
                 }
@@ -83,7 +86,9 @@ impl Core {
                 *promised = promised.saturating_sub(n);
             }
             if tasks.is_empty() {
-                cluster.empty_at.insert(executor, cluster.queue_version);
+                cluster
+                    .empty_at
+                    .insert(executor, (cluster.queue_version, now));
             } else {
                 cluster.empty_at.remove(&executor);
             }
@@ -269,6 +274,10 @@ impl Core {
             }
         };
         let next = cl.pending.pop_front();
+        if next.is_none() && cl.ended {
+            // Its terminal event is in the stream: this node is done with it.
+            cl.owned = false;
+        }
         let expected = cl.stream_seq;
         if let Some(record) = next {
             cl.in_flight = true;

@@ -314,8 +314,10 @@ pub(crate) struct ClusterCore {
     pub(crate) next_forward: u64,
     /// Claims out per executor (slots promised to the link's answers).
     pub(crate) claiming: HashMap<ExecutorId, usize>,
-    /// Per executor: the queue version its last claim found empty.
-    pub(crate) empty_at: HashMap<ExecutorId, u64>,
+    /// Per executor: the queue version its last claim found empty, and
+    /// when: it claims again when the queue grew, or shortly after (another
+    /// node may have taken what it saw, or be about to give it back).
+    pub(crate) empty_at: HashMap<ExecutorId, (u64, Instant)>,
     /// Grows whenever a task is queued in the mirror.
     pub(crate) queue_version: u64,
     /// When every executor with a free slot looks at its lanes again
@@ -329,6 +331,9 @@ pub(crate) struct ClusterCore {
     pub(crate) entry_dirty: bool,
     pub(crate) entry_due: Option<Instant>,
 }
+
+/// How soon an executor whose claim came back empty tries the same lanes.
+pub(crate) const EMPTY_RETRY: Duration = Duration::from_millis(50);
 
 /// How often this node's entry is written at most.
 const ENTRY_EVERY: Duration = Duration::from_millis(250);
@@ -874,7 +879,7 @@ impl Core {
             && !self.tasks.values().any(|t| {
                 t.cluster
                     .as_ref()
-                    .is_some_and(|c| c.owned || c.in_flight || !c.pending.is_empty())
+                    .is_some_and(|c| c.in_flight || !c.pending.is_empty())
             })
     }
 
@@ -921,7 +926,19 @@ impl Core {
     pub(crate) fn cluster_wake(&self) -> Option<Instant> {
         let cluster = self.cluster.as_ref()?;
         let entry = cluster.entry_dirty.then_some(cluster.entry_due).flatten();
-        [Some(cluster.probe_at), entry].into_iter().flatten().min()
+        let retry = if self.queue.is_empty() {
+            None
+        } else {
+            cluster
+                .empty_at
+                .values()
+                .map(|(_, at)| *at + EMPTY_RETRY)
+                .min()
+        };
+        [Some(cluster.probe_at), entry, retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub(super) fn on_cluster(&mut self, input: Input, now: Instant) {
