@@ -154,7 +154,7 @@ impl Directory {
                     source: Source::Builtin,
                     workers: 0,
                     remote_workers: 0,
-                    retry_safe: false,
+                    retry_safe: entry.handler.retry_safe(),
                     timeout: None,
                 }),
             );

@@ -46,7 +46,7 @@ pub(crate) async fn start(
             name: Arc::clone(&entry.name),
             description: entry.handler.description().to_owned(),
             input_schema: None,
-            retry_safe: false,
+            retry_safe: entry.handler.retry_safe(),
             timeout: None,
         })
         .collect();

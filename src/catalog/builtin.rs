@@ -149,6 +149,10 @@ impl TaskHandler for Approval {
 struct Echo;
 
 impl TaskHandler for Echo {
+    fn retry_safe(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "echo"
     }
@@ -210,6 +214,10 @@ impl SleepInput {
 }
 
 impl TaskHandler for Sleep {
+    fn retry_safe(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "sleep"
     }
@@ -342,6 +350,10 @@ fn write_blob(ctx: &TaskCtx, input: &BlobInput) -> Result<(), TaskError> {
 }
 
 impl TaskHandler for Blob {
+    fn retry_safe(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "blob"
     }

@@ -330,6 +330,8 @@ pub(crate) struct ClusterCore {
     /// The registry changed since the last `Executors` effect.
     pub(crate) entry_dirty: bool,
     pub(crate) entry_due: Option<Instant>,
+    /// Attempts running here when the entry was last written.
+    pub(crate) entry_running: usize,
 }
 
 /// How soon an executor whose claim came back empty tries the same lanes.
@@ -358,6 +360,7 @@ impl ClusterCore {
             remote_names: HashMap::new(),
             entry_dirty: true,
             entry_due: None,
+            entry_running: 0,
         }
     }
 }
@@ -886,7 +889,21 @@ impl Core {
     /// This node's registry entry, when it changed (at most every
     /// [`ENTRY_EVERY`]).
     pub(crate) fn entry_tick(&mut self, now: Instant) {
-        let workers = self.workers_list();
+        let running = self.running;
+        if let Some(cluster) = &mut self.cluster
+            && cluster.entry_running != running
+        {
+            cluster.entry_running = running;
+            cluster.entry_dirty = true;
+        }
+        if self
+            .cluster
+            .as_ref()
+            .is_none_or(|c| !c.entry_dirty || c.entry_due.is_some_and(|at| at > now))
+        {
+            return;
+        }
+        let workers = self.local_workers();
         let tasks: Vec<TaskDecl> = self
             .directory
             .snapshot()

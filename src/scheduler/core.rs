@@ -199,6 +199,7 @@ pub(crate) struct Core {
     pub(crate) now: Instant,
     /// Cluster mode (`None`: local mode, where nothing of it runs).
     pub(crate) cluster: Option<super::cluster::ClusterCore>,
+    pub(crate) started_at: SystemTime,
 }
 
 impl std::fmt::Debug for Core {
@@ -238,6 +239,7 @@ impl Core {
             orphans: Vec::new(),
             now: Instant::now(),
             cluster: None,
+            started_at: SystemTime::now(),
         }
     }
 
@@ -314,6 +316,9 @@ impl Core {
             }
             Command::AdminWorkers { reply } => {
                 let _ = reply.send(self.workers_list());
+            }
+            Command::AdminNodes { reply } => {
+                let _ = reply.send(self.nodes_list());
             }
             Command::Register { spec, reply } => {
                 let _ = reply.send(self.register(spec, now));

@@ -174,6 +174,9 @@ pub(crate) enum Command {
     AdminWorkers {
         reply: oneshot::Sender<Vec<WorkerView>>,
     },
+    AdminNodes {
+        reply: oneshot::Sender<Vec<NodeSummary>>,
+    },
     Register {
         spec: ExecutorSpec,
         reply: oneshot::Sender<Result<Registration, RegisterError>>,
@@ -241,6 +244,20 @@ impl WorkerState {
             WorkerState::Gone => "gone",
         }
     }
+}
+
+/// A node of the cluster as the monitoring page shows it.
+#[derive(Debug, Clone)]
+pub struct NodeSummary {
+    pub name: Arc<str>,
+    pub state: cluster::NodeState,
+    pub started_at: SystemTime,
+    pub seen_at: SystemTime,
+    pub workers: usize,
+    pub slots: usize,
+    pub running: usize,
+    /// This node.
+    pub this: bool,
 }
 
 /// Counters for the monitoring page.
@@ -532,6 +549,11 @@ impl Scheduler {
     /// Admin: every executor.
     pub async fn admin_workers(&self) -> Option<Vec<WorkerView>> {
         self.ask(|reply| Command::AdminWorkers { reply }).await
+    }
+
+    /// Admin: every node of the cluster (none in local mode).
+    pub async fn admin_nodes(&self) -> Option<Vec<NodeSummary>> {
+        self.ask(|reply| Command::AdminNodes { reply }).await
     }
 
     /// Registers an executor: it will get orders for the tasks it declared.

@@ -492,3 +492,23 @@ mod tests {
         );
     }
 }
+
+/// `GET /v1/admin/nodes`: every node of the cluster (none in local mode).
+pub fn admin_nodes(nodes: &[crate::scheduler::NodeSummary]) -> String {
+    let nodes: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": &*n.name,
+                "state": n.state.as_str(),
+                "this": n.this,
+                "started_at": rfc3339(n.started_at),
+                "seen_at": rfc3339(n.seen_at),
+                "workers": n.workers,
+                "slots": n.slots,
+                "busy": n.running,
+            })
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes }).to_string()
+}

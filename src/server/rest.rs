@@ -65,6 +65,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/tokens/{token}", delete(revoke))
         .route("/v1/admin/tasks", get(admin_tasks))
         .route("/v1/admin/workers", get(admin_workers))
+        .route("/v1/admin/nodes", get(admin_nodes))
         .route(
             "/v1/{*rest}",
             any(|| async { ApiError::NoSuchThing("no such route") }),
@@ -420,6 +421,15 @@ async fn admin_tasks(State(state): State<AppState>, _: Admin) -> Result<Response
         .await
         .ok_or(ApiError::ShuttingDown)?;
     Ok(json(StatusCode::OK, encode::admin_list(&tasks, &stats)))
+}
+
+async fn admin_nodes(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let nodes = state
+        .scheduler
+        .admin_nodes()
+        .await
+        .ok_or(ApiError::ShuttingDown)?;
+    Ok(json(StatusCode::OK, encode::admin_nodes(&nodes)))
 }
 
 async fn admin_workers(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {

@@ -5,6 +5,7 @@ mod support;
 
 mod booklet;
 mod bounds;
+mod cluster;
 mod files;
 mod hardening;
 mod process;
