@@ -46,6 +46,8 @@ struct Shared {
     link: Arc<Link>,
     effects_done: tokio::sync::Notify,
     busy: std::sync::atomic::AtomicUsize,
+    /// Grows at every reconnection: the feed starts over from where it was.
+    reconnects: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -212,6 +214,7 @@ pub async fn start(
         link: Arc::clone(&link),
         effects_done: tokio::sync::Notify::new(),
         busy: std::sync::atomic::AtomicUsize::new(0),
+        reconnects: tokio::sync::watch::Sender::new(0),
     });
     let cluster = Cluster {
         shared: Arc::clone(&shared),
@@ -238,7 +241,10 @@ async fn set_down(shared: &Shared, why: Option<String>) {
     if changed {
         match &why {
             Some(why) => tracing::warn!(why = %why, "the cluster's queue is unreachable"),
-            None => tracing::info!("the cluster's queue is reachable"),
+            None => {
+                tracing::info!("the cluster's queue is reachable");
+                shared.reconnects.send_modify(|n| *n += 1);
+            }
         }
         let _ = shared.link.inputs.send(Input::Link(why)).await;
     }
@@ -274,7 +280,11 @@ async fn supervise(
     }
     set_down(&shared, None).await;
     link.publish_entry().await;
-    tracker.spawn(feed(Arc::clone(&link), stop.clone()));
+    tracker.spawn(feed(
+        Arc::clone(&link),
+        shared.reconnects.subscribe(),
+        stop.clone(),
+    ));
     tracker.spawn(requests(Arc::clone(&link), stop.clone()));
     tracker.spawn(registry(Arc::clone(&link), stop.clone()));
     // Renewals, and the connection's health.
@@ -326,7 +336,11 @@ async fn run_effects(
 }
 
 /// Every committed event of the cluster, in stream order, to the core.
-async fn feed(link: Arc<Link>, stop: CancellationToken) {
+async fn feed(
+    link: Arc<Link>,
+    mut reconnects: tokio::sync::watch::Receiver<u64>,
+    stop: CancellationToken,
+) {
     let mut from: Option<u64> = None;
     loop {
         let Some(ready) = link.ready.get() else { return };
@@ -349,6 +363,9 @@ async fn feed(link: Arc<Link>, stop: CancellationToken) {
             loop {
                 let next = tokio::select! {
                     () = stop.cancelled() => return,
+                    // A new connection: a fresh consumer from where this one
+                    // was (the old one may be gone with a restarted server).
+                    _ = reconnects.changed() => break,
                     next = messages.next() => next,
                 };
                 let Some(Ok(message)) = next else { break };

@@ -69,7 +69,8 @@ async fn nats_stopped_and_restarted_under_a_node() {
         return;
     };
     nats.listening().await;
-    let a = Node::start("a", &nats.url(), &["--workers", "2"]);
+    // A lease longer than the outage: the running task is not given up.
+    let a = Node::start("a", &nats.url(), &["--workers", "2", "--cluster-lease-s", "30"]);
     a.ready().await;
     let mut ws = a.ws().await;
     let before = ws.submit_ok("sleep", json!({"ms": 1000})).await;
@@ -94,7 +95,7 @@ async fn nats_stopped_and_restarted_under_a_node() {
     a.ready().await;
     // The task accepted before the outage ends; new ones run.
     let end = ws.terminal(&before).await;
-    assert_eq!(end["type"], "completed", "{end}");
+    assert_eq!(end["type"], "completed", "{end}\n{}", a.log());
     let after = ws.submit_ok("echo", json!({"after": true})).await;
     assert_eq!(ws.terminal(&after).await["type"], "completed");
 }

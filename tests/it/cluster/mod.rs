@@ -212,12 +212,15 @@ impl Node {
                 nats_urls,
                 "--cluster-node",
                 name,
-                "--cluster-lease-s",
-                LEASE_S,
                 "--temp-dir",
                 &dir.path().join("tmp").display().to_string(),
             ])
             .args(extra)
+            .args(if extra.contains(&"--cluster-lease-s") {
+                &[][..]
+            } else {
+                &["--cluster-lease-s", LEASE_S][..]
+            })
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -301,6 +304,11 @@ impl Node {
             })
         })
         .await;
+    }
+
+    /// The node's log so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("node.log")).unwrap_or_default()
     }
 
     /// SIGKILL, by pid.
