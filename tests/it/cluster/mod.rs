@@ -245,6 +245,25 @@ impl Node {
         }
     }
 
+    /// Ready within `seconds` (a JetStream cluster takes a while to elect
+    /// its leaders).
+    pub(crate) async fn ready_within(&self, seconds: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let (status, body) = self.readyz().await;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} not ready: {status} {body}\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await; // poll with a deadline
+        }
+    }
+
     pub(crate) async fn ready(&self) {
         eventually(&format!("node {} is ready", self.name), || async {
             self.readyz().await.0 == 200
