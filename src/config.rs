@@ -547,8 +547,11 @@ impl Config {
             }
         }
 
-        let cluster =
-            crate::cluster::config::ClusterConfig::from_layers(file.cluster, &o.cluster, &mut problems);
+        let cluster = crate::cluster::config::ClusterConfig::from_layers(
+            file.cluster,
+            &o.cluster,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }

@@ -221,10 +221,7 @@ impl Directory {
 
     /// How many executors of other nodes serve each name now (cluster
     /// mode); names not listed have none.
-    pub(crate) fn set_remote_workers(
-        &self,
-        counts: &std::collections::HashMap<Arc<str>, usize>,
-    ) {
+    pub(crate) fn set_remote_workers(&self, counts: &std::collections::HashMap<Arc<str>, usize>) {
         let differs = self
             .snapshot()
             .tasks

@@ -117,7 +117,10 @@ pub async fn serve_with(
             );
             let cluster =
                 cluster::start(settings, &config.limits, port, &background, stop.clone()).await?;
-            tracing::info!(node = settings.node, "cluster mode: this node shares its queue on NATS");
+            tracing::info!(
+                node = settings.node,
+                "cluster mode: this node shares its queue on NATS"
+            );
             (scheduler, Some(cluster))
         }
     };

@@ -14,46 +14,102 @@ use serde::Deserialize;
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ClusterOverrides {
     /// NATS servers (comma-separated `nats://host:port`); turns cluster mode on.
-    #[arg(long = "cluster-nats-url", env = "TASKWIRE_CLUSTER_NATS_URL", value_name = "URLS")]
+    #[arg(
+        long = "cluster-nats-url",
+        env = "TASKWIRE_CLUSTER_NATS_URL",
+        value_name = "URLS"
+    )]
     pub nats_url: Option<String>,
     /// This node's name (default: host name and a short random suffix).
-    #[arg(long = "cluster-node", env = "TASKWIRE_CLUSTER_NODE", value_name = "NAME")]
+    #[arg(
+        long = "cluster-node",
+        env = "TASKWIRE_CLUSTER_NODE",
+        value_name = "NAME"
+    )]
     pub node: Option<String>,
     /// NATS user (with --cluster-password).
-    #[arg(long = "cluster-user", env = "TASKWIRE_CLUSTER_USER", value_name = "USER")]
+    #[arg(
+        long = "cluster-user",
+        env = "TASKWIRE_CLUSTER_USER",
+        value_name = "USER"
+    )]
     pub user: Option<String>,
     /// NATS password.
-    #[arg(long = "cluster-password", env = "TASKWIRE_CLUSTER_PASSWORD", value_name = "PASSWORD")]
+    #[arg(
+        long = "cluster-password",
+        env = "TASKWIRE_CLUSTER_PASSWORD",
+        value_name = "PASSWORD"
+    )]
     pub password: Option<String>,
     /// NATS token.
-    #[arg(long = "cluster-token", env = "TASKWIRE_CLUSTER_TOKEN", value_name = "TOKEN")]
+    #[arg(
+        long = "cluster-token",
+        env = "TASKWIRE_CLUSTER_TOKEN",
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// NATS credentials file (JWT + nkey seed).
-    #[arg(long = "cluster-creds-file", env = "TASKWIRE_CLUSTER_CREDS_FILE", value_name = "FILE")]
+    #[arg(
+        long = "cluster-creds-file",
+        env = "TASKWIRE_CLUSTER_CREDS_FILE",
+        value_name = "FILE"
+    )]
     pub creds_file: Option<PathBuf>,
     /// NATS nkey seed file.
-    #[arg(long = "cluster-nkey-file", env = "TASKWIRE_CLUSTER_NKEY_FILE", value_name = "FILE")]
+    #[arg(
+        long = "cluster-nkey-file",
+        env = "TASKWIRE_CLUSTER_NKEY_FILE",
+        value_name = "FILE"
+    )]
     pub nkey_file: Option<PathBuf>,
     /// CA certificate (PEM) to verify the NATS servers with.
-    #[arg(long = "cluster-tls-ca-file", env = "TASKWIRE_CLUSTER_TLS_CA_FILE", value_name = "FILE")]
+    #[arg(
+        long = "cluster-tls-ca-file",
+        env = "TASKWIRE_CLUSTER_TLS_CA_FILE",
+        value_name = "FILE"
+    )]
     pub tls_ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS (with --cluster-tls-key-file).
-    #[arg(long = "cluster-tls-cert-file", env = "TASKWIRE_CLUSTER_TLS_CERT_FILE", value_name = "FILE")]
+    #[arg(
+        long = "cluster-tls-cert-file",
+        env = "TASKWIRE_CLUSTER_TLS_CERT_FILE",
+        value_name = "FILE"
+    )]
     pub tls_cert_file: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS.
-    #[arg(long = "cluster-tls-key-file", env = "TASKWIRE_CLUSTER_TLS_KEY_FILE", value_name = "FILE")]
+    #[arg(
+        long = "cluster-tls-key-file",
+        env = "TASKWIRE_CLUSTER_TLS_KEY_FILE",
+        value_name = "FILE"
+    )]
     pub tls_key_file: Option<PathBuf>,
     /// Require TLS even for nats:// URLs.
-    #[arg(long = "cluster-tls-required", env = "TASKWIRE_CLUSTER_TLS_REQUIRED", value_name = "BOOL")]
+    #[arg(
+        long = "cluster-tls-required",
+        env = "TASKWIRE_CLUSTER_TLS_REQUIRED",
+        value_name = "BOOL"
+    )]
     pub tls_required: Option<bool>,
     /// Replicas of the streams and buckets (1, 3 or 5; default 1).
-    #[arg(long = "cluster-replicas", env = "TASKWIRE_CLUSTER_REPLICAS", value_name = "N")]
+    #[arg(
+        long = "cluster-replicas",
+        env = "TASKWIRE_CLUSTER_REPLICAS",
+        value_name = "N"
+    )]
     pub replicas: Option<usize>,
     /// Seconds a node's hold on a running task lasts without renewal (default 30).
-    #[arg(long = "cluster-lease-s", env = "TASKWIRE_CLUSTER_LEASE_S", value_name = "N")]
+    #[arg(
+        long = "cluster-lease-s",
+        env = "TASKWIRE_CLUSTER_LEASE_S",
+        value_name = "N"
+    )]
     pub lease_s: Option<u64>,
     /// Built-in task names this node's pool runs (comma-separated; default all).
-    #[arg(long = "cluster-pool-tasks", env = "TASKWIRE_CLUSTER_POOL_TASKS", value_name = "NAMES")]
+    #[arg(
+        long = "cluster-pool-tasks",
+        env = "TASKWIRE_CLUSTER_POOL_TASKS",
+        value_name = "NAMES"
+    )]
     pub pool_tasks: Option<String>,
 }
 
@@ -213,7 +269,9 @@ impl ClusterConfig {
         }
         let lease_s = o.lease_s.or(file.lease_s).unwrap_or(30);
         if !(2..=3600).contains(&lease_s) {
-            problems.push(format!("cluster.lease_s: {lease_s} is out of range 2..=3600"));
+            problems.push(format!(
+                "cluster.lease_s: {lease_s} is out of range 2..=3600"
+            ));
         }
         let pool_tasks = o
             .pool_tasks
@@ -270,7 +328,13 @@ fn default_node_name() -> String {
         .map(|h| {
             h.trim()
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .take(48)
                 .collect::<String>()
         })

@@ -15,10 +15,10 @@ use tokio::sync::{OnceCell, mpsc};
 use tokio::time::Instant;
 
 use super::codec;
+use crate::scheduler::Refusal;
 use crate::scheduler::cluster::{
     Applied, ClaimedTask, Effect, Forwarded, Input, NodeEntry, Settle, SubmitOk,
 };
-use crate::scheduler::Refusal;
 use crate::task::{EventRecord, TaskEvent, TaskId, TaskSpec};
 
 pub(super) const QUEUE_STREAM: &str = "TW_QUEUE";
@@ -199,14 +199,19 @@ impl Link {
                 task_id,
                 idempotency,
             } => {
-                let Some(ready) = self.ready.get() else { return };
+                let Some(ready) = self.ready.get() else {
+                    return;
+                };
                 let _ = ready.events.purge().filter(event_subject(task_id)).await;
                 if let Some((client, name, key)) = idempotency {
                     let key = idem_key(client.as_str(), &name, &key);
                     if let Ok(Some(entry)) = ready.idem.entry(&key).await
                         && entry.value == task_id.hex().as_str().as_bytes()
                     {
-                        let _ = ready.idem.delete_expect_revision(&key, Some(entry.revision)).await;
+                        let _ = ready
+                            .idem
+                            .delete_expect_revision(&key, Some(entry.revision))
+                            .await;
                     }
                 }
             }
@@ -331,7 +336,10 @@ impl Link {
                     capacity: 0,
                     retry_after,
                 },
-                Some(_) => Refusal::QueuedBytesFull { max: 0, retry_after },
+                Some(_) => Refusal::QueuedBytesFull {
+                    max: 0,
+                    retry_after,
+                },
                 None => {
                     tracing::warn!(error = %e, "queueing a task on NATS failed");
                     unavailable
@@ -373,7 +381,13 @@ impl Link {
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = self
-                .publish(&ready.js, event_subject(id), payload.clone(), &msg_id, Some(expected))
+                .publish(
+                    &ready.js,
+                    event_subject(id),
+                    payload.clone(),
+                    &msg_id,
+                    Some(expected),
+                )
                 .await;
             match result {
                 Ok(ack) => {
@@ -440,7 +454,10 @@ impl Link {
     /// A proposal lost: a held message is dropped from the queue if the
     /// task is finished, else left alone (another node has it now).
     async fn after_conflict(&self, ready: &Ready, id: TaskId) {
-        let last = ready.events.direct_get_last_for_subject(event_subject(id)).await;
+        let last = ready
+            .events
+            .direct_get_last_for_subject(event_subject(id))
+            .await;
         let finished = last.ok().and_then(|m| {
             codec::decode_event(id, m.sequence, &m.payload)
                 .ok()
@@ -518,7 +535,11 @@ impl Link {
             max_ack_pending: 100_000,
             ..Default::default()
         };
-        let made = match ready.queue.get_or_create_consumer(&durable, config.clone()).await {
+        let made = match ready
+            .queue
+            .get_or_create_consumer(&durable, config.clone())
+            .await
+        {
             Ok(made) => made,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot set up a queue consumer");
@@ -537,7 +558,11 @@ impl Link {
     }
 
     /// Up to `n` queued tasks from the first lanes that have some.
-    async fn claim(&self, lanes: &[(Arc<str>, crate::task::Priority)], n: usize) -> Vec<ClaimedTask> {
+    async fn claim(
+        &self,
+        lanes: &[(Arc<str>, crate::task::Priority)],
+        n: usize,
+    ) -> Vec<ClaimedTask> {
         let Some(ready) = self.ready.get() else {
             return Vec::new();
         };
@@ -550,7 +575,11 @@ impl Link {
                 continue;
             };
             let asked = Instant::now();
-            let batch = consumer.fetch().max_messages(n - got.len()).messages().await;
+            let batch = consumer
+                .fetch()
+                .max_messages(n - got.len())
+                .messages()
+                .await;
             let Ok(mut batch) = batch else { continue };
             while let Some(message) = batch.next().await {
                 let Ok(message) = message else { break };
@@ -564,18 +593,25 @@ impl Link {
                     }
                 };
                 if let Some(key) = &spec.options.concurrency_key
-                    && !self.lock(ready, spec.id, spec.owner.client.as_str(), key).await
+                    && !self
+                        .lock(ready, spec.id, spec.owner.client.as_str(), key)
+                        .await
                 {
-                    let _ = message.ack_with(AckKind::Nak(Some(crate::scheduler::cluster::BUSY_RETRY))).await;
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(crate::scheduler::cluster::BUSY_RETRY)))
+                        .await;
                     continue;
                 }
-                self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(
-                    spec.id,
-                    Held {
-                        message,
-                        renewed: asked,
-                    },
-                );
+                self.held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(
+                        spec.id,
+                        Held {
+                            message,
+                            renewed: asked,
+                        },
+                    );
                 got.push(ClaimedTask { spec, delivered });
             }
         }
@@ -598,14 +634,17 @@ impl Link {
                 _ => return false,
             },
         };
-        self.locks.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            id,
-            Lock {
-                key,
-                revision,
-                renewed: Instant::now(),
-            },
-        );
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                Lock {
+                    key,
+                    revision,
+                    renewed: Instant::now(),
+                },
+            );
         true
     }
 
@@ -626,7 +665,9 @@ impl Link {
     /// Renews every hold and lock; reports those that could not be renewed
     /// in time (the node stops their attempts).
     pub(super) async fn renew(&self) {
-        let Some(ready) = self.ready.get() else { return };
+        let Some(ready) = self.ready.get() else {
+            return;
+        };
         let safe = self.safe_hold();
         let held: Vec<(TaskId, jetstream::Message)> = {
             let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
@@ -734,7 +775,8 @@ impl Link {
         };
         let subject = format!("tw.node.{node}.req");
         let payload = Bytes::from(body.to_string());
-        let answer = tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(subject, payload)).await;
+        let answer =
+            tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(subject, payload)).await;
         let Ok(Ok(message)) = answer else {
             return Err(Refusal::Unavailable {
                 retry_after: RETRY_AFTER,
@@ -745,7 +787,9 @@ impl Link {
 
     /// Writes this node's registry entry.
     pub(super) async fn publish_entry(&self) {
-        let Some(ready) = self.ready.get() else { return };
+        let Some(ready) = self.ready.get() else {
+            return;
+        };
         let entry = self
             .entry
             .lock()

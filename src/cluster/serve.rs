@@ -128,7 +128,11 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterEr
 }
 
 /// Creates (or brings up to date) every stream and bucket.
-async fn set_up(js: &jetstream::Context, config: &ClusterConfig, limits: &Limits) -> Result<Ready, String> {
+async fn set_up(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    limits: &Limits,
+) -> Result<Ready, String> {
     let replicas = config.replicas;
     let text = |e: &dyn std::fmt::Display| e.to_string();
     let queue = stream::Config {
@@ -162,7 +166,9 @@ async fn set_up(js: &jetstream::Context, config: &ClusterConfig, limits: &Limits
         allow_direct: true,
         ..Default::default()
     };
-    js.create_or_update_stream(events).await.map_err(|e| text(&e))?;
+    js.create_or_update_stream(events)
+        .await
+        .map_err(|e| text(&e))?;
     let events = js.get_stream(EVENTS_STREAM).await.map_err(|e| text(&e))?;
     let bucket = |name: &str, max_age: Duration| kv::Config {
         bucket: name.to_owned(),
@@ -207,7 +213,12 @@ pub async fn start(
     let ClusterPort { inputs, effects } = port;
     let client = connect(config).await?;
     let node: Arc<str> = Arc::from(config.node.as_str());
-    let link = Arc::new(Link::new(client.clone(), Arc::clone(&node), config.lease, inputs.clone()));
+    let link = Arc::new(Link::new(
+        client.clone(),
+        Arc::clone(&node),
+        config.lease,
+        inputs.clone(),
+    ));
     let shared = Arc::new(Shared {
         node: Arc::clone(&node),
         down: Mutex::new(Some("connecting to NATS".to_owned())),
@@ -219,8 +230,15 @@ pub async fn start(
     let cluster = Cluster {
         shared: Arc::clone(&shared),
     };
-    let _ = inputs.send(Input::Link(Some("connecting to NATS".to_owned()))).await;
-    tracker.spawn(run_effects(Arc::clone(&shared), effects, tracker.clone(), stop.clone()));
+    let _ = inputs
+        .send(Input::Link(Some("connecting to NATS".to_owned())))
+        .await;
+    tracker.spawn(run_effects(
+        Arc::clone(&shared),
+        effects,
+        tracker.clone(),
+        stop.clone(),
+    ));
     tracker.spawn(supervise(
         Arc::clone(&shared),
         config.clone(),
@@ -343,7 +361,9 @@ async fn feed(
 ) {
     let mut from: Option<u64> = None;
     loop {
-        let Some(ready) = link.ready.get() else { return };
+        let Some(ready) = link.ready.get() else {
+            return;
+        };
         let deliver_policy = match from {
             Some(seq) => consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: seq + 1,
@@ -413,7 +433,9 @@ async fn requests(link: Arc<Link>, stop: CancellationToken) {
                 message = subscription.next() => message,
             };
             let Some(message) = message else { break };
-            let Some(reply_to) = message.reply.clone() else { continue };
+            let Some(reply_to) = message.reply.clone() else {
+                continue;
+            };
             let link = Arc::clone(&link);
             tokio::spawn(async move {
                 let result = match decode_request(&message.payload) {
@@ -489,7 +511,10 @@ pub(super) fn decode_reply(bytes: &[u8]) -> Result<(), Refusal> {
         "already_finished" => Err(Refusal::AlreadyFinished),
         "not_found" => Err(Refusal::NotFound),
         "invalid_answer" => Err(Refusal::InvalidAnswer(crate::catalog::InvalidInput::new(
-            value.get("path").and_then(|p| p.as_str()).unwrap_or("$.value"),
+            value
+                .get("path")
+                .and_then(|p| p.as_str())
+                .unwrap_or("$.value"),
             value
                 .get("reason")
                 .and_then(|p| p.as_str())
@@ -503,7 +528,9 @@ pub(super) fn decode_reply(bytes: &[u8]) -> Result<(), Refusal> {
 
 /// The registry of nodes: this node's entry, renewed; every node's, watched.
 async fn registry(link: Arc<Link>, stop: CancellationToken) {
-    let Some(ready) = link.ready.get() else { return };
+    let Some(ready) = link.ready.get() else {
+        return;
+    };
     let mut known: BTreeMap<String, (codec::Entry, SystemTime, bool)> = BTreeMap::new();
     let every = link.lease / 3;
     let mut tick = tokio::time::interval(every);

@@ -20,9 +20,7 @@ use super::cluster::{AcceptedInfo, ClaimedTask, Effect, Settle};
 use super::core::Core;
 use super::queue::Next;
 use crate::exec::{ExecutorId, Order, StopReason};
-use crate::task::{
-    EventRecord, FailureKind, Priority, TaskEvent, TaskFailure, TaskId, TaskState,
-};
+use crate::task::{EventRecord, FailureKind, Priority, TaskEvent, TaskFailure, TaskId, TaskState};
 
 impl Core {
     /// Claims work for every executor with free slots not yet promised.
@@ -41,9 +39,10 @@ impl Core {
                 continue;
             }
             let mut lanes = self.queue.lanes_for(exec.tasks.iter());
-            let stale = cluster.empty_at.get(&id).is_some_and(|(v, at)| {
-                *v == version && now < *at + super::cluster::EMPTY_RETRY
-            });
+            let stale = cluster
+                .empty_at
+                .get(&id)
+                .is_some_and(|(v, at)| *v == version && now < *at + super::cluster::EMPTY_RETRY);
             if lanes.is_empty() || stale {
                 if !probe {
                     continue;
@@ -127,7 +126,9 @@ impl Core {
                 let again = task.retry_safe && attempt < self.limits.max_attempts;
                 let mut failure = TaskFailure::new(
                     FailureKind::WorkerLost,
-                    format!("node of worker {worker} stopped renewing its lease during attempt {attempt}"),
+                    format!(
+                        "node of worker {worker} stopped renewing its lease during attempt {attempt}"
+                    ),
                 );
                 failure.details = Some(serde_json::json!({
                     "worker": &*worker, "attempt": attempt, "cause": "node_lost",
@@ -155,14 +156,11 @@ impl Core {
         {
             Some(executor)
         } else {
-            self.registry
-                .with_free_slots()
-                .into_iter()
-                .find(|e| {
-                    self.registry
-                        .get(*e)
-                        .is_some_and(|x| x.tasks.iter().any(|t| *t == spec.name))
-                })
+            self.registry.with_free_slots().into_iter().find(|e| {
+                self.registry
+                    .get(*e)
+                    .is_some_and(|x| x.tasks.iter().any(|t| *t == spec.name))
+            })
         };
         let Some(executor) = executor else {
             return self.effect(Effect::Settle {
@@ -318,7 +316,9 @@ impl Core {
         cl.copies.clear();
         let assign = cl.assign.take();
         for waiter in std::mem::take(&mut task.cancel_waiters) {
-            let reason = task.cancel_reason.unwrap_or(crate::task::CancelReason::Client);
+            let reason = task
+                .cancel_reason
+                .unwrap_or(crate::task::CancelReason::Client);
             if let Some(cl) = task.cluster.as_deref_mut() {
                 cl.retry_cancel.push((waiter, reason));
             }
@@ -357,9 +357,9 @@ impl Core {
         // Until the stream says otherwise, the task is as its last event left it.
         if let Some(task) = self.tasks.get_mut(&id) {
             task.state = match task.log.last().map(|r| &r.event) {
-                Some(TaskEvent::Started { .. } | TaskEvent::Progress(_) | TaskEvent::Answered(_)) => {
-                    TaskState::Running
-                }
+                Some(
+                    TaskEvent::Started { .. } | TaskEvent::Progress(_) | TaskEvent::Answered(_),
+                ) => TaskState::Running,
                 Some(TaskEvent::Question { .. }) => TaskState::Waiting,
                 Some(TaskEvent::Completed { .. }) => TaskState::Completed,
                 Some(TaskEvent::Failed(_)) => TaskState::Failed,

@@ -429,7 +429,10 @@ impl Core {
                         },
                     );
                 }
-                let Some(task) = self.tasks.get(&task_id).filter(|t| t.visible_to(&principal))
+                let Some(task) = self
+                    .tasks
+                    .get(&task_id)
+                    .filter(|t| t.visible_to(&principal))
                 else {
                     self.refuse(reply, Refusal::NotFound);
                     return None;
@@ -489,8 +492,7 @@ impl Core {
         let cluster = self.cluster.as_mut()?;
         let lookups = cluster.parked.len() + cluster.parked_claims.len();
         let waiting = cluster.parked.entry(task_id).or_default();
-        if waiting.len() >= MAX_PARKED_PER_TASK || (waiting.is_empty() && lookups >= MAX_LOOKUPS)
-        {
+        if waiting.len() >= MAX_PARKED_PER_TASK || (waiting.is_empty() && lookups >= MAX_LOOKUPS) {
             // Handled as unknown by the local path: not_found.
             if waiting.is_empty() {
                 cluster.parked.remove(&task_id);
@@ -541,7 +543,8 @@ impl Core {
         }
         let position = {
             let cohort = self.registry.cohort(&spec.name);
-            self.queue.count_through(cohort.iter(), spec.options.priority)
+            self.queue
+                .count_through(cohort.iter(), spec.options.priority)
         };
         let info = AcceptedInfo::of(&spec);
         let accepted = Arc::new(EventRecord::new(
@@ -641,7 +644,8 @@ impl Core {
                     task.cancel_with = Some(mailbox.id());
                 }
                 if !task.state.is_terminal() {
-                    task.subscribers.push(super::core::Subscriber { mailbox, stream });
+                    task.subscribers
+                        .push(super::core::Subscriber { mailbox, stream });
                 }
             }
         }
@@ -672,7 +676,12 @@ impl Core {
         if cl.owned {
             return match task.state {
                 TaskState::Queued => self.cancel_queued(id, reason, copies_of(reply)),
-                _ => self.stop_running(id, crate::exec::StopReason::Cancelled(reason), Some(reply), now),
+                _ => self.stop_running(
+                    id,
+                    crate::exec::StopReason::Cancelled(reason),
+                    Some(reply),
+                    now,
+                ),
             };
         }
         match task.state {
@@ -802,7 +811,14 @@ impl Core {
                 }
             }
             Forwarded::Answer { question_id, value } => {
-                self.answer(id, &principal, &question_id, value, Reply::Direct(reply), now);
+                self.answer(
+                    id,
+                    &principal,
+                    &question_id,
+                    value,
+                    Reply::Direct(reply),
+                    now,
+                );
             }
         }
     }
@@ -910,7 +926,8 @@ impl Core {
             .tasks
             .values()
             .filter(|offer| {
-                offer.source != crate::directory::Source::Builtin && self.registry.serves(&offer.name)
+                offer.source != crate::directory::Source::Builtin
+                    && self.registry.serves(&offer.name)
             })
             .map(|offer| TaskDecl {
                 name: Arc::clone(&offer.name),

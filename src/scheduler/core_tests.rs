@@ -847,8 +847,18 @@ fn one_lost_attempt_is_requeued_while_its_executor_lives_on() {
     let w = h.executor("w", 1, &["safe"]);
     let (id, mut rx) = h.submit(&alice, "safe", options());
     assert_eq!(h.assigned(w), vec![(id, 1)]);
-    h.report(w, Report::Lost { task_id: id, attempt: 1, cause: LostCause::Disconnected });
+    h.report(
+        w,
+        Report::Lost {
+            task_id: id,
+            attempt: 1,
+            cause: LostCause::Disconnected,
+        },
+    );
     // Its slot is free again, so attempt 2 goes to the same executor.
     assert_eq!(h.assigned(w), vec![(id, 2)]);
-    assert_eq!(kinds(&mut rx), vec!["accepted", "started", "requeued", "started"]);
+    assert_eq!(
+        kinds(&mut rx),
+        vec!["accepted", "started", "requeued", "started"]
+    );
 }

@@ -48,6 +48,8 @@ mod timers;
 mod watch;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod core_tests;
 
 use std::sync::Arc;
@@ -329,7 +331,10 @@ impl Scheduler {
             orphans,
             Some((node, lease)),
         );
-        (scheduler, port.unwrap_or_else(|| unreachable!("asked for a port")))
+        (
+            scheduler,
+            port.unwrap_or_else(|| unreachable!("asked for a port")),
+        )
     }
 
     fn start_with(
@@ -357,7 +362,14 @@ impl Scheduler {
             });
             link = Some((inputs_rx, effects_tx));
         }
-        tracker.spawn(actor::run(core, commands_rx, reports_rx, link, stop, orphans));
+        tracker.spawn(actor::run(
+            core,
+            commands_rx,
+            reports_rx,
+            link,
+            stop,
+            orphans,
+        ));
         (
             Scheduler {
                 commands: commands_tx,

@@ -216,7 +216,12 @@ impl Core {
             running = self
                 .tasks
                 .values()
-                .filter(|t| matches!(t.state, crate::task::TaskState::Running | crate::task::TaskState::Waiting))
+                .filter(|t| {
+                    matches!(
+                        t.state,
+                        crate::task::TaskState::Running | crate::task::TaskState::Waiting
+                    )
+                })
                 .count() as u64;
         }
         Stats {

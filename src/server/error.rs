@@ -119,8 +119,7 @@ fn refusal_wire(refusal: &Refusal, message: String) -> WireError {
         }
         Refusal::Unavailable { retry_after } => {
             let mut error = WireError::new(ErrorCode::Unavailable, message);
-            error.retry_after_ms =
-                Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));
+            error.retry_after_ms = Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));
             error
         }
         Refusal::NotOwner => {

@@ -70,7 +70,11 @@ async fn nats_stopped_and_restarted_under_a_node() {
     };
     nats.listening().await;
     // A lease longer than the outage: the running task is not given up.
-    let a = Node::start("a", &nats.url(), &["--workers", "2", "--cluster-lease-s", "30"]);
+    let a = Node::start(
+        "a",
+        &nats.url(),
+        &["--workers", "2", "--cluster-lease-s", "30"],
+    );
     a.ready().await;
     let mut ws = a.ws().await;
     let before = ws.submit_ok("sleep", json!({"ms": 1000})).await;
@@ -108,11 +112,7 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
     for server in &servers {
         server.listening().await;
     }
-    let urls = servers
-        .iter()
-        .map(Nats::url)
-        .collect::<Vec<_>>()
-        .join(",");
+    let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
     let a = Node::start("a", &urls, &["--workers", "4", "--cluster-replicas", "3"]);
     let b = Node::start("b", &urls, &["--workers", "4", "--cluster-replicas", "3"]);
     a.ready_within(60).await;
@@ -133,11 +133,18 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
             other => panic!("{other}: {body}"),
         }
     }
-    assert!(accepted.len() >= 100, "{} accepted, {refused} refused", accepted.len());
+    assert!(
+        accepted.len() >= 100,
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
     for id in &accepted {
         let events = history(&a, id).await;
         assert_one_terminal(&events);
         assert_eq!(events.last().unwrap()["type"], "completed", "{events:?}");
     }
-    eprintln!("{} accepted, {refused} refused while a server was lost", accepted.len());
+    eprintln!(
+        "{} accepted, {refused} refused while a server was lost",
+        accepted.len()
+    );
 }

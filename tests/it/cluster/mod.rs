@@ -317,9 +317,11 @@ impl Node {
         eventually(&format!("{} sees node {node}", self.name), || async {
             let (_, body) = self.get("/v1/admin/workers").await;
             body["workers"].as_array().is_some_and(|workers| {
-                workers
-                    .iter()
-                    .any(|w| w["name"].as_str().is_some_and(|n| n.starts_with(&format!("{node}/"))))
+                workers.iter().any(|w| {
+                    w["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(&format!("{node}/")))
+                })
             })
         })
         .await;
@@ -380,7 +382,12 @@ pub(crate) fn assert_one_terminal(events: &[Value]) {
     }
     let terminal = events
         .iter()
-        .filter(|e| matches!(e["type"].as_str(), Some("completed" | "failed" | "cancelled")))
+        .filter(|e| {
+            matches!(
+                e["type"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        })
         .count();
     assert_eq!(terminal, 1, "{events:?}");
 }

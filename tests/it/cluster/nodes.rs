@@ -30,7 +30,10 @@ async fn submit_on_a_runs_on_b_watched_and_cancelled_from_c() {
     let done = on_a.submit_ok("echo", json!({"n": 1})).await;
     let events = on_a.events_until_end(&done).await;
     let started = events.iter().find(|e| e["type"] == "started").unwrap();
-    assert_eq!(started["worker"].as_str().unwrap().split('/').next(), Some("b"));
+    assert_eq!(
+        started["worker"].as_str().unwrap().split('/').next(),
+        Some("b")
+    );
     assert_eq!(events.last().unwrap()["type"], "completed");
     assert_eq!(events.last().unwrap()["result"], json!({"n": 1}));
     // C replays it whole, and its snapshot agrees.
@@ -78,7 +81,8 @@ async fn idempotent_submits_on_two_nodes_at_once_run_once() {
     for round in 0..5 {
         let body = json!({"task": "echo", "input": {"round": round},
                           "options": {"idempotency_key": format!("same-{round}")}});
-        let (on_a, on_b) = tokio::join!(a.post("/v1/tasks", body.clone()), b.post("/v1/tasks", body));
+        let (on_a, on_b) =
+            tokio::join!(a.post("/v1/tasks", body.clone()), b.post("/v1/tasks", body));
         assert_eq!(on_a.0, 202, "{on_a:?}");
         assert_eq!(on_b.0, 202, "{on_b:?}");
         assert_eq!(on_a.1["task_id"], on_b.1["task_id"], "round {round}");
@@ -141,7 +145,10 @@ async fn a_concurrency_key_never_overlaps_across_nodes() {
             worker,
         ));
     }
-    assert_eq!(history(&a, &free).await.last().unwrap()["type"], "completed");
+    assert_eq!(
+        history(&a, &free).await.last().unwrap()["type"],
+        "completed"
+    );
     spans.sort();
     for pair in spans.windows(2) {
         // RFC 3339 UTC with milliseconds sorts as time.
@@ -163,7 +170,10 @@ async fn the_monitor_shows_every_node_and_its_workers() {
         .iter()
         .filter_map(|w| w["name"].as_str())
         .collect();
-    assert!(names.contains(&"b/local-1") && names.contains(&"b/local-2"), "{names:?}");
+    assert!(
+        names.contains(&"b/local-1") && names.contains(&"b/local-2"),
+        "{names:?}"
+    );
     crate::support::eventually("A lists the three nodes up", || async {
         let (_, nodes): (u16, Value) = a.get("/v1/admin/nodes").await;
         let states: Vec<(String, String)> = nodes["nodes"]
