@@ -43,6 +43,7 @@ mod queue;
 mod registry;
 mod requests;
 mod retention;
+mod routing;
 mod running;
 mod timers;
 mod watch;
