@@ -152,14 +152,14 @@ impl Core {
         let executor = if self
             .registry
             .get(executor)
-            .is_some_and(|e| e.free() > 0 && e.tasks.iter().any(|t| *t == spec.name))
+            .is_some_and(|e| e.free() > 0 && e.tasks.contains(&spec.name))
         {
             Some(executor)
         } else {
             self.registry.with_free_slots().into_iter().find(|e| {
                 self.registry
                     .get(*e)
-                    .is_some_and(|x| x.tasks.iter().any(|t| *t == spec.name))
+                    .is_some_and(|x| x.tasks.contains(&spec.name))
             })
         };
         let Some(executor) = executor else {

@@ -313,6 +313,10 @@ impl Scheduler {
 
     /// [`Scheduler::start`] as a node of a cluster: the core proposes to
     /// and mirrors the cluster's streams through the returned port.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "start's arguments and the node's two"
+    )]
     pub fn start_cluster(
         limits: &Limits,
         directory: Arc<Directory>,

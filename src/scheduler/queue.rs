@@ -269,7 +269,7 @@ impl Queue {
                 }
             }
         }
-        heads.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        heads.sort_by_key(|h| (h.0, h.1));
         heads
             .into_iter()
             .map(|(_, _, name, priority)| (name, priority))

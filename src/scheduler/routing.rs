@@ -399,9 +399,7 @@ impl Core {
             .filter(|q| q.spec.question_id == question_id)
         {
             Some(open) => super::questions::fits(open, &value).map_err(Refusal::InvalidAnswer),
-            None if task.answered.iter().any(|q| *q == question_id) => {
-                Err(Refusal::AlreadyAnswered)
-            }
+            None if task.answered.contains(&question_id) => Err(Refusal::AlreadyAnswered),
             None => Err(Refusal::NoSuchQuestion),
         };
         if let Err(refusal) = checked {

@@ -46,11 +46,7 @@ async fn kill_9_of_a_node_loses_no_accepted_task() {
     assert!(kinds.contains(&"requeued"), "{kinds:?}");
     let last = events.last().unwrap();
     assert_eq!(last["type"], "completed", "{events:?}");
-    let second = events
-        .iter()
-        .filter(|e| e["type"] == "started")
-        .next_back()
-        .unwrap();
+    let second = events.iter().rfind(|e| e["type"] == "started").unwrap();
     assert_eq!(second["attempt"], 2);
     assert!(second["worker"].as_str().unwrap().starts_with("c/"));
     let events = history(&a, &unsafe_task).await;
