@@ -30,6 +30,8 @@ pub struct SubmitRequest {
     pub task: String,
     pub input: Box<RawValue>,
     pub options: RequestedOptions,
+    /// The schedule that submits it, if one does.
+    pub tag: Option<Arc<str>>,
 }
 
 /// `submit.options` as sent (every field optional).
@@ -89,6 +91,7 @@ impl Admission {
             task,
             input,
             options,
+            tag,
         } = request;
         let Some(offer) = self.directory.get(&task) else {
             let shown: String = task.chars().take(64).collect();
@@ -157,6 +160,7 @@ impl Admission {
             },
             owner: principal.owner(),
             retry_safe: offer.retry_safe,
+            tag,
         })
     }
 }

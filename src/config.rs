@@ -158,6 +158,8 @@ struct FileConfig {
     #[serde(default)]
     api_keys: Vec<FileApiKey>,
     cluster: Option<crate::cluster::config::FileCluster>,
+    #[serde(default)]
+    schedules: Vec<crate::schedules::FileSchedule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +201,8 @@ pub enum KeySource {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `[[schedules]]`, checked.
+    pub schedules: Vec<crate::schedules::Schedule>,
     pub limits: Limits,
     pub files: FilesConfig,
     pub security: SecurityConfig,
@@ -552,12 +556,15 @@ impl Config {
             &o.cluster,
             &mut problems,
         );
+        let schedules = crate::schedules::spec::parse(file.schedules, &api_keys, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
         }
         let secs = Duration::from_secs;
         Ok(Config {
             listen,
+            schedules,
             limits: Limits {
                 workers: workers as usize,
                 queue_capacity: queue_capacity as usize,

@@ -13,6 +13,7 @@ pub mod directory;
 pub mod exec;
 mod pool;
 pub mod scheduler;
+pub mod schedules;
 pub mod server;
 pub mod task;
 pub mod telemetry;
@@ -134,13 +135,28 @@ pub async fn serve_with(
         &background,
     )
     .await?;
+    let admission = Admission::new(Arc::clone(&directory), config.limits.max_timeout);
+    for schedule in &config.schedules {
+        if directory.get(&schedule.task).is_none() {
+            tracing::warn!(schedule = %schedule.name, task = %schedule.task,
+                "no task of this name is offered yet: its runs are refused until a worker declares it");
+        }
+    }
+    let schedules = crate::schedules::Schedules::start(
+        config.schedules.clone(),
+        admission.clone(),
+        scheduler.clone(),
+        &background,
+        stop.clone(),
+    );
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
     let state = AppState::new(server::Inner {
         welcome: std::sync::Mutex::new((0, Default::default())),
-        admission: Admission::new(Arc::clone(&directory), config.limits.max_timeout),
+        admission,
         directory,
+        schedules,
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),
             tokens: Tokens::new(config.security.max_token_ttl),

@@ -158,6 +158,8 @@ pub struct TaskSpec {
     pub owner: Owner,
     /// The task may run again after a lost attempt (its declaration says so).
     pub retry_safe: bool,
+    /// The schedule that submitted it, if one did.
+    pub tag: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]

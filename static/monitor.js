@@ -7,6 +7,7 @@
 // cancel any key's task); "Run a task" uses `submit`.
 
 import { TaskwireClient, TaskwireError } from './taskwire.js';
+import { startSchedules } from './monitor-schedules.js';
 
 const server = new URL('./', location.href).href;
 const $ = (selector) => document.querySelector(selector);
@@ -238,6 +239,7 @@ async function start(key) {
   });
   try {
     await client.connect();
+    startSchedules(server, key, $('#schedules-card'), showNotice);
   } catch (err) {
     showNotice(`Cannot connect: ${err.message} (${err.code})`);
     $('#key-form').hidden = false;

@@ -14,20 +14,44 @@
 //! Errors name a JSON Pointer into the task input (`/event/results`, `""` for the input
 //! itself), as `details.path` of an `invalid_input` rejection (BOOKLET.md §7).
 //!
-//! Choices where BOOKLET.md is silent:
-//! * a session heading, time line or contribution header is trimmed of spaces once its
-//!   placeholders are filled; the session time line is left out, like the contribution
-//!   header, when every placeholder in it is empty (no dates);
-//! * a heading with no text (a header whose first cell is empty) gets no table-of-contents
-//!   entry, as LibreOffice leaves empty headings out when it updates the table; the entries
-//!   link to the headings' bookmarks through the text style `AB Index Link` (black, not
-//!   underlined, like LibreOffice's own index links);
+//! Choices where BOOKLET.md is silent, or where it is changed for editors (docs/booklet.md
+//! shows the pages before and after):
+//! * a template's placeholders are filled in, then an empty value takes its separator with
+//!   it (`{code} - {title}` without a code is the title alone, `{start} / {end}` without an
+//!   end is the start alone), and the result is trimmed of spaces; in a header row the same
+//!   goes for whole cells (no empty code cell, no dangling `/`), and only the template's first
+//!   cell, when kept, is a heading; a session time line or header whose placeholders are all
+//!   empty is left out;
+//! * the table of contents is built from index marks (`text:toc-mark-start`/`-end` around a
+//!   section heading, a `text:toc-mark` holding `CODE<en space>Title` in a contribution's
+//!   title), not from the outline, so a contribution is one line with its code; the pre-filled
+//!   entries end with a tab and a `text:bookmark-ref` to the heading's page, which LibreOffice
+//!   fills in when it lays the file out, so page numbers show on opening, and *Update Index*
+//!   writes the same entries (`scripts/booklet-render.sh` with `RENDER_UPDATE_INDEX=1` checks
+//!   it). A contribution's entry keeps the title it was built with if the title is edited;
+//!   a section's follows its heading. The entries link to the headings' bookmarks through the
+//!   text style `AB Index Link` (black, not underlined, like LibreOffice's own index links);
+//! * several affiliations are separated by `; `, as institution names hold commas;
+//! * outside sessions no session heading gives the day, so a contribution's `{start}` there
+//!   is the long form (`16 September 2026 09:00`) and its `{end}` is `HH:MM` on the same day,
+//!   else long;
+//! * typesetting: descriptions are ragged right (justified lines stretched word gaps, and
+//!   hyphenation depends on the editor's dictionaries and on languages the abstracts do not
+//!   declare); the keep-with-next chain runs from the header row to the title and stops
+//!   there (see `styles.rs`); custom fields keep with the description's last paragraph
+//!   (automatic styles over `AB Description` and `AB Footnotes`), so no field line is
+//!   carried alone onto a page; the empty paragraph that closed a contribution is written only
+//!   when another contribution follows in the section, so none is left before a page break
+//!   to take a page of its own; a block without contributions after the first section
+//!   follows on the previous page (an automatic style over `AB Heading 1` without the page
+//!   break);
 //! * chairs repeated with the same `id` are listed once; a block without any title prints
 //!   `(untitled session)`;
 //! * a contribution listed both in a block and in `event.contributions` is printed in the
 //!   block without a warning (the documented merge); one listed twice elsewhere warns;
-//! * the empty paragraphs around descriptions and after headings use `AB Description`, and
-//!   a boolean custom field value prints as `Yes` or `No`.
+//! * the empty paragraphs around descriptions and after headings use `AB Description`, a
+//!   contribution without a description gets no empty paragraph for it, and a boolean custom
+//!   field value prints as `Yes` or `No`.
 
 mod content;
 mod dates;

@@ -40,7 +40,7 @@ fn by_name(a: &Person<'_>, b: &Person<'_>) -> Ordering {
     caseless_cmp(&a.first, &b.first).then_with(|| caseless_cmp(&a.last, &b.last))
 }
 
-/// Writes `people` as `A, B (Aff1, Aff2), C (Aff3).` into an open paragraph. `bold` decides,
+/// Writes `people` as `A, B (Aff1; Aff2), C (Aff3).` into an open paragraph. `bold` decides,
 /// per person, whether the name is in the `AB Speakers` span.
 pub(crate) fn write_list(
     xml: &mut Xml,
@@ -103,7 +103,8 @@ pub(crate) fn write_name(xml: &mut Xml, person: &Person<'_>) -> io::Result<()> {
     xml.text(&person.last)
 }
 
-/// ` (Aff1, Aff2)`, or nothing for an empty set.
+/// ` (Aff1; Aff2)`, or nothing for an empty set. Institution names hold commas
+/// (`Magyar Gyorsító Kutatóintézet, Debrecen`), so a semicolon separates them.
 pub(crate) fn write_affiliations(
     xml: &mut Xml,
     affiliations: &[std::borrow::Cow<'_, str>],
@@ -114,7 +115,7 @@ pub(crate) fn write_affiliations(
     xml.text(" (")?;
     for (i, affiliation) in affiliations.iter().enumerate() {
         if i > 0 {
-            xml.text(", ")?;
+            xml.text("; ")?;
         }
         xml.text(affiliation)?;
     }

@@ -240,26 +240,45 @@ impl Template {
         Template { pieces }
     }
 
+    /// Fills the placeholders in; an empty value takes its separator with it (see [`kept`]).
     pub(crate) fn expand(&self, values: &Values<'_>) -> Expanded {
-        let mut text = String::new();
-        let mut placeholders = 0;
-        let mut filled = 0;
-        for piece in &self.pieces {
-            let value = match piece {
-                Piece::Text(literal) => {
-                    text.push_str(literal);
-                    continue;
-                }
+        let text_of = |piece: &'_ Piece| -> &str {
+            match piece {
+                Piece::Text(_) => "",
                 Piece::Code => values.code,
                 Piece::Title => values.title,
                 Piece::Start => values.start,
                 Piece::End => values.end,
-            };
-            placeholders += 1;
-            if !value.is_empty() {
-                filled += 1;
             }
-            text.push_str(value);
+        };
+        let slot_of = |piece: &Piece| match piece {
+            Piece::Text(_) => Slot::Literal,
+            other if text_of(other).is_empty() => Slot::Empty,
+            _ => Slot::Filled,
+        };
+        let texts = self.pieces.iter().map(|piece| match piece {
+            Piece::Text(literal) => literal.as_str(),
+            other => text_of(other),
+        });
+        let mut text = String::new();
+        let (mut placeholders, mut filled) = (0, 0);
+        for piece in &self.pieces {
+            match slot_of(piece) {
+                Slot::Literal => {}
+                Slot::Filled => (placeholders, filled) = (placeholders + 1, filled + 1),
+                Slot::Empty => placeholders += 1,
+            }
+        }
+        if placeholders == filled {
+            // The common case: every value is there, so every piece is printed.
+            texts.for_each(|t| text.push_str(t));
+        } else {
+            let slots: Vec<Slot> = self.pieces.iter().map(slot_of).collect();
+            for (t, keep) in texts.zip(kept(&slots)) {
+                if keep {
+                    text.push_str(t);
+                }
+            }
         }
         let trimmed = text.trim_matches(' ');
         if trimmed.len() != text.len() {
@@ -271,6 +290,82 @@ impl Template {
             filled,
         }
     }
+}
+
+/// A piece of a template, or a cell of a header row, once filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Literal text: a label or a separator.
+    Literal,
+    /// A placeholder (or a cell holding placeholders) with a value.
+    Filled,
+    /// A placeholder (or a cell whose placeholders all are) without a value.
+    Empty,
+}
+
+impl Slot {
+    /// The slot of a header cell, from its expansion.
+    pub(crate) fn of_cell(cell: &Expanded) -> Slot {
+        match (cell.placeholders, cell.filled) {
+            (0, _) => Slot::Literal,
+            (_, 0) => Slot::Empty,
+            _ => Slot::Filled,
+        }
+    }
+}
+
+/// Which slots to print, so that an empty value takes its separator with it: `{code} - {title}`
+/// without a code is `Title`, not `- Title`. A run of literals is kept when it stands between
+/// two kept values (for values left out between them, the run that followed the earlier value
+/// is used), before the first value when no empty placeholder precedes it, or after the last
+/// value when no empty placeholder follows it. A template without placeholders is kept whole.
+pub(crate) fn kept(slots: &[Slot]) -> Vec<bool> {
+    let mut keep = vec![false; slots.len()];
+    if slots.iter().all(|s| *s == Slot::Literal) {
+        keep.fill(true);
+        return keep;
+    }
+    // Literals since the last placeholder.
+    let mut run: Vec<usize> = Vec::new();
+    // The run that followed the last kept value, when empty values came after it.
+    let mut gap: Option<Vec<usize>> = None;
+    let mut written = false;
+    let mut seen_placeholder = false;
+    let mut last_filled = false;
+    for (i, slot) in slots.iter().enumerate() {
+        match slot {
+            Slot::Literal => run.push(i),
+            Slot::Filled => {
+                let separator = match gap.take() {
+                    Some(gap) if !gap.is_empty() => gap,
+                    _ if written || !seen_placeholder => std::mem::take(&mut run),
+                    _ => Vec::new(),
+                };
+                for j in separator {
+                    keep[j] = true;
+                }
+                keep[i] = true;
+                written = true;
+                seen_placeholder = true;
+                last_filled = true;
+                run.clear();
+            }
+            Slot::Empty => {
+                if written && last_filled {
+                    gap = Some(std::mem::take(&mut run));
+                }
+                seen_placeholder = true;
+                last_filled = false;
+                run.clear();
+            }
+        }
+    }
+    if last_filled {
+        for j in run {
+            keep[j] = true;
+        }
+    }
+    keep
 }
 
 /// A contribution header: a one-row table when the template is `| a | b | c |`, else a line.
@@ -315,13 +410,53 @@ mod tests {
 
     #[test]
     fn expands_in_one_pass() {
-        let t = Template::parse("{code}: {title} {nope} {end}{");
+        let t = Template::parse("{code}: {title} {nope} {start}{");
         let e = t.expand(&values());
-        assert_eq!(e.text, "MOA01: A {start} title {nope} {");
+        assert_eq!(e.text, "MOA01: A {start} title {nope} 09:00{");
         assert!(!e.blank());
         let e = Template::parse("{end}").expand(&values());
         assert!(e.blank());
         assert!(!Template::parse("literal").expand(&values()).blank());
+    }
+
+    #[test]
+    fn empty_values_take_their_separators_with_them() {
+        let cases = [
+            // (template, code, start, end, expected)
+            ("{code} - {title}", "", "", "", "T"),
+            ("{code} - {title}", "C", "", "", "C - T"),
+            ("{start} / {end}", "", "S", "", "S"),
+            ("{start} / {end}", "", "", "E", "E"),
+            ("{code} - {start} - {title}", "C", "", "", "C - T"),
+            ("{code}{start} | {title}", "C", "", "", "C | T"),
+            ("Session {code}: {title}", "", "", "", "T"),
+            ("Session {code}: {title}", "C", "", "", "Session C: T"),
+            ("{title} [{code}] {unknown}", "", "", "", "T"),
+            ("{title} (poster)", "", "", "", "T (poster)"),
+            ("{code} at {start}", "", "", "", ""),
+            ("only literal", "", "", "", "only literal"),
+        ];
+        for (template, code, start, end, expected) in cases {
+            let values = Values {
+                code,
+                title: "T",
+                start,
+                end,
+            };
+            let got = Template::parse(template).expand(&values).text;
+            assert_eq!(got, expected, "{template:?} with {values:?}");
+        }
+        use Slot::{Empty as E, Filled as F, Literal as L};
+        let rows: [(&[Slot], &[bool]); 5] = [
+            (&[E, L, F], &[false, false, true]),
+            (&[F, L, E], &[true, false, false]),
+            (&[F, L, L, F], &[true, true, true, true]),
+            (&[F, L, E, L, F], &[true, true, false, false, true]),
+            (&[L, L], &[true, true]),
+        ];
+        for (slots, expected) in rows {
+            assert_eq!(kept(slots), expected, "{slots:?}");
+        }
     }
 
     #[test]

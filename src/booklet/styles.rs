@@ -28,6 +28,11 @@ pub(crate) const INDEX_LEVELS: [&str; 3] = [
 pub(crate) const SPEAKERS: &str = "AB_20_Speakers";
 /// Text style of the table-of-contents links (black, not underlined, as LibreOffice's own).
 pub(crate) const INDEX_LINK: &str = "AB_20_Index_20_Link";
+/// Automatic paragraph styles in `content.xml`: `AB Heading 1` without its page break, and
+/// `AB Description` and `AB Footnotes` kept with the next paragraph.
+pub(crate) const HEADING_1_FLOW: &str = "AB_Heading_1_Flow";
+pub(crate) const DESCRIPTION_KEEP: &str = "AB_Description_Keep";
+pub(crate) const FOOTNOTES_KEEP: &str = "AB_Footnotes_Keep";
 /// Automatic table style in `content.xml`.
 pub(crate) const TABLE: &str = "AB_20_Table";
 const ROOT: &str = "AB_20_Root";
@@ -122,6 +127,10 @@ const PARAGRAPH_STYLES: &[ParagraphStyle] = &[
         paragraph: &[KEEP, ("fo:margin-top", "0.2cm"), SPACE_AFTER],
         text: &[PT12, BOLD],
     },
+    // The keep chain ends at the title: a page may end after the names. Keeping the names
+    // with the description too made LibreOffice's first layout break such chains anyway and
+    // its next layout move them (page numbers shifted on Update Index), and it cost about 5 %
+    // more pages (docs/booklet.md).
     ParagraphStyle {
         name: AUTHORS,
         display: "AB Authors",
@@ -134,10 +143,14 @@ const PARAGRAPH_STYLES: &[ParagraphStyle] = &[
         paragraph: &[SPACE_AFTER],
         text: &[PT12, ITALIC],
     },
+    // Ragged right: justified lines stretched word gaps wherever a long token (a formula, a
+    // URL, a word in another language) did not fit, and hyphenation cannot be relied on, as
+    // it depends on the dictionaries of the editor's LibreOffice and on a language the
+    // abstracts do not declare (they mix languages).
     ParagraphStyle {
         name: DESCRIPTION,
         display: "AB Description",
-        paragraph: &[("fo:text-align", "justify")],
+        paragraph: &[("fo:text-align", "start")],
         text: &[PT12],
     },
     ParagraphStyle {

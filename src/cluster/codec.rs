@@ -70,6 +70,9 @@ struct Spec<I> {
     interactive: bool,
     retry_safe: bool,
     input_bytes: u64,
+    /// The schedule that submitted it (queue messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     input: Option<I>,
 }
@@ -90,6 +93,7 @@ fn spec_of<'a>(id: &str, info: &AcceptedInfo, input: Option<&'a RawValue>) -> Sp
         interactive: info.interactive,
         retry_safe: info.retry_safe,
         input_bytes: info.input_bytes,
+        tag: None,
         input,
     }
 }
@@ -121,7 +125,9 @@ fn info_of<I>(spec: &Spec<I>) -> AcceptedInfo {
 pub(crate) fn encode_queued(spec: &TaskSpec) -> Vec<u8> {
     let id = spec.id.hex();
     let info = AcceptedInfo::of(spec);
-    serde_json::to_vec(&spec_of(id.as_str(), &info, Some(&spec.input))).unwrap_or_default()
+    let mut queued = spec_of(id.as_str(), &info, Some(&spec.input));
+    queued.tag = spec.tag.as_deref().map(str::to_owned);
+    serde_json::to_vec(&queued).unwrap_or_default()
 }
 
 /// A queue message back into a spec.
@@ -154,6 +160,7 @@ pub(crate) fn decode_queued(bytes: &[u8]) -> Result<TaskSpec, DecodeError> {
         },
         owner: info.owner,
         retry_safe: info.retry_safe,
+        tag: spec.tag.map(|t| Arc::from(t.as_str())),
     })
 }
 

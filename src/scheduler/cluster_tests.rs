@@ -61,6 +61,7 @@ fn spec(n: u128, name: &str) -> TaskSpec {
             token: None,
         },
         retry_safe: true,
+        tag: None,
     }
 }
 

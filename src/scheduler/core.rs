@@ -143,6 +143,8 @@ pub(crate) struct Task {
     /// Cluster mode: what this node knows of the task's stream and whether
     /// it runs it (`None` in local mode).
     pub(crate) cluster: Option<Box<super::cluster::ClusterTask>>,
+    /// The schedule that submitted it.
+    pub(crate) tag: Option<Arc<str>>,
 }
 
 impl Task {

@@ -159,6 +159,7 @@ impl Harness {
             options,
             owner: client.owner(),
             retry_safe: decl.is_some_and(|d| d.retry_safe),
+            tag: None,
         }
     }
 

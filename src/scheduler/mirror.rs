@@ -205,6 +205,7 @@ impl Core {
             progress: None,
             message: None,
             no_worker_at: None,
+            tag: None,
             cluster: Some(Box::new(super::cluster::ClusterTask {
                 info: Some(info),
                 ..Default::default()

@@ -213,6 +213,8 @@ pub struct TaskView {
     pub last_seq: u64,
     /// Mailboxes following it now.
     pub subscribers: usize,
+    /// The schedule that submitted it.
+    pub schedule: Option<Arc<str>>,
 }
 
 /// An executor as the monitoring page shows it.

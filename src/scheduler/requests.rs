@@ -25,6 +25,7 @@ impl Core {
             options,
             owner,
             retry_safe,
+            tag,
         } = spec;
         if let Some(key) = &options.idempotency_key
             && let Some(existing) = self.idempotency.find(&owner.client, &name, key)
@@ -123,6 +124,7 @@ impl Core {
                 message: None,
                 no_worker_at,
                 cluster: None,
+                tag,
             },
         );
         self.emit(id, TaskEvent::Accepted { position }, copies);

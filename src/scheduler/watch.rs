@@ -102,6 +102,7 @@ impl Core {
             finished_at: task.finished_at,
             last_seq: task.log.last_seq(),
             subscribers: task.subscribers.len(),
+            schedule: task.tag.clone(),
         }
     }
 

@@ -311,6 +311,7 @@ pub fn summary<'a>(view: &'a TaskView, task_id: &'a str) -> Summary<'a> {
         finished_at: view.finished_at.map(rfc3339),
         duration_ms,
         subscribers: view.subscribers as u64,
+        schedule: view.schedule.as_deref(),
     }
 }
 

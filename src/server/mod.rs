@@ -17,6 +17,7 @@ pub mod encode;
 pub(crate) mod error;
 mod files;
 mod rest;
+mod schedules;
 mod ws;
 
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ pub struct Inner {
     pub admission: Admission,
     pub directory: Arc<Directory>,
     pub scheduler: Scheduler,
+    pub schedules: crate::schedules::Schedules,
     pub artifacts: Artifacts,
     pub auth: Authenticator,
     pub origins: OriginPolicy,
@@ -162,6 +164,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes(&state))
+        .merge(schedules::routes())
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -271,5 +274,6 @@ pub fn submit_request(
             cancel_on_disconnect: options.cancel_on_disconnect,
             interactive: options.interactive,
         },
+        tag: None,
     }
 }

@@ -12,4 +12,5 @@ mod process;
 mod protocol;
 mod questions;
 mod rest;
+mod schedules;
 mod tasks;

@@ -40,6 +40,9 @@ pub struct Summary<'a> {
     pub duration_ms: Option<u64>,
     /// Connections following the task now.
     pub subscribers: u64,
+    /// The schedule that submitted it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<&'a str>,
 }
 
 /// A worker (an executor: a built-in slot, a managed or a remote worker).

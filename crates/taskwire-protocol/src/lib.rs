@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod schedules;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

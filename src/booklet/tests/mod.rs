@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod editors;
 mod rules;
 mod support;
 
@@ -14,7 +15,7 @@ use self::support::*;
 use crate::booklet::{BuildError, build, generate};
 
 /// The event of BOOKLET.md §9.
-fn spec_example() -> Value {
+pub(super) fn spec_example() -> Value {
     json!({"event": {"_type": "Conference", "id": "77", "title": "Demo Workshop 2026 (DW26)", "timezone": "Europe/Zurich",
      "sessions": [
       {"id": 12, "code": "", "title": "Posters", "conveners": [], "session": {"code": "MOP", "isPoster": true},
@@ -91,7 +92,6 @@ fn spec_example_gives_the_documented_outline() {
         para(D, "", &[]),
         para(D, "First paragraph.", &[]),
         para(D, "Second paragraph.", &[]),
-        para(D, "", &[]),
         heading(1, h1, "MOP - Posters"),
         para(h2, "14 September 2026 16:00 / 18:00", &[]),
         para(D, "", &[]),
@@ -106,26 +106,21 @@ fn spec_example_gives_the_documented_outline() {
         para(D, "", &[]),
         para(D, "Losses stay below 1 W/m.", &[]),
         para(D, "See <i>Fig. 2</i>.", &[]),
-        para(D, "", &[]),
         heading(1, h1, "Contributions outside sessions"),
         para(D, "", &[]),
         heading(3, title, "Closing remarks"),
         para("AB_20_Authors", "Eva Berg.", &["Eva Berg"]),
-        para(D, "", &[]),
-        para(D, "", &[]),
     ];
     assert_eq!(doc.body, expected);
-    let toc: Vec<&str> = doc.toc.iter().map(|(_, t)| t.as_str()).collect();
+    let toc: Vec<&str> = doc.toc.iter().map(|e| e.text.as_str()).collect();
     assert_eq!(
         toc,
         [
             "Table of Contents",
             "MOA - Opening",
-            "MOA01",
-            "Status of the DW Light Source",
+            "MOA01\u{2002}Status of the DW Light Source",
             "MOP - Posters",
-            "MOP01",
-            "Beam <loss> & halo studies",
+            "MOP01\u{2002}Beam <loss> & halo studies",
             "Contributions outside sessions",
             "Closing remarks"
         ]
@@ -157,7 +152,7 @@ fn spec_example_gives_the_documented_outline() {
 
 /// Checks what every booklet must satisfy, given its input: the package, every title and
 /// every speaker's last name, counts, no `null` text, no echoed secret.
-fn check_booklet(input: &Value) -> Doc {
+pub(super) fn check_booklet(input: &Value) -> Doc {
     let booklet = build_ok(input);
     let content = check_package(&booklet.odt);
     let doc = outline(&content);
@@ -211,6 +206,25 @@ fn check_booklet(input: &Value) -> Doc {
     }
     assert_eq!(booklet.result["contributions"], json!(ids.len()));
     assert_eq!(doc.headings(3).len(), ids.len());
+    // One table-of-contents entry per section and contribution, each with its page field.
+    editors::assert_toc_matches_marks(&doc);
+    assert_eq!(
+        doc.marks.len(),
+        doc.headings(1).len() + ids.len(),
+        "one mark per section and contribution"
+    );
+    // Nothing empty is printed as a heading or a header cell (the default header templates).
+    for item in &doc.body {
+        match item {
+            Item::Heading { text, .. } => assert!(!text.is_empty(), "empty heading"),
+            Item::Table { cells, .. } if input["settings"]["ab_contribution_h1"].is_null() => {
+                assert!(cells.iter().all(|c| !c.is_empty()), "{cells:?}");
+                assert_ne!(cells.first().map(String::as_str), Some("/"));
+                assert_ne!(cells.last().map(String::as_str), Some("/"));
+            }
+            _ => {}
+        }
+    }
     let mut result = booklet.result.clone();
     assert_eq!(result["pages"], Value::Null);
     result.as_object_mut().unwrap().remove("pages");
@@ -261,7 +275,8 @@ fn sample_events_build_the_same_outline() {
         .filter(|c| c.contains("16:00"))
         .collect();
     assert_eq!(posters.first().map(String::as_str), Some("MOPA001 / 16:00"));
-    assert_eq!(posters.last().map(String::as_str), Some(" / 16:00"));
+    // A poster without a code: no empty code cell, no dangling separator.
+    assert_eq!(posters.last().map(String::as_str), Some("16:00"));
     // The two unscheduled contributions outside sessions close the booklet, by friendly_id.
     assert_eq!(
         a.headings(3)[20..],
@@ -394,13 +409,13 @@ fn generator_is_deterministic() {
     assert_eq!(a.odt, b.odt, "same input, same bytes");
 }
 
-fn contribution(id: &str, code: &str, title: &str, start: Value) -> Value {
+pub(super) fn contribution(id: &str, code: &str, title: &str, start: Value) -> Value {
     json!({"id": id, "friendly_id": id.parse::<u64>().unwrap_or(0), "code": code, "title": title,
         "startDate": start, "endDate": null, "description": "", "speakers": [],
         "primaryauthors": [], "coauthors": []})
 }
 
-fn at(date: &str, time: &str, tz: &str) -> Value {
+pub(super) fn at(date: &str, time: &str, tz: &str) -> Value {
     json!({"date": date, "time": time, "tz": tz})
 }
 

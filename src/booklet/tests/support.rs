@@ -164,11 +164,37 @@ impl Item {
     }
 }
 
-/// `content.xml` read back: table-of-contents entries (style, text) and the body.
+/// A paragraph of the pre-filled table of contents.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(super) struct TocEntry {
+    pub(super) style: String,
+    /// The text before the tab (the whole text for the title).
+    pub(super) text: String,
+    /// The link target, `#<bookmark>`.
+    pub(super) href: String,
+    /// The bookmark whose page the entry's page field shows (`text:bookmark-ref`, format
+    /// `page`), with nothing but a tab between the text and the field.
+    pub(super) page_of: Option<String>,
+}
+
+/// A table-of-contents mark in the body: its level and the entry text it gives.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Mark {
+    pub(super) level: u8,
+    pub(super) text: String,
+    /// The bookmark the mark sits in.
+    pub(super) bookmark: String,
+}
+
+/// `content.xml` read back: table-of-contents entries, the marks they come from, and the
+/// body. Paragraph styles are named styles: an automatic style is read as its parent.
 #[derive(Debug, Default)]
-pub(super) struct Doc {
-    pub(super) toc: Vec<(String, String)>,
+pub(in crate::booklet) struct Doc {
+    pub(super) toc: Vec<TocEntry>,
+    pub(super) marks: Vec<Mark>,
     pub(super) body: Vec<Item>,
+    /// Every bookmark in the body, in order.
+    pub(super) bookmarks: Vec<String>,
 }
 
 impl Doc {
@@ -227,15 +253,43 @@ pub(super) fn outline(content: &str) -> Doc {
     let mut in_toc = false;
     let mut open: Option<Open> = None;
     let mut table: Option<(String, Vec<String>)> = None;
+    // Automatic paragraph styles and their parents.
+    let mut parents: std::collections::HashMap<String, String> = Default::default();
+    let named = |parents: &std::collections::HashMap<String, String>, style: String| {
+        parents.get(&style).cloned().unwrap_or(style)
+    };
+    // The bookmark the reader is in, and the open range mark (level, where its text starts
+    // in the paragraph's text).
+    let mut bookmark = String::new();
+    let mut range: Option<(u8, usize)> = None;
     loop {
         let event = reader.read_event().unwrap();
         match event {
             Event::Eof => break,
             Event::Start(e) => match e.name().as_ref() {
+                "style:style" => {
+                    let parent = attribute(&e, "style:parent-style-name");
+                    if !parent.is_empty() {
+                        parents.insert(attribute(&e, "style:name"), parent);
+                    }
+                }
                 "text:table-of-content" => in_toc = true,
+                "text:a" if in_toc => {
+                    if let Some(p) = open.as_mut() {
+                        p.href = attribute(&e, "xlink:href");
+                    }
+                }
+                "text:bookmark-ref" if in_toc => {
+                    if let Some(p) = open.as_mut() {
+                        assert_eq!(attribute(&e, "text:reference-format"), "page");
+                        assert!(p.text.ends_with('\t'), "a tab before the page field");
+                        p.text.pop();
+                        p.page_of = Some(attribute(&e, "text:ref-name"));
+                    }
+                }
                 "text:h" | "text:p" => {
                     let level = attribute(&e, "text:outline-level").parse().unwrap_or(0);
-                    let style = attribute(&e, "text:style-name");
+                    let style = named(&parents, attribute(&e, "text:style-name"));
                     open = Some(Open {
                         heading: e.name().as_ref() == "text:h",
                         level,
@@ -255,9 +309,41 @@ pub(super) fn outline(content: &str) -> Doc {
                 _ => {}
             },
             Event::Empty(e) => {
+                match e.name().as_ref() {
+                    "style:style" => {
+                        let parent = attribute(&e, "style:parent-style-name");
+                        if !parent.is_empty() {
+                            parents.insert(attribute(&e, "style:name"), parent);
+                        }
+                    }
+                    "text:bookmark-start" => {
+                        bookmark = attribute(&e, "text:name");
+                        doc.bookmarks.push(bookmark.clone());
+                    }
+                    "text:toc-mark" => doc.marks.push(Mark {
+                        level: attribute(&e, "text:outline-level").parse().unwrap(),
+                        text: attribute(&e, "text:string-value"),
+                        bookmark: bookmark.clone(),
+                    }),
+                    "text:toc-mark-start" => {
+                        let level = attribute(&e, "text:outline-level").parse().unwrap();
+                        let from = open.as_ref().map(|p| p.text.len()).unwrap_or(0);
+                        range = Some((level, from));
+                    }
+                    "text:toc-mark-end" => {
+                        if let (Some((level, from)), Some(p)) = (range.take(), open.as_ref()) {
+                            doc.marks.push(Mark {
+                                level,
+                                text: p.text[from..].to_owned(),
+                                bookmark: bookmark.clone(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
                 let Some(p) = open.as_mut() else {
                     if e.name().as_ref() == "text:p" && !in_toc {
-                        let style = attribute(&e, "text:style-name");
+                        let style = named(&parents, attribute(&e, "text:style-name"));
                         doc.body.push(Item::Para {
                             style,
                             text: String::new(),
@@ -301,13 +387,20 @@ pub(super) fn outline(content: &str) -> Doc {
                         style,
                         text,
                         bold,
+                        href,
+                        page_of,
                         ..
                     }) = open.take()
                     else {
                         continue;
                     };
                     if in_toc {
-                        doc.toc.push((style, text));
+                        doc.toc.push(TocEntry {
+                            style,
+                            text,
+                            href,
+                            page_of,
+                        });
                     } else if let Some((_, cells)) = table.as_mut() {
                         cells.push(text);
                     } else if heading {
@@ -339,6 +432,9 @@ struct Open {
     /// Text of each `AB Speakers` span.
     bold: Vec<String>,
     in_bold: bool,
+    /// In the table of contents: the link target and the bookmark of the page field.
+    href: String,
+    page_of: Option<String>,
 }
 
 fn push_text(p: &mut Open, text: &str) {
