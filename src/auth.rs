@@ -212,11 +212,57 @@ pub const TOKEN_PREFIX: &str = "twt_";
 const MAX_TOKENS: usize = 100_000;
 
 /// Short-lived browser tokens (`POST /v1/tokens`, `docs/protocol.md`).
-/// Held as digests in memory only; a restart revokes them all.
-#[derive(Debug)]
+/// Held as digests in memory only; a restart revokes them all. In cluster
+/// mode every node also holds the grants the others minted ([`SharedGrant`],
+/// keyed by the digest, never the token). Cheap to clone (one map).
+#[derive(Debug, Clone)]
 pub struct Tokens {
-    grants: DashMap<[u8; 32], Grant>,
+    grants: Arc<DashMap<[u8; 32], Grant>>,
     max_ttl: Duration,
+}
+
+/// A browser token's grant as the nodes of a cluster share it: everything
+/// but the token itself (the key it is shared under is its digest).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SharedGrant {
+    client: String,
+    /// `own` or `key`.
+    scope: String,
+    /// Milliseconds since the Unix epoch.
+    expires_ms: u64,
+    #[serde(default)]
+    tasks: Option<Vec<String>>,
+    #[serde(default)]
+    origin: Option<String>,
+}
+
+/// The id of a token, the same on every node: the first bits of its digest.
+fn token_id(digest: &[u8; 32]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    // Never 0, so no token id can be mistaken for a missing one by a reader.
+    u64::from_le_bytes(bytes).max(1)
+}
+
+/// The digest of a token as text: the key a grant is shared under.
+pub fn token_key(token: &str) -> String {
+    hex(&digest(token))
+}
+
+fn parse_key(key: &str) -> Option<[u8; 32]> {
+    if key.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(key.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Debug, Clone)]
@@ -247,7 +293,7 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
 impl Tokens {
     pub fn new(max_ttl: Duration) -> Tokens {
         Tokens {
-            grants: DashMap::new(),
+            grants: Arc::new(DashMap::new()),
             max_ttl,
         }
     }
@@ -262,7 +308,6 @@ impl Tokens {
         origin: Option<String>,
         scope: TokenScope,
     ) -> Result<(String, SystemTime), MintError> {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         if owner.via_token() {
             return Err(MintError::NotAKey);
         }
@@ -278,11 +323,12 @@ impl Tokens {
             "{TOKEN_PREFIX}{}",
             hex(&random_bytes::<16>().map_err(|e| MintError::Random(e.to_string()))?)
         );
+        let key = digest(&secret);
         self.grants.insert(
-            digest(&secret),
+            key,
             Grant {
                 client: owner.client.clone(),
-                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                id: token_id(&key),
                 scope,
                 expires: Instant::now() + ttl,
                 tasks: tasks.map(|t| t.into_iter().map(String::into_boxed_str).collect()),
@@ -305,6 +351,84 @@ impl Tokens {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The grant of a live token, for the other nodes of a cluster.
+    pub fn shared(&self, token: &str) -> Option<SharedGrant> {
+        let grant = self.grants.get(&digest(token))?.clone();
+        let left = grant.expires.saturating_duration_since(Instant::now());
+        Some(SharedGrant {
+            client: grant.client.as_str().to_owned(),
+            scope: match grant.scope {
+                TokenScope::Own => "own",
+                TokenScope::Key => "key",
+            }
+            .to_owned(),
+            expires_ms: epoch_ms(SystemTime::now() + left),
+            tasks: grant
+                .tasks
+                .as_ref()
+                .map(|t| t.iter().map(|t| t.to_string()).collect()),
+            origin: grant.origin,
+        })
+    }
+
+    /// Holds a grant another node minted (cluster mode); false if `key` is
+    /// not a digest, the grant has expired, or the map is full.
+    pub fn adopt(&self, key: &str, shared: &SharedGrant) -> bool {
+        let Some(key) = parse_key(key) else {
+            return false;
+        };
+        let now = epoch_ms(SystemTime::now());
+        if shared.expires_ms <= now {
+            return false;
+        }
+        if self.grants.contains_key(&key) {
+            return true;
+        }
+        if self.grants.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            self.grants.retain(|_, grant| grant.expires > now);
+            if self.grants.len() >= MAX_TOKENS {
+                return false;
+            }
+        }
+        let left = Duration::from_millis(shared.expires_ms - now).min(self.max_ttl);
+        self.grants.insert(
+            key,
+            Grant {
+                client: ClientId::new(&shared.client),
+                id: token_id(&key),
+                scope: if shared.scope == "key" {
+                    TokenScope::Key
+                } else {
+                    TokenScope::Own
+                },
+                expires: Instant::now() + left,
+                tasks: shared
+                    .tasks
+                    .clone()
+                    .map(|t| t.into_iter().map(String::into_boxed_str).collect()),
+                origin: shared.origin.clone(),
+                revoked: CancellationToken::new(),
+            },
+        );
+        true
+    }
+
+    /// Whether this node holds the grant shared under `key`.
+    pub fn knows(&self, key: &str) -> bool {
+        parse_key(key).is_some_and(|key| self.grants.contains_key(&key))
+    }
+
+    /// Drops a grant revoked on another node (cluster mode): sockets it
+    /// opened here close with `4401`.
+    pub fn forget(&self, key: &str) {
+        if let Some(key) = parse_key(key)
+            && let Some((_, grant)) = self.grants.remove(&key)
+        {
+            grant.revoked.cancel();
         }
     }
 

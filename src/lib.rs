@@ -116,8 +116,21 @@ pub async fn serve_with(
                 Arc::from(settings.node.as_str()),
                 settings.lease,
             );
-            let cluster =
-                cluster::start(settings, &config.limits, port, &background, stop.clone()).await?;
+            let shares = cluster::Shares {
+                token_ttl: config.security.max_token_ttl,
+                file_ttl: config.files.file_ttl,
+                file_bytes: config.files.max_temp_bytes,
+            };
+            let cluster = cluster::start(
+                settings,
+                &config.limits,
+                shares,
+                port,
+                &background,
+                stop.clone(),
+            )
+            .await?;
+            artifacts.share_with(Arc::new(cluster.clone()));
             tracing::info!(
                 node = settings.node,
                 "cluster mode: this node shares its queue on NATS"
@@ -149,6 +162,10 @@ pub async fn serve_with(
         &background,
         stop.clone(),
     );
+    let tokens = Tokens::new(config.security.max_token_ttl);
+    if let Some(cluster) = &cluster {
+        cluster.follow_tokens(tokens.clone(), &background, stop.clone());
+    }
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
@@ -159,7 +176,7 @@ pub async fn serve_with(
         schedules,
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),
-            tokens: Tokens::new(config.security.max_token_ttl),
+            tokens,
         },
         origins: OriginPolicy::new(
             config.security.allowed_origins.clone(),

@@ -26,6 +26,8 @@ pub(super) const EVENTS_STREAM: &str = "TW_EVENTS";
 pub(super) const IDEM_BUCKET: &str = "tw_idem";
 pub(super) const LOCK_BUCKET: &str = "tw_locks";
 pub(super) const NODE_BUCKET: &str = "tw_nodes";
+pub(super) const TOKEN_BUCKET: &str = "tw_tokens";
+pub(super) const FILE_BUCKET: &str = "tw_files";
 
 /// How long a refused-for-now submit tells the client to wait.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
@@ -43,6 +45,10 @@ pub(super) struct Ready {
     pub(super) idem: kv::Store,
     pub(super) locks: kv::Store,
     pub(super) nodes: kv::Store,
+    /// Browser tokens' grants, by digest (age limit: `max_token_ttl_s`).
+    pub(super) tokens: kv::Store,
+    /// Published files, by download token (age limit: 2 × `file_ttl_s`).
+    pub(super) files: jetstream::object_store::ObjectStore,
 }
 
 /// A queue message this node holds for a task it claimed.
@@ -148,7 +154,7 @@ impl Link {
     }
 
     /// Waits until the streams are set up.
-    async fn ready(&self) -> &Ready {
+    pub(super) async fn ready(&self) -> &Ready {
         loop {
             if let Some(ready) = self.ready.get() {
                 return ready;

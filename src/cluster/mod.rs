@@ -15,5 +15,6 @@ mod codec;
 pub mod config;
 mod link;
 mod serve;
+mod shares;
 
-pub use serve::{Cluster, ClusterError, start};
+pub use serve::{Cluster, ClusterError, Shares, start};

@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 use super::codec;
 use super::config::{ClusterConfig, NatsAuth};
 use super::link::{
-    EVENTS_STREAM, IDEM_BUCKET, LOCK_BUCKET, Link, NODE_BUCKET, QUEUE_STREAM, Ready,
+    EVENTS_STREAM, FILE_BUCKET, IDEM_BUCKET, LOCK_BUCKET, Link, NODE_BUCKET, QUEUE_STREAM, Ready,
+    TOKEN_BUCKET,
 };
 use crate::config::Limits;
 use crate::scheduler::cluster::{Forwarded, Input, NodeState, NodeView};
@@ -30,6 +31,17 @@ const EFFECTS_AT_ONCE: usize = 4096;
 pub enum ClusterError {
     #[error("cluster: {0}")]
     Setup(String),
+}
+
+/// What the nodes share besides tasks, and its bounds.
+#[derive(Clone, Debug)]
+pub struct Shares {
+    /// `max_token_ttl_s`: the age limit of shared token grants.
+    pub token_ttl: Duration,
+    /// `file_ttl_s`: files are served this long, then answer `410`.
+    pub file_ttl: Duration,
+    /// `max_temp_bytes`: the bound of the shared file store.
+    pub file_bytes: u64,
 }
 
 /// The node's view of its link, for `/readyz` and shutdown.
@@ -51,6 +63,10 @@ struct Shared {
 }
 
 impl Cluster {
+    pub(super) fn link(&self) -> Arc<Link> {
+        Arc::clone(&self.shared.link)
+    }
+
     pub fn node(&self) -> &str {
         &self.shared.node
     }
@@ -132,6 +148,7 @@ async fn set_up(
     js: &jetstream::Context,
     config: &ClusterConfig,
     limits: &Limits,
+    shares: &Shares,
 ) -> Result<Ready, String> {
     let replicas = config.replicas;
     let text = |e: &dyn std::fmt::Display| e.to_string();
@@ -190,6 +207,11 @@ async fn set_up(
         .create_or_update_key_value(bucket(NODE_BUCKET, Duration::from_secs(86_400)))
         .await
         .map_err(|e| text(&e))?;
+    let tokens = js
+        .create_or_update_key_value(bucket(TOKEN_BUCKET, shares.token_ttl))
+        .await
+        .map_err(|e| text(&e))?;
+    let files = open_files(js, config, shares).await?;
     Ok(Ready {
         js: js.clone(),
         queue,
@@ -197,7 +219,47 @@ async fn set_up(
         idem,
         locks,
         nodes,
+        tokens,
+        files,
     })
+}
+
+/// The file store: created if missing, its limits brought up to date.
+async fn open_files(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    shares: &Shares,
+) -> Result<jetstream::object_store::ObjectStore, String> {
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    let max_age = shares.file_ttl * 2;
+    let max_bytes = i64::try_from(shares.file_bytes).unwrap_or(i64::MAX);
+    match js.get_object_store(FILE_BUCKET).await {
+        Ok(store) => {
+            // The store is a stream `OBJ_<bucket>`: its limits follow the
+            // configuration like the other streams'.
+            let name = format!("OBJ_{FILE_BUCKET}");
+            if let Ok(stream) = js.get_stream(&name).await {
+                let mut wanted = stream.cached_info().config.clone();
+                if wanted.max_age != max_age || wanted.max_bytes != max_bytes {
+                    wanted.max_age = max_age;
+                    wanted.max_bytes = max_bytes;
+                    js.update_stream(wanted).await.map_err(|e| text(&e))?;
+                }
+            }
+            Ok(store)
+        }
+        Err(_) => js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: FILE_BUCKET.to_owned(),
+                max_age,
+                max_bytes,
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| text(&e)),
+    }
 }
 
 /// Starts the node's link: connects (in the background: a node comes up
@@ -206,6 +268,7 @@ async fn set_up(
 pub async fn start(
     config: &ClusterConfig,
     limits: &Limits,
+    shares: Shares,
     port: ClusterPort,
     tracker: &TaskTracker,
     stop: CancellationToken,
@@ -243,6 +306,7 @@ pub async fn start(
         Arc::clone(&shared),
         config.clone(),
         limits.clone(),
+        shares,
         tracker.clone(),
         stop,
     ));
@@ -273,6 +337,7 @@ async fn supervise(
     shared: Arc<Shared>,
     config: ClusterConfig,
     limits: Limits,
+    shares: Shares,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -282,7 +347,7 @@ async fn supervise(
         if stop.is_cancelled() {
             return;
         }
-        match set_up(&js, &config, &limits).await {
+        match set_up(&js, &config, &limits, &shares).await {
             Ok(ready) => {
                 let _ = link.ready.set(ready);
                 break;

@@ -386,6 +386,22 @@ async fn mint(
         .mint(&principal, ttl, request.tasks, origin, scope)
     {
         Ok((token, expires)) => {
+            // Cluster mode: the token works on every node once this answers.
+            if let Some(cluster) = &state.cluster {
+                let shared = state.auth.tokens.shared(&token);
+                let key = crate::auth::token_key(&token);
+                let outcome = match &shared {
+                    Some(grant) => cluster.share_token(&key, grant).await,
+                    None => Err("the token expired at once".to_owned()),
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "a browser token could not be shared with the cluster");
+                    state.auth.tokens.revoke(&principal.client, &token);
+                    return Err(ApiError::Refused(crate::scheduler::Refusal::Unavailable {
+                        retry_after: Duration::from_millis(500),
+                    }));
+                }
+            }
             let expires_at = encode::rfc3339(expires);
             let body = Minted {
                 token: &token,
@@ -408,8 +424,15 @@ async fn revoke(
     Caller(principal): Caller,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    if principal.via_token() || !state.auth.tokens.revoke(&principal.client, &token) {
+    if principal.via_token() {
         return Err(ApiError::NoSuchThing("no such token"));
+    }
+    super::caller::learn_token(&state, &token).await;
+    if !state.auth.tokens.revoke(&principal.client, &token) {
+        return Err(ApiError::NoSuchThing("no such token"));
+    }
+    if let Some(cluster) = &state.cluster {
+        cluster.unshare_token(&crate::auth::token_key(&token)).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -9,6 +9,7 @@
 
 mod faults;
 mod nodes;
+mod shares;
 
 use std::io::Write as _;
 use std::path::PathBuf;
