@@ -110,6 +110,10 @@ pub struct SharedFile {
 /// A reader over a shared file's bytes.
 pub type SharedReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
+/// A shared file's description, and its bytes unless it has expired;
+/// `None`: there is no such file.
+pub type SharedFound = Option<(SharedFile, Option<SharedReader>)>;
+
 /// Where published files are also kept so that every node can serve them
 /// (cluster mode: the cluster's file store). Without one, files live on
 /// this node only.
@@ -126,10 +130,7 @@ pub trait FileShare: Send + Sync + std::fmt::Debug {
     fn get(
         &self,
         token: String,
-    ) -> futures::future::BoxFuture<
-        'static,
-        Result<Option<(SharedFile, Option<SharedReader>)>, String>,
-    >;
+    ) -> futures::future::BoxFuture<'static, Result<SharedFound, String>>;
 }
 
 /// What a download link points at now.

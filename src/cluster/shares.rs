@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::Link;
 use super::serve::Cluster;
-use crate::artifacts::{FileShare, SharedFile, SharedReader};
+use crate::artifacts::{FileShare, SharedFile, SharedFound, SharedReader};
 use crate::auth::{SharedGrant, Tokens};
 use crate::task::PublishedFile;
 
@@ -149,10 +149,7 @@ impl FileShare for Cluster {
         })
     }
 
-    fn get(
-        &self,
-        token: String,
-    ) -> BoxFuture<'static, Result<Option<(SharedFile, Option<SharedReader>)>, String>> {
+    fn get(&self, token: String) -> BoxFuture<'static, Result<SharedFound, String>> {
         use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind};
         let link = self.link();
         Box::pin(async move {
