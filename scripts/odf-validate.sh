@@ -8,7 +8,8 @@
 # openxml-audit refuses to run the schema on more than 8 MB of XML (a guardrail its CLI cannot
 # change; a 3,000-contribution booklet has about 10 MB). When that guardrail is the only error,
 # the same CLI is run again with the limit lifted, and that run's verdict counts.
-# Tools live in a Python venv at ${TASKWIRE_PYENV:-target/pyenv}, created on first use.
+# Tools live in a Python venv at ${TASKWIRE_PYENV:-target/pyenv}, created on first use from the
+# pinned scripts/odf-requirements.txt.
 # Usage: scripts/odf-validate.sh FILE.odt...   Exit status: 0 when every file passes.
 set -euo pipefail
 
@@ -21,7 +22,7 @@ venv=${TASKWIRE_PYENV:-target/pyenv}
 if [ ! -x "$venv/bin/openxml-audit" ] || [ ! -x "$venv/bin/odflint" ]; then
   echo "setting up $venv (openxml-audit, odfpy)" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check openxml-audit odfpy
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$(dirname "$0")/odf-requirements.txt"
 fi
 
 # Reads openxml-audit's JSON on stdin and prints a verdict. Exits 0 when valid with 0 errors,

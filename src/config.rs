@@ -111,6 +111,21 @@ pub struct Overrides {
     /// Seconds a REST request body may take to arrive (default 30).
     #[arg(long, env = "TASKWIRE_BODY_TIMEOUT_S", value_name = "N")]
     pub body_timeout_s: Option<u64>,
+    /// Seconds a connection gets to send a complete request head, from its
+    /// opening or from the end of its previous response (default 10).
+    #[arg(long, env = "TASKWIRE_HEADER_READ_TIMEOUT_S", value_name = "N")]
+    pub header_read_timeout_s: Option<u64>,
+    /// Seconds a connection (HTTP or WebSocket) may move no byte either way
+    /// before it is closed (default 120).
+    #[arg(long, env = "TASKWIRE_IDLE_TIMEOUT_S", value_name = "N")]
+    pub idle_timeout_s: Option<u64>,
+    /// Open TCP connections at once, WebSockets included (default 16384;
+    /// lowered to fit the file descriptor limit).
+    #[arg(long, env = "TASKWIRE_MAX_HTTP_CONNECTIONS", value_name = "N")]
+    pub max_http_connections: Option<usize>,
+    /// Open TCP connections from one IP address (IPv6: one /64) (default 256).
+    #[arg(long, env = "TASKWIRE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
     /// `[cluster]`: several nodes on NATS JetStream (docs/cluster.md).
     #[command(flatten)]
     pub cluster: crate::cluster::config::ClusterOverrides,
@@ -154,6 +169,10 @@ struct FileConfig {
     write_timeout_s: Option<u64>,
     body_timeout_s: Option<u64>,
     max_token_ttl_s: Option<u64>,
+    header_read_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
+    max_http_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     api_keys: Vec<FileApiKey>,
@@ -206,9 +225,25 @@ pub struct Config {
     pub limits: Limits,
     pub files: FilesConfig,
     pub security: SecurityConfig,
+    pub http: HttpConfig,
     pub log_format: LogFormat,
     /// `[cluster]`, when this node shares its queue with others on NATS.
     pub cluster: Option<crate::cluster::config::ClusterConfig>,
+}
+
+/// The listener's own bounds (`server::listener`), before any request is
+/// routed or authenticated.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// From a connection's opening, or the end of its previous response, to
+    /// the end of the next request head; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// No byte read or written for this long: the connection is closed.
+    pub idle_timeout: Duration,
+    /// Open TCP connections (WebSockets included); more are closed at once.
+    pub max_http_connections: usize,
+    /// Open TCP connections per peer IP (IPv6: per /64); more are closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// The bounds the scheduler, the worker pool and the connections enforce.
@@ -492,6 +527,37 @@ impl Config {
             1,
             86_400,
         );
+        let header_read_timeout_s = check(
+            "header_read_timeout_s",
+            pick(o.header_read_timeout_s, file.header_read_timeout_s, 10),
+            1,
+            600,
+        );
+        // Above the WebSocket heartbeat (a ping after 30 quiet seconds), so a
+        // healthy idle socket is never taken for a dead one.
+        let idle_timeout_s = check(
+            "idle_timeout_s",
+            pick(o.idle_timeout_s, file.idle_timeout_s, 120),
+            60,
+            86_400,
+        );
+        let max_http_connections = check(
+            "max_http_connections",
+            pick(o.max_http_connections, file.max_http_connections, 16_384) as u64,
+            1,
+            1_000_000,
+        );
+        let max_connections_per_ip = check(
+            "max_connections_per_ip",
+            pick(o.max_connections_per_ip, file.max_connections_per_ip, 256) as u64,
+            1,
+            1_000_000,
+        );
+        if max_connections_per_ip > max_http_connections {
+            problems.push(format!(
+                "max_connections_per_ip: {max_connections_per_ip} is more than max_http_connections ({max_http_connections})"
+            ));
+        }
 
         let public_url = pick(o.public_url.clone(), file.public_url, String::new());
         let public_url = if public_url.is_empty() {
@@ -598,6 +664,12 @@ impl Config {
                 auth_timeout: secs(auth_timeout_s),
                 max_token_ttl: secs(max_token_ttl_s),
             },
+            http: HttpConfig {
+                header_read_timeout: secs(header_read_timeout_s),
+                idle_timeout: secs(idle_timeout_s),
+                max_http_connections: max_http_connections as usize,
+                max_connections_per_ip: max_connections_per_ip as usize,
+            },
             log_format: pick(o.log_format, file.log_format, LogFormat::Text),
             cluster,
         })
@@ -637,6 +709,10 @@ impl Config {
             write_timeout_s: u64,
             body_timeout_s: u64,
             max_token_ttl_s: u64,
+            header_read_timeout_s: u64,
+            idle_timeout_s: u64,
+            max_http_connections: usize,
+            max_connections_per_ip: usize,
             allowed_origins: &'a [String],
         }
         let shown = Shown {
@@ -667,6 +743,10 @@ impl Config {
             write_timeout_s: self.limits.write_timeout.as_secs(),
             body_timeout_s: self.limits.body_timeout.as_secs(),
             max_token_ttl_s: self.security.max_token_ttl.as_secs(),
+            header_read_timeout_s: self.http.header_read_timeout.as_secs(),
+            idle_timeout_s: self.http.idle_timeout.as_secs(),
+            max_http_connections: self.http.max_http_connections,
+            max_connections_per_ip: self.http.max_connections_per_ip,
             allowed_origins: &self.security.allowed_origins,
         };
         let mut out = toml::to_string(&shown).unwrap_or_default();
@@ -737,8 +817,16 @@ fn check_key_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// `scheme://host[:port]`, lowercased, without a path; `*` is refused.
+/// Longest origin accepted anywhere (config, `Origin` header, a browser
+/// token's `origin`), in bytes: a 253-byte host name with scheme and port fits.
+pub const MAX_ORIGIN_BYTES: usize = 300;
+
+/// `scheme://host[:port]`, lowercased, without a path and without the
+/// scheme's default port (as browsers send it); `*` is refused.
 pub(crate) fn normalize_origin(origin: &str) -> Result<String, &'static str> {
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err("longer than 300 bytes");
+    }
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
     let Some((scheme, rest)) = origin.split_once("://") else {
         return Err("expected scheme://host[:port]");
@@ -749,7 +837,11 @@ pub(crate) fn normalize_origin(origin: &str) -> Result<String, &'static str> {
     if rest.is_empty() || rest.contains(['/', '*', '?', '#', '@', ' ']) {
         return Err("expected scheme://host[:port] without path or wildcard");
     }
-    Ok(origin)
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    match rest.strip_suffix(default_port) {
+        Some(host) if !host.is_empty() => Ok(format!("{scheme}://{host}")),
+        _ => Ok(origin),
+    }
 }
 
 fn normalize_public_url(url: &str) -> Result<String, &'static str> {
@@ -786,6 +878,10 @@ mod tests {
         assert_eq!(config.limits.result_ttl, Duration::from_secs(3600));
         assert_eq!(config.security.auth_timeout, Duration::from_secs(10));
         assert!(config.limits.workers >= 1);
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.http.max_http_connections, 16_384);
+        assert_eq!(config.http.max_connections_per_ip, 256);
     }
 
     #[test]
@@ -806,6 +902,10 @@ mod tests {
         assert!(invalid("workers = \"two\"").contains("workers"));
         assert!(invalid("listen = \"nowhere\"").contains("listen"));
         assert!(invalid("allowed_origins = [\"*\"]").contains("allowed_origins"));
+        assert!(invalid("idle_timeout_s = 30").contains("idle_timeout_s: 30 is out of range"));
+        assert!(invalid("header_read_timeout_s = 0").contains("header_read_timeout_s"));
+        let e = invalid("max_http_connections = 10\nmax_connections_per_ip = 11");
+        assert!(e.contains("max_connections_per_ip: 11 is more than"), "{e}");
         let e = invalid("[[api_keys]]\nname = \"a\"\nsha256 = \"zz\"");
         assert!(e.contains("api_keys[0].sha256"), "{e}");
         let e = invalid("[[api_keys]]\nname = \"a\"\nsha256 = \"sha256:\"");
@@ -833,5 +933,20 @@ mod tests {
         );
         assert!(normalize_origin("https://a.org/path").is_err());
         assert!(normalize_origin("ftp://a.org").is_err());
+        // The default port is left out, as browsers do; another is kept.
+        assert_eq!(
+            normalize_origin("https://a.org:443").as_deref(),
+            Ok("https://a.org")
+        );
+        assert_eq!(
+            normalize_origin("http://a.org:80").as_deref(),
+            Ok("http://a.org")
+        );
+        assert_eq!(
+            normalize_origin("https://a.org:80").as_deref(),
+            Ok("https://a.org:80")
+        );
+        let long = format!("https://{}.org", "a".repeat(MAX_ORIGIN_BYTES));
+        assert!(normalize_origin(&long).is_err());
     }
 }

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -162,9 +161,9 @@ pub async fn serve_with(
         &background,
         stop.clone(),
     );
-    let tokens = Tokens::new(config.security.max_token_ttl);
+    let tokens = Tokens::start(config.security.max_token_ttl, &background, stop.clone());
     if let Some(cluster) = &cluster {
-        cluster.follow_tokens(tokens.clone(), &background, stop.clone());
+        cluster.follow_tokens(Arc::clone(&tokens), &background, stop.clone());
     }
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
@@ -181,6 +180,7 @@ pub async fn serve_with(
         origins: OriginPolicy::new(
             config.security.allowed_origins.clone(),
             config.files.public_url.as_deref(),
+            listener.local_addr()?,
         ),
         links: server::encode::Links {
             public_url: config.files.public_url.clone(),
@@ -197,13 +197,13 @@ pub async fn serve_with(
         cluster: cluster.clone(),
     });
     let app = server::router(state.clone());
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(drained.clone().cancelled_owned())
-        .into_future();
-    let server = tokio::spawn(server);
+    let server = tokio::spawn(server::listener::serve(
+        listener,
+        app,
+        state.config.http.clone(),
+        state.metrics.clone(),
+        drained.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutdown: draining");

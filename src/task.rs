@@ -40,6 +40,32 @@ impl TaskId {
     }
 }
 
+/// Hashes a [`TaskId`] by its low 64 bits: ids are random, so no client
+/// can pick ids that collide, and maps keyed by ids (looked up a dozen
+/// times per task) skip a general-purpose hash of 16 bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `TaskId` (it writes one u128); kept correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= n as u64;
+    }
+}
+
+/// A map keyed by task ids.
+pub type IdMap<V> = std::collections::HashMap<TaskId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// [`TaskId`] as text.
 #[derive(Clone, Copy, Debug)]
 pub struct TaskIdText([u8; 32]);

@@ -1,8 +1,9 @@
 //! Logs and metrics.
 //!
 //! Logs: `tracing` with dotted fields (`task.id`, `conn.id`, `client.id`),
-//! text or JSON, filtered by `RUST_LOG` (default `info`). Never a key, a
-//! token, an `Authorization` header, a task's input or result.
+//! text or JSON, filtered by `RUST_LOG` (default `info`) under a fixed
+//! ceiling for other crates ([`ceiling`]). Never a key, a token, an
+//! `Authorization` header, a task's input or result.
 //!
 //! Metrics: one Prometheus registry, every name `taskwire_*`. Per-task
 //! handles ([`TaskMetrics`]) are made once per task name and cloned into each
@@ -20,19 +21,39 @@ use prometheus_client::registry::Registry;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Logs go to stderr.
+/// Installs the global subscriber. Logs go to stderr, filtered by
+/// `RUST_LOG` (default `info`) under [`ceiling`].
 pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(ceiling()).with(filter);
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => registry.with(output).try_init(),
+        LogFormat::Json => registry.with(output.json().flatten_event(true)).try_init(),
     };
+}
+
+/// The most any `RUST_LOG` can turn on: our own targets up to `trace`,
+/// tower-http's request log up to `debug` (our trace layer records the route
+/// template and the status, nothing else), every other crate up to `info`.
+/// Below that, dependencies log what must never reach a log: tungstenite
+/// (through the `log` bridge) every WebSocket frame, with the `auth`
+/// message's key and task inputs in them; hyper and h2 (with their tracing
+/// features) headers, `Authorization` included; axum rejected bodies.
+pub fn ceiling() -> tracing_subscriber::filter::Targets {
+    use tracing::level_filters::LevelFilter;
+    tracing_subscriber::filter::Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("taskwire", LevelFilter::TRACE)
+        .with_target("taskwire_protocol", LevelFilter::TRACE)
+        .with_target("tower_http", LevelFilter::DEBUG)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +77,11 @@ struct Kind {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Limit {
+    limit: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 100 µs .. ~1.8 h, ×2.5 per bucket.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -72,6 +98,7 @@ pub struct Metrics {
     durations: Family<TaskName, Histogram, fn() -> Histogram>,
     rejections: Family<Code, Counter>,
     connections: Family<Kind, Gauge>,
+    refused: Family<Limit, Counter>,
     per_task: Arc<RwLock<HashMap<Arc<str>, TaskMetrics>>>,
     pub queue_depth: Gauge,
     pub tasks_running: Gauge,
@@ -84,6 +111,8 @@ pub struct Metrics {
     pub temp_bytes: Gauge,
     pub queued_input_bytes: Gauge,
     pub held_result_bytes: Gauge,
+    /// Open TCP connections to the listener (WebSockets included).
+    pub http_connections: Gauge,
 }
 
 /// The metric handles of one task name.
@@ -112,6 +141,7 @@ impl Metrics {
         );
         let rejections = Family::<Code, Counter>::default();
         let connections = Family::<Kind, Gauge>::default();
+        let refused = Family::<Limit, Counter>::default();
         let metrics = Metrics {
             registry: Arc::new(Registry::default()),
             outcomes,
@@ -119,6 +149,7 @@ impl Metrics {
             durations,
             rejections,
             connections,
+            refused,
             per_task: Arc::default(),
             queue_depth: Gauge::default(),
             tasks_running: Gauge::default(),
@@ -131,6 +162,7 @@ impl Metrics {
             temp_bytes: Gauge::default(),
             queued_input_bytes: Gauge::default(),
             held_result_bytes: Gauge::default(),
+            http_connections: Gauge::default(),
         };
         let m = &metrics;
         registry.register(
@@ -209,6 +241,19 @@ impl Metrics {
             "Bytes of finished tasks' held events, against max_held_result_bytes",
             m.held_result_bytes.clone(),
         );
+        registry.register(
+            "http_connections",
+            "Open TCP connections to the listener, WebSockets included (max_http_connections)",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "TCP connections closed at accept, by the cap they hit (total: max_http_connections, per_ip: max_connections_per_ip)",
+            m.refused.clone(),
+        );
+        for limit in ["total", "per_ip"] {
+            let _ = m.refused.get_or_create(&Limit { limit });
+        }
         for code in crate::protocol::ErrorCode::ALL {
             let _ = m.rejections.get_or_create(&Code {
                 code: code.as_str(),
@@ -260,6 +305,11 @@ impl Metrics {
                 code: code.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a connection closed at accept by `limit` (`total` or `per_ip`).
+    pub fn connection_refused(&self, limit: &'static str) {
+        self.refused.get_or_create(&Limit { limit }).inc();
     }
 
     /// The open-connections gauge of a kind (`ws` or `sse`).

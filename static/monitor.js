@@ -181,6 +181,11 @@ function scheduleRender() {
   requestAnimationFrame(render);
 }
 
+// The schedules panel polls admin REST routes: it starts once `watch` has
+// shown the key is an admin key, so a refused key sees one clear notice.
+let schedulesKey = null;
+let schedulesTimer = null;
+
 async function watch() {
   try {
     const reply = await client.request({ type: 'watch' });
@@ -190,6 +195,9 @@ async function watch() {
     showNotice('');
     $('#app').hidden = false;
     scheduleRender();
+    if (schedulesTimer === null && schedulesKey !== null) {
+      schedulesTimer = startSchedules(server, schedulesKey, $('#schedules-card'), showNotice);
+    }
   } catch (err) {
     if (err instanceof TaskwireError && err.code === 'unauthorized') {
       showNotice(`This key cannot watch the server: it is not an admin key (${err.code}: ${err.message}).`);
@@ -217,6 +225,7 @@ async function start(key) {
   $('#key-form').hidden = true;
   showNotice('');
   client = new TaskwireClient(server, { key });
+  schedulesKey = key;
   window.taskwireClient = client; // for the console
   const conn = $('#conn');
   client.addEventListener('state', (e) => {
@@ -239,7 +248,6 @@ async function start(key) {
   });
   try {
     await client.connect();
-    startSchedules(server, key, $('#schedules-card'), showNotice);
   } catch (err) {
     showNotice(`Cannot connect: ${err.message} (${err.code})`);
     $('#key-form').hidden = false;

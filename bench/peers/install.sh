@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the peers by package name: Debian redis-server, PyPI celery[redis]
-# (in bench/.venv), npm bullmq + ioredis (bench/peers/bullmq/node_modules,
-# pinned by package-lock.json). Safe to re-run: it skips what is there.
+# (in bench/.venv, pinned by celery/requirements.txt), npm bullmq + ioredis
+# (bench/peers/bullmq/node_modules, pinned by package-lock.json). Safe to
+# re-run: it skips what is there. Install errors are shown, not hidden.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bench="$(dirname "$here")"
@@ -18,14 +19,14 @@ fi
 if [ ! -x "$bench/.venv/bin/celery" ]; then
     echo "installing celery[redis] (pip, in bench/.venv)" >&2
     python3 -m venv "$bench/.venv"
-    "$bench/.venv/bin/pip" install -q --disable-pip-version-check 'celery[redis]' >&2
+    "$bench/.venv/bin/pip" install -q --disable-pip-version-check -r "$here/celery/requirements.txt" >&2
 fi
 
 if [ ! -d "$here/bullmq/node_modules/bullmq" ]; then
     echo "installing bullmq + ioredis (npm ci)" >&2
     if [ -f "$here/bullmq/package-lock.json" ]; then
-        (cd "$here/bullmq" && npm ci --silent --no-audit --no-fund) >&2
+        (cd "$here/bullmq" && npm ci --no-audit --no-fund --loglevel=error) >&2
     else
-        (cd "$here/bullmq" && npm install --silent --no-audit --no-fund bullmq ioredis) >&2
+        (cd "$here/bullmq" && npm install --no-audit --no-fund --loglevel=error bullmq ioredis) >&2
     fi
 fi

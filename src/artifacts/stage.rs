@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::Quota;
 
@@ -205,12 +206,20 @@ pub fn is_storage_full(error: &io::Error) -> bool {
         .is_some_and(|inner| inner.is::<StageError>())
 }
 
-/// A file name safe to serve: no `/`, `\` or control characters, no leading
-/// dots or spaces, at most [`MAX_NAME_BYTES`] bytes of UTF-8; never empty.
+/// A file name safe to serve and to show: no `/`, `\` or control
+/// characters, no Unicode format characters (category Cf: bidi controls such
+/// as U+202E, zero-width spaces and joiners, the BOM...); line and paragraph
+/// separators (U+2028, U+2029) become spaces; no leading dots or spaces, at
+/// most [`MAX_NAME_BYTES`] bytes of UTF-8; never empty.
 pub fn clean_name(name: &str) -> String {
     let kept: String = name
         .chars()
-        .filter(|c| !matches!(c, '/' | '\\') && !c.is_control())
+        .filter_map(|c| match c.general_category() {
+            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => Some(' '),
+            GeneralCategory::Format | GeneralCategory::Control => None,
+            _ if matches!(c, '/' | '\\') => None,
+            _ => Some(c),
+        })
         .collect();
     let trimmed = kept.trim_start_matches(['.', ' ']).trim_end_matches(' ');
     let mut end = trimmed.len().min(MAX_NAME_BYTES);
@@ -256,6 +265,20 @@ mod tests {
             ("", "file"),
             ("...", "file"),
             ("Zürich – 𝜇.odt", "Zürich – 𝜇.odt"),
+            // Bidi overrides: shown as "exe.png" if kept.
+            ("\u{202e}gnp.exe", "gnp.exe"),
+            ("a\u{2066}b\u{2069}\u{200f}.txt", "ab.txt"),
+            // Zero-width characters, BOM, word joiner, soft hyphen.
+            (
+                "in\u{200b}vis\u{200d}ible\u{feff}\u{2060}\u{ad}.txt",
+                "invisible.txt",
+            ),
+            // Tag characters (plane 14) and the Arabic number sign.
+            ("x\u{e0041}\u{600}.txt", "x.txt"),
+            // Line and paragraph separators become spaces, then are trimmed.
+            ("a\u{2028}b\u{2029}", "a b"),
+            ("\u{2028}\u{202e}", "file"),
+            ("\u{85}next", "next"),
         ];
         for (raw, clean) in cases {
             assert_eq!(clean_name(raw), clean, "{raw:?}");

@@ -70,7 +70,7 @@ impl Cluster {
     /// Follows the grants of every node into `tokens` until `stop`.
     pub fn follow_tokens(
         &self,
-        tokens: Tokens,
+        tokens: Arc<Tokens>,
         tracker: &tokio_util::task::TaskTracker,
         stop: CancellationToken,
     ) {
@@ -78,7 +78,7 @@ impl Cluster {
     }
 }
 
-async fn follow(link: Arc<Link>, tokens: Tokens, stop: CancellationToken) {
+async fn follow(link: Arc<Link>, tokens: Arc<Tokens>, stop: CancellationToken) {
     let ready = tokio::select! {
         () = stop.cancelled() => return,
         ready = link.ready() => ready,

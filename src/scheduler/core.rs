@@ -9,7 +9,7 @@
 //! the drain; `running.rs` has dispatch, executor reports and timers;
 //! `questions.rs` and `watch.rs` the rest.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -30,7 +30,8 @@ use crate::config::Limits;
 use crate::directory::Directory;
 use crate::exec::{ExecutorId, Order, Tagged};
 use crate::task::{
-    Answer, CancelReason, ClientId, Owner, Priority, PublishedFile, TaskEvent, TaskId, TaskState,
+    Answer, CancelReason, ClientId, IdMap, Owner, Priority, PublishedFile, TaskEvent, TaskId,
+    TaskState,
 };
 use crate::telemetry::{Metrics, TaskMetrics};
 
@@ -145,6 +146,9 @@ pub(crate) struct Task {
     pub(crate) cluster: Option<Box<super::cluster::ClusterTask>>,
     /// The schedule that submitted it.
     pub(crate) tag: Option<Arc<str>>,
+    /// Its entries in `Core::timers` (at most one of each kind), removed
+    /// with it, so finished tasks leave no timers behind.
+    pub(crate) timers: Vec<(Instant, Timer)>,
 }
 
 impl Task {
@@ -180,7 +184,7 @@ pub(crate) struct Core {
     pub(crate) metrics: Metrics,
     /// Handed to every executor that registers.
     pub(crate) reports: mpsc::Sender<Tagged>,
-    pub(crate) tasks: HashMap<TaskId, Task>,
+    pub(crate) tasks: IdMap<Task>,
     pub(crate) queue: Queue,
     pub(crate) registry: Registry,
     pub(crate) idempotency: Idempotency,
@@ -189,7 +193,7 @@ pub(crate) struct Core {
     pub(crate) timers: BTreeSet<(Instant, TaskId, Timer)>,
     /// Bytes of queued inputs, in all and per client.
     pub(crate) queued_bytes: u64,
-    pub(crate) client_bytes: HashMap<ClientId, u64>,
+    pub(crate) client_bytes: rustc_hash::FxHashMap<ClientId, u64>,
     /// Tasks running (or waiting for an answer).
     pub(crate) running: usize,
     /// Moving average of task run time, for `retry_after_ms`.
@@ -226,7 +230,7 @@ impl Core {
             directory,
             metrics,
             reports,
-            tasks: HashMap::new(),
+            tasks: IdMap::default(),
             queue: Queue::default(),
             registry: Registry::default(),
             idempotency: Idempotency::default(),
@@ -234,7 +238,7 @@ impl Core {
             watch: WatchFeed::default(),
             timers: BTreeSet::new(),
             queued_bytes: 0,
-            client_bytes: HashMap::new(),
+            client_bytes: rustc_hash::FxHashMap::default(),
             running: 0,
             ewma_ms: 10.0,
             drain: None,
@@ -327,6 +331,33 @@ impl Core {
             }
             Command::Drain { reply } => self.begin_drain(reply, now),
         }
+    }
+
+    /// Sets a timer of a task (replacing one of the same kind).
+    pub(crate) fn set_timer(&mut self, id: TaskId, at: Instant, timer: Timer) {
+        self.clear_timers(id, |t| {
+            std::mem::discriminant(&t) == std::mem::discriminant(&timer)
+        });
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.timers.push((at, timer));
+            self.timers.insert((at, id, timer));
+        }
+    }
+
+    /// Removes a task's timers that `which` selects.
+    pub(crate) fn clear_timers(&mut self, id: TaskId, which: impl Fn(Timer) -> bool) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let timers = &mut self.timers;
+        task.timers.retain(|&(at, timer)| {
+            if which(timer) {
+                timers.remove(&(at, id, timer));
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Answers a refused request.
@@ -459,6 +490,9 @@ impl Core {
             }
         }
         if terminal {
+            for (at, timer) in std::mem::take(&mut task.timers) {
+                self.timers.remove(&(at, id, timer));
+            }
             task.subscribers = Vec::new();
             let bytes = task.log.bytes();
             self.retention.push(now + self.limits.result_ttl, id, bytes);

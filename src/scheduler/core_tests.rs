@@ -353,6 +353,9 @@ fn strict_priority_and_fifo_across_names_on_one_executor() {
         h.complete(w, id, attempt);
     }
     assert_eq!(order, vec![high, first, second, low]);
+    // Finished tasks leave no timer behind (deadlines of an hour would
+    // otherwise pile up with the task rate).
+    assert!(h.core.timers.is_empty(), "{:?}", h.core.timers);
 }
 
 #[test]
@@ -715,6 +718,7 @@ fn questions_are_asked_validated_answered_once_and_time_out() {
     assert_eq!(kinds(&mut rx), Vec::<String>::new());
     h.advance(2 * SEC);
     assert_eq!(kinds(&mut rx), vec!["failed"]);
+    assert!(h.core.timers.is_empty(), "{:?}", h.core.timers);
 }
 
 #[test]

@@ -198,6 +198,7 @@ impl Core {
             cancel_waiters: Vec::new(),
             question: None,
             answered: Vec::new(),
+            timers: Vec::new(),
             worker: None,
             created_at: at,
             started_at: None,
@@ -315,6 +316,7 @@ impl Core {
         if !serves && task.no_worker_at.is_none() {
             let at = now + wait;
             task.no_worker_at = Some(at);
+            task.timers.push((at, Timer::NoWorker));
             self.timers.insert((at, id, Timer::NoWorker));
         }
         self.charge(&client, size);
@@ -463,6 +465,7 @@ impl Core {
             } else if task.no_worker_at.is_none() {
                 let at = now + wait;
                 task.no_worker_at = Some(at);
+                task.timers.push((at, Timer::NoWorker));
                 self.timers.insert((at, id, Timer::NoWorker));
             }
         }

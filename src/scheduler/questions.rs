@@ -139,8 +139,8 @@ impl Core {
             validator,
             expires_at,
         });
-        self.timers
-            .insert((expires, task_id, Timer::Question(attempt)));
+        self.clear_timers(task_id, |t| matches!(t, Timer::Run(_)));
+        self.set_timer(task_id, expires, Timer::Question(attempt));
         let event = TaskEvent::Question {
             question: spec,
             expires_at,
@@ -228,14 +228,17 @@ impl Core {
             value,
         };
         let mut order = None;
+        let mut deadline = None;
         if outcome != AnswerOutcome::Cancelled
             && let Some(run) = &mut task.run
         {
             task.state = TaskState::Running;
-            let deadline = run.resume(now);
-            self.timers
-                .insert((deadline, task_id, Timer::Run(task.attempt)));
+            deadline = Some((run.resume(now), task.attempt));
             order = Some((run.executor, task.answer_order(answer.clone(), now)));
+        }
+        self.clear_timers(task_id, |t| matches!(t, Timer::Question(_)));
+        if let Some((at, attempt)) = deadline {
+            self.set_timer(task_id, at, Timer::Run(attempt));
         }
         self.emit(task_id, TaskEvent::Answered(answer), copies);
         if let Some((executor, order)) = order {

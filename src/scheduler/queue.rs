@@ -67,7 +67,11 @@ pub(crate) struct Place {
 
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    lanes: HashMap<Arc<str>, Lanes>,
+    /// Task names are offered names (never a client's free text): a fast
+    /// hash is safe here.
+    lanes: rustc_hash::FxHashMap<Arc<str>, Lanes>,
+    /// Tasks in all lanes of each priority (a pop skips empty priorities).
+    per_rank: [usize; 3],
     groups: HashMap<GroupKey, Group>,
     len: usize,
     next_order: Order,
@@ -134,6 +138,7 @@ impl Queue {
     }
 
     fn reinsert(&mut self, item: Queued) {
+        self.per_rank[item.priority.rank()] += 1;
         let lane = &mut self.lanes.entry(Arc::clone(&item.name)).or_default()[item.priority.rank()];
         let at = lane.partition_point(|other| other.order < item.order);
         lane.insert(at, item);
@@ -146,20 +151,25 @@ impl Queue {
         names: impl Iterator<Item = &'a Arc<str>> + Clone,
     ) -> Option<Next> {
         for rank in 0..3 {
-            loop {
-                // The oldest head among the lanes of this rank.
-                let mut best: Option<(&Arc<str>, Order)> = None;
-                for name in names.clone() {
-                    let Some(head) = self.lanes.get(name).and_then(|l| l[rank].front()) else {
+            while self.per_rank[rank] > 0 {
+                // The oldest head among the asked names' lanes of this rank
+                // (walking the lanes that hold tasks: usually fewer than
+                // the names an executor serves).
+                let mut best: Option<(Arc<str>, Order)> = None;
+                for (name, lanes) in &self.lanes {
+                    let Some(head) = lanes[rank].front() else {
                         continue;
                     };
-                    if best.is_none_or(|(_, order)| head.order < order) {
-                        best = Some((name, head.order));
+                    if best.as_ref().is_none_or(|(_, order)| head.order < *order)
+                        && names.clone().any(|asked| same_name(asked, name))
+                    {
+                        best = Some((Arc::clone(name), head.order));
                     }
                 }
                 let Some((name, _)) = best else { break };
-                let lanes = self.lanes.get_mut(name)?;
+                let lanes = self.lanes.get_mut(&name)?;
                 let item = lanes[rank].pop_front()?;
+                self.per_rank[rank] -= 1;
                 if lanes.iter().all(VecDeque::is_empty) {
                     self.lanes.remove(&item.name);
                 }
@@ -205,6 +215,7 @@ impl Queue {
             let at = lane.partition_point(|other| other.order < place.order);
             if lane.get(at).is_some_and(|q| q.id == id) {
                 lane.remove(at);
+                self.per_rank[place.priority.rank()] -= 1;
                 if lanes.iter().all(VecDeque::is_empty) {
                     self.lanes.remove(&place.name);
                 }
@@ -236,14 +247,14 @@ impl Queue {
     pub(crate) fn position<'a>(
         &self,
         place: &Place,
-        cohort: impl Iterator<Item = &'a Arc<str>>,
+        cohort: impl Iterator<Item = &'a Arc<str>> + Clone,
     ) -> u64 {
         let rank = place.priority.rank();
         let mut ahead = 0usize;
-        for name in cohort {
-            let Some(lanes) = self.lanes.get(name) else {
+        for (name, lanes) in &self.lanes {
+            if !cohort.clone().any(|c| same_name(c, name)) {
                 continue;
-            };
+            }
             ahead += lanes[..rank].iter().map(VecDeque::len).sum::<usize>();
             ahead += lanes[rank].partition_point(|other| other.order < place.order);
         }
@@ -312,6 +323,12 @@ impl Queue {
             .chain(self.groups.values().flat_map(|g| g.parked.iter()))
             .map(|q| q.id)
     }
+}
+
+/// Names are usually the same allocation (the directory's); compare the
+/// pointers first.
+fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 #[cfg(test)]

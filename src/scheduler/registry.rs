@@ -6,7 +6,7 @@
 //! ended earlier (a timeout, or a cancel whose grace ran out): the server
 //! never has more attempts on an executor than it has slots.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -93,7 +93,10 @@ pub(crate) struct Registry {
     executors: BTreeMap<ExecutorId, Executor>,
     next_id: u64,
     /// How many executors serve each name.
-    serving: HashMap<Arc<str>, usize>,
+    serving: rustc_hash::FxHashMap<Arc<str>, usize>,
+    /// Per name, the names that compete with it (see [`Registry::cohort`]);
+    /// made again whenever an executor comes or goes.
+    cohorts: rustc_hash::FxHashMap<Arc<str>, Arc<[Arc<str>]>>,
 }
 
 impl Registry {
@@ -104,11 +107,13 @@ impl Registry {
             *self.serving.entry(Arc::clone(name)).or_default() += 1;
         }
         self.executors.insert(id, executor);
+        self.cohorts.clear();
         id
     }
 
     pub(crate) fn remove(&mut self, id: ExecutorId) -> Option<Executor> {
         let executor = self.executors.remove(&id)?;
+        self.cohorts.clear();
         for name in &executor.tasks {
             if let Some(n) = self.serving.get_mut(name) {
                 *n -= 1;
@@ -150,7 +155,17 @@ impl Registry {
 
     /// The task names that compete with `name` for executors: every name
     /// served by an executor that serves `name` (just `name` if none does).
-    pub(crate) fn cohort(&self, name: &Arc<str>) -> Vec<Arc<str>> {
+    pub(crate) fn cohort(&mut self, name: &Arc<str>) -> Arc<[Arc<str>]> {
+        if let Some(found) = self.cohorts.get(name) {
+            return Arc::clone(found);
+        }
+        let cohort: Arc<[Arc<str>]> = self.make_cohort(name).into();
+        self.cohorts.insert(Arc::clone(name), Arc::clone(&cohort));
+        cohort
+    }
+
+    /// [`Registry::cohort`] without the cache (for views, which hold `&self`).
+    pub(crate) fn make_cohort(&self, name: &Arc<str>) -> Vec<Arc<str>> {
         let mut cohort: Vec<Arc<str>> = vec![Arc::clone(name)];
         for executor in self.executors.values() {
             if executor.tasks.iter().any(|t| t == name) {

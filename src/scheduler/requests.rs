@@ -85,9 +85,6 @@ impl Core {
             Reply::Direct(tx) => (Vec::new(), Some(tx)),
         };
         let no_worker_at = (!self.registry.serves(&name)).then(|| now + self.limits.no_worker_wait);
-        if let Some(at) = no_worker_at {
-            self.timers.insert((at, id, Timer::NoWorker));
-        }
         tracing::debug!(task_id = %id, task = %name, client = %owner.client, "task accepted");
         self.tasks.insert(
             id,
@@ -125,8 +122,12 @@ impl Core {
                 no_worker_at,
                 cluster: None,
                 tag,
+                timers: Vec::new(),
             },
         );
+        if let Some(at) = no_worker_at {
+            self.set_timer(id, at, Timer::NoWorker);
+        }
         self.emit(id, TaskEvent::Accepted { position }, copies);
         if let Some(tx) = direct {
             let _ = tx.send(Ok(Submitted {
@@ -310,8 +311,7 @@ impl Core {
         };
         run.stopping = true;
         let executor = run.executor;
-        self.timers
-            .insert((now + grace + STOP_MARGIN, id, Timer::Stop(attempt)));
+        self.set_timer(id, now + grace + STOP_MARGIN, Timer::Stop(attempt));
         self.order(
             executor,
             Order::Stop {

@@ -77,6 +77,7 @@ impl Core {
                 if let Some(task) = self.tasks.get_mut(&task_id) {
                     task.no_worker_at = None;
                 }
+                self.clear_timers(task_id, |t| t == Timer::NoWorker);
             }
         }
         if let Some(view) = self.registry.get(id).map(|e| e.view(id)) {
@@ -177,6 +178,7 @@ impl Core {
             task.worker = Some(Arc::clone(&worker));
             task.no_worker_at = None;
             self.running += 1;
+            task.timers.push((deadline, Timer::Run(attempt)));
             self.timers.insert((deadline, id, Timer::Run(attempt)));
             self.emit(id, TaskEvent::Started { worker, attempt }, Vec::new());
             return;
@@ -193,7 +195,8 @@ impl Core {
         task.worker = Some(Arc::clone(&worker));
         task.no_worker_at = None;
         self.running += 1;
-        self.timers.insert((deadline, id, Timer::Run(attempt)));
+        self.clear_timers(id, |t| t == Timer::NoWorker);
+        self.set_timer(id, deadline, Timer::Run(attempt));
         self.emit(id, TaskEvent::Started { worker, attempt }, Vec::new());
     }
 
@@ -441,7 +444,7 @@ impl Core {
                     && task.no_worker_at.is_none()
                 {
                     task.no_worker_at = Some(at);
-                    self.timers.insert((at, task_id, Timer::NoWorker));
+                    self.set_timer(task_id, at, Timer::NoWorker);
                 }
             }
         }
@@ -510,6 +513,7 @@ impl Core {
 
     /// Puts a task whose attempt was lost back at the front of its lane.
     pub(super) fn requeue(&mut self, id: TaskId, failure: TaskFailure, now: Instant) {
+        self.clear_timers(id, |_| true);
         if self.tasks.get(&id).is_some_and(|t| t.question.is_some()) {
             self.close_question(
                 id,

@@ -37,6 +37,9 @@ impl Core {
                 break;
             }
             self.timers.pop_first();
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.timers.retain(|&entry| entry != (at, timer));
+            }
             self.fire(id, timer, at, now);
         }
         if let Some(drain) = &mut self.drain

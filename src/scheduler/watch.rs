@@ -8,7 +8,6 @@
 //! counters at most every [`STATS_EVERY`] when they changed. Like every
 //! mailbox, a watcher that does not keep up is dropped, never waited for.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -30,7 +29,7 @@ pub(crate) struct WatchFeed {
     watchers: Vec<Mailbox>,
     /// Per task: when the watchers last heard of its progress, and the
     /// queue position they last saw.
-    seen: HashMap<TaskId, (Option<Instant>, Option<u64>)>,
+    seen: crate::task::IdMap<(Option<Instant>, Option<u64>)>,
     stats_dirty: bool,
     pub(crate) stats_due: Option<Instant>,
     last_stats: Stats,
@@ -82,7 +81,7 @@ impl Core {
             state: task.state,
             attempt: task.attempt,
             position: task.place.as_ref().map(|place| {
-                let cohort = self.registry.cohort(&task.name);
+                let cohort = self.registry.make_cohort(&task.name);
                 self.queue.position(place, cohort.iter())
             }),
             progress: task.progress,

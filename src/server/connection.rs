@@ -162,15 +162,17 @@ impl Conn {
             }
             let heartbeat = last_heard + HEARTBEAT;
             // A revoked token ends the socket at once.
-            let revoked = self
+            // (Only a token can be revoked: a key's socket never polls this.)
+            let token = self
                 .principal
                 .as_ref()
                 .and_then(|p| p.token.as_ref())
-                .map_or_else(|| never.clone(), |t| t.revoked.clone());
+                .map(|t| t.revoked.clone());
+            let revoked = token.as_ref().unwrap_or(&never);
             tokio::select! {
                 biased;
                 () = overflow.cancelled() => return End::Close(CloseCode::TryAgainLater),
-                () = revoked.cancelled() => {
+                () = revoked.cancelled(), if token.is_some() => {
                     tracing::info!(client = %self.client_name(), "websocket closed: its token was revoked");
                     return End::Close(CloseCode::Unauthorized);
                 }
@@ -255,7 +257,9 @@ impl Conn {
             }
             socket.flush().await
         };
+        // Biased: a write that completes at once never arms the deadline.
         let result = tokio::select! {
+            biased;
             result = write => result,
             () = overflow.cancelled() => return Err(End::Close(CloseCode::TryAgainLater)),
             () = tokio::time::sleep_until(deadline) => {

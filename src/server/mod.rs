@@ -1,5 +1,7 @@
 //! The HTTP front door: one axum router on one listener.
 //!
+//! - [`listener`]: the accept loop, under the connection-level bounds
+//!   (header-read and idle timeouts, open connections in total and per peer).
 //! - `/v1/ws` ([`ws`], then [`connection`]): the WebSocket protocol.
 //! - `/v1/tasks...` ([`rest`]): REST submit, snapshot, cancel, and SSE events.
 //! - `/v1/tokens`, `/v1/admin/tasks` ([`rest`]): browser tokens, monitoring.
@@ -16,6 +18,7 @@ mod connection;
 pub mod encode;
 pub(crate) mod error;
 mod files;
+pub mod listener;
 mod rest;
 mod schedules;
 mod ws;
@@ -242,10 +245,9 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     origin
         .to_str()
-        .is_ok_and(|origin| state.origins.allows(origin, host))
+        .is_ok_and(|origin| state.origins.allows(origin))
 }
 
 /// A wire `submit` as admission's request (the input is copied once, here).

@@ -415,6 +415,9 @@ async fn mint(
         Err(crate::auth::MintError::TooMany) => {
             Err(ApiError::RateLimited("too many live tokens".to_owned()))
         }
+        Err(e @ crate::auth::MintError::TooManyTasks { .. }) => {
+            Err(ApiError::BadMessage(e.to_string()))
+        }
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
 }

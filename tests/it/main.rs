@@ -8,6 +8,7 @@ mod bounds;
 mod cluster;
 mod files;
 mod hardening;
+mod listener;
 mod process;
 mod protocol;
 mod questions;

@@ -31,6 +31,7 @@ struct Server {
 }
 
 impl Server {
+    /// The binary at `RUST_LOG=trace`: whatever it logs, no secret may be in it.
     fn start(extra: &[&str]) -> Server {
         let port = free_port();
         let child = taskwire()
@@ -43,7 +44,7 @@ impl Server {
             ])
             .args(extra)
             .env("TASKWIRE_API_KEY", KEY)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "trace")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -122,6 +123,17 @@ async fn sigterm_drains_and_exits_zero_without_logging_secrets() {
         .await;
     ws.until(|v| v["type"] == "started").await;
     let queued = ws.submit_ok("echo", json!(SECRET_INPUT)).await;
+    // The key inside a frame too (the auth message), where a frame log would show it.
+    let (stream, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/v1/ws", server.port))
+            .await
+            .unwrap();
+    let mut framed = Ws {
+        stream,
+        protocol: None,
+    };
+    framed.send(json!({"type": "auth", "key": KEY})).await;
+    assert_eq!(framed.next().await["type"], "welcome");
     // A wrong key attempt, to be logged without the key.
     let wrong = reqwest::Client::new()
         .get(server.url("/v1/tasks/0"))
