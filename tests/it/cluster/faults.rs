@@ -105,8 +105,10 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
     let Some(mut servers) = Nats::cluster3() else {
         return;
     };
+    // Nodes start once JetStream has elected its leaders (slow on a busy
+    // machine).
     for server in &servers {
-        server.listening().await;
+        server.healthy_within(60).await;
     }
     let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
     let a = Node::start("a", &urls, &["--workers", "4", "--cluster-replicas", "3"]);
@@ -135,6 +137,23 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
         accepted.len()
     );
     for id in &accepted {
+        // A JetStream cluster that lost a member may take a while to elect
+        // new leaders on a busy machine: poll the snapshot, then replay.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, snapshot) = a.get(&format!("/v1/tasks/{id}")).await;
+            if matches!(
+                snapshot["state"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} unfinished: {snapshot}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await; // poll with a deadline
+        }
         let events = history(&a, id).await;
         assert_one_terminal(&events);
         assert_eq!(events.last().unwrap()["type"], "completed", "{events:?}");

@@ -62,6 +62,8 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct Nats {
     pub(crate) child: Option<Child>,
     pub(crate) port: u16,
+    /// The monitoring port (`/healthz`), cluster members only.
+    monitor: Option<u16>,
     bin: PathBuf,
     args: Vec<String>,
     _dir: tempfile::TempDir,
@@ -84,6 +86,7 @@ impl Nats {
         let mut nats = Nats {
             child: None,
             port,
+            monitor: None,
             bin,
             args,
             _dir: dir,
@@ -105,7 +108,10 @@ impl Nats {
         for (i, route) in routes.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
+            let monitor = free_port();
             let args = vec![
+                "-m".to_owned(),
+                monitor.to_string(),
                 "-js".to_owned(),
                 "-a".to_owned(),
                 "127.0.0.1".to_owned(),
@@ -125,6 +131,7 @@ impl Nats {
             let mut nats = Nats {
                 child: None,
                 port,
+                monitor: Some(monitor),
                 bin: bin.clone(),
                 args,
                 _dir: dir,
@@ -157,6 +164,28 @@ impl Nats {
                 .is_ok()
         })
         .await;
+    }
+
+    /// A cluster member: waits (up to `seconds`) until its JetStream is
+    /// healthy (a meta leader elected), as its `/healthz` says.
+    pub(crate) async fn healthy_within(&self, seconds: u64) {
+        let Some(monitor) = self.monitor else {
+            return self.listening().await;
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        let url = format!("http://127.0.0.1:{monitor}/healthz");
+        loop {
+            let status = reqwest::get(&url).await.map(|r| r.status().as_u16());
+            if status.as_ref().is_ok_and(|s| *s == 200) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server {} not healthy: {status:?}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await; // poll with a deadline
+        }
     }
 
     /// Stops it (SIGKILL, by pid).
