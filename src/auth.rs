@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{KeyConfig, normalize_origin};
+use crate::config::{KeyConfig, KeyRole, normalize_origin};
 use crate::task::{ClientId, Owner};
 
 /// A secret presented by a client (API key or browser token).
@@ -152,9 +152,27 @@ impl KeyStore {
         KeyStore { keys }
     }
 
-    /// The caller a key belongs to, if any. Constant time in the key and in
-    /// which entry matches.
+    /// The caller a client or admin key belongs to, if any (a worker key
+    /// is no client: `None`). Constant time in the key and in which entry
+    /// matches.
     pub fn verify(&self, key: &ApiKey) -> Option<Principal> {
+        self.find(key)
+            .filter(|entry| entry.role != KeyRole::Worker)
+            .map(|entry| Principal {
+                client: ClientId::new(&entry.name),
+                admin: entry.is_admin(),
+                tasks: None,
+                token: None,
+            })
+    }
+
+    /// The name and role of the entry a key matches (constant time).
+    pub fn role_of(&self, key: &ApiKey) -> Option<(ClientId, KeyRole)> {
+        self.find(key)
+            .map(|entry| (ClientId::new(&entry.name), entry.role))
+    }
+
+    fn find(&self, key: &ApiKey) -> Option<&KeyConfig> {
         let presented = digest(key.expose());
         let mut found: Option<&KeyConfig> = None;
         for entry in &self.keys {
@@ -163,12 +181,7 @@ impl KeyStore {
                 found = Some(entry);
             }
         }
-        found.map(|entry| Principal {
-            client: ClientId::new(&entry.name),
-            admin: entry.admin,
-            tasks: None,
-            token: None,
-        })
+        found
     }
 }
 
@@ -682,6 +695,37 @@ impl Authenticator {
             self.keys.verify(&ApiKey::new(secret))
         }
     }
+
+    /// Whether `secret` is a worker key (so a client route answers `403`,
+    /// not `401`: the key is good, the route is not its own).
+    pub fn is_worker_key(&self, secret: &str) -> bool {
+        !secret.starts_with(TOKEN_PREFIX)
+            && matches!(
+                self.keys.role_of(&ApiKey::new(secret)),
+                Some((_, KeyRole::Worker))
+            )
+    }
+
+    /// The worker a key stands for on `GET /v1/worker`.
+    pub fn worker(&self, secret: &str) -> Result<ClientId, WorkerAuthError> {
+        if secret.starts_with(TOKEN_PREFIX) {
+            return Err(WorkerAuthError::NotAWorkerKey);
+        }
+        match self.keys.role_of(&ApiKey::new(secret)) {
+            Some((name, KeyRole::Worker)) => Ok(name),
+            Some(_) => Err(WorkerAuthError::NotAWorkerKey),
+            None => Err(WorkerAuthError::Unknown),
+        }
+    }
+}
+
+/// Why `GET /v1/worker` refuses a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerAuthError {
+    #[error("unknown key")]
+    Unknown,
+    #[error("not a worker key")]
+    NotAWorkerKey,
 }
 
 #[cfg(test)]
@@ -693,7 +737,11 @@ mod tests {
         KeyConfig {
             name: name.to_owned(),
             digest: digest(secret),
-            admin,
+            role: if admin {
+                KeyRole::Admin
+            } else {
+                KeyRole::Client
+            },
             source: KeySource::File,
         }
     }
@@ -706,6 +754,25 @@ mod tests {
         assert!(b.admin);
         assert!(store.verify(&ApiKey::new("tw_c")).is_none());
         assert!(store.verify(&ApiKey::new("")).is_none());
+    }
+
+    #[test]
+    fn worker_keys_serve_only() {
+        let mut worker = key("pool", "tw_w", false);
+        worker.role = KeyRole::Worker;
+        let auth = Authenticator {
+            keys: KeyStore::new(vec![key("a", "tw_a", false), worker]),
+            tokens: Arc::new(Tokens::new(Duration::from_secs(60))),
+        };
+        assert!(auth.authenticate("tw_w", None).is_none());
+        assert!(auth.is_worker_key("tw_w"));
+        assert!(!auth.is_worker_key("tw_a"));
+        assert_eq!(
+            auth.worker("tw_w").map(|c| c.to_string()),
+            Ok("pool".to_owned())
+        );
+        assert_eq!(auth.worker("tw_a"), Err(WorkerAuthError::NotAWorkerKey));
+        assert_eq!(auth.worker("tw_x"), Err(WorkerAuthError::Unknown));
     }
 
     #[test]

@@ -129,6 +129,18 @@ pub struct Overrides {
     /// `[cluster]`: several nodes on NATS JetStream (docs/cluster.md).
     #[command(flatten)]
     pub cluster: crate::cluster::config::ClusterOverrides,
+    /// Seconds between heartbeats to and from workers (default 5).
+    #[arg(long, env = "TASKWIRE_HEARTBEAT_INTERVAL_S", value_name = "N")]
+    pub heartbeat_interval_s: Option<u64>,
+    /// Seconds of silence after which a worker is lost (default 15).
+    #[arg(long, env = "TASKWIRE_HEARTBEAT_TIMEOUT_S", value_name = "N")]
+    pub heartbeat_timeout_s: Option<u64>,
+    /// Seconds a remote worker may take to reconnect and resume (default 10).
+    #[arg(long, env = "TASKWIRE_RECONNECT_GRACE_S", value_name = "N")]
+    pub reconnect_grace_s: Option<u64>,
+    /// Protocol violations per minute before a worker is closed (default 20).
+    #[arg(long, env = "TASKWIRE_MAX_WORKER_VIOLATIONS", value_name = "N")]
+    pub max_worker_violations: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -143,7 +155,11 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
-    workers: Option<usize>,
+    /// `workers = N` (v1: the built-in pool size) or `[[workers]]` (managed
+    /// worker groups); TOML cannot hold both, so `builtin_workers` also sets
+    /// the pool size.
+    workers: Option<toml::Value>,
+    builtin_workers: Option<usize>,
     queue_capacity: Option<usize>,
     result_ttl_s: Option<u64>,
     auth_timeout_s: Option<u64>,
@@ -179,6 +195,12 @@ struct FileConfig {
     cluster: Option<crate::cluster::config::FileCluster>,
     #[serde(default)]
     schedules: Vec<crate::schedules::FileSchedule>,
+    heartbeat_interval_s: Option<u64>,
+    heartbeat_timeout_s: Option<u64>,
+    reconnect_grace_s: Option<u64>,
+    max_worker_violations: Option<u32>,
+    #[serde(default)]
+    tasks: Vec<crate::workers::config::FileTask>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,8 +208,33 @@ struct FileConfig {
 struct FileApiKey {
     name: String,
     sha256: String,
+    /// Kept for v1 configs: `admin = true` is `role = "admin"`.
     #[serde(default)]
     admin: bool,
+    role: Option<KeyRole>,
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// Submit and follow its own tasks.
+    #[default]
+    Client,
+    /// Anything a client may, on every task; the monitoring extension.
+    Admin,
+    /// Only `GET /v1/worker`: serve tasks, never submit or read them.
+    Worker,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Client => "client",
+            KeyRole::Admin => "admin",
+            KeyRole::Worker => "worker",
+        }
+    }
 }
 
 /// One accepted API key, as its SHA-256 digest.
@@ -195,15 +242,21 @@ struct FileApiKey {
 pub struct KeyConfig {
     pub name: String,
     pub digest: [u8; 32],
-    pub admin: bool,
+    pub role: KeyRole,
     pub source: KeySource,
+}
+
+impl KeyConfig {
+    pub fn is_admin(&self) -> bool {
+        self.role == KeyRole::Admin
+    }
 }
 
 impl std::fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyConfig")
             .field("name", &self.name)
-            .field("admin", &self.admin)
+            .field("role", &self.role)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
@@ -229,6 +282,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `[cluster]`, when this node shares its queue with others on NATS.
     pub cluster: Option<crate::cluster::config::ClusterConfig>,
+    /// Managed worker groups, declared tasks, worker knobs.
+    pub workers: crate::workers::config::WorkersConfig,
 }
 
 /// The listener's own bounds (`server::listener`), before any request is
@@ -338,19 +393,29 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Config::from_layers(file, overrides, env_api_key)
+        let base = overrides
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        Config::from_layers(file, overrides, env_api_key, base)
     }
 
     /// Parses a TOML text as a config file (used by tests).
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = parse_file(text, Path::new("<inline>"))?;
-        Config::from_layers(file, overrides, None)
+        Config::from_layers(file, overrides, None, Path::new("."))
     }
 
     /// Everything at its default, with the given keys (tests and embedding).
     pub fn with_keys(keys: Vec<KeyConfig>) -> Config {
-        let mut config = Config::from_layers(FileConfig::default(), &Overrides::default(), None)
-            .unwrap_or_else(|_| unreachable!("the defaults are valid"));
+        let mut config = Config::from_layers(
+            FileConfig::default(),
+            &Overrides::default(),
+            None,
+            Path::new("."),
+        )
+        .unwrap_or_else(|_| unreachable!("the defaults are valid"));
         config.security.api_keys = keys;
         config
     }
@@ -359,6 +424,7 @@ impl Config {
         file: FileConfig,
         o: &Overrides,
         env_api_key: Option<&str>,
+        base_dir: &Path,
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -371,18 +437,20 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
 
+        let (pool_size, groups) = workers_key(file.workers, &mut problems);
+        if pool_size.is_some() && file.builtin_workers.is_some() {
+            problems.push(
+                "builtin_workers: give either `workers = N` or `builtin_workers = N`".to_owned(),
+            );
+        }
+        let pool_size = pool_size.or(file.builtin_workers);
         let mut check = |key: &str, value: u64, min: u64, max: u64| {
             if value < min || value > max {
                 problems.push(format!("{key}: {value} is out of range {min}..={max}"));
             }
             value
         };
-        let workers = check(
-            "workers",
-            pick(o.workers, file.workers, cpus) as u64,
-            1,
-            4096,
-        );
+        let workers = check("workers", pick(o.workers, pool_size, cpus) as u64, 1, 4096);
         let queue_capacity = check(
             "queue_capacity",
             pick(o.queue_capacity, file.queue_capacity, 1024) as u64,
@@ -585,11 +653,23 @@ impl Config {
             if let Err(why) = check_key_name(&key.name) {
                 problems.push(format!("api_keys[{i}].name: {why}"));
             }
+            let role = match (key.role, key.admin) {
+                (None, false) => KeyRole::Client,
+                (None, true) | (Some(KeyRole::Admin), _) => KeyRole::Admin,
+                (Some(role), false) => role,
+                (Some(role), true) => {
+                    problems.push(format!(
+                        "api_keys[{i}]: `admin = true` contradicts `role = \"{}\"`",
+                        role.as_str()
+                    ));
+                    role
+                }
+            };
             match parse_digest(&key.sha256) {
                 Some(digest) => api_keys.push(KeyConfig {
                     name: key.name,
                     digest,
-                    admin: key.admin,
+                    role,
                     source: KeySource::File,
                 }),
                 None => problems.push(format!(
@@ -601,17 +681,17 @@ impl Config {
             api_keys.push(KeyConfig {
                 name: "env".to_owned(),
                 digest: crate::auth::digest(key),
-                admin: false,
+                role: KeyRole::Client,
                 source: KeySource::Env,
             });
         }
         for (i, a) in api_keys.iter().enumerate() {
             if api_keys[..i]
                 .iter()
-                .any(|b| b.name == a.name && b.admin != a.admin)
+                .any(|b| b.name == a.name && b.role != a.role)
             {
                 problems.push(format!(
-                    "api_keys: entries named `{}` disagree on `admin` (keys sharing a name are one client)",
+                    "api_keys: entries named `{}` disagree on `role` (keys sharing a name are one client)",
                     a.name
                 ));
             }
@@ -623,6 +703,18 @@ impl Config {
             &mut problems,
         );
         let schedules = crate::schedules::spec::parse(file.schedules, &api_keys, &mut problems);
+        let worker_config = crate::workers::config::resolve(
+            groups,
+            file.tasks,
+            &crate::workers::config::Knobs {
+                heartbeat_interval_s: o.heartbeat_interval_s.or(file.heartbeat_interval_s),
+                heartbeat_timeout_s: o.heartbeat_timeout_s.or(file.heartbeat_timeout_s),
+                reconnect_grace_s: o.reconnect_grace_s.or(file.reconnect_grace_s),
+                max_worker_violations: o.max_worker_violations.or(file.max_worker_violations),
+            },
+            base_dir,
+            &mut problems,
+        );
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { problems });
@@ -672,6 +764,7 @@ impl Config {
             },
             log_format: pick(o.log_format, file.log_format, LogFormat::Text),
             cluster,
+            workers: worker_config,
         })
     }
 
@@ -714,6 +807,10 @@ impl Config {
             max_http_connections: usize,
             max_connections_per_ip: usize,
             allowed_origins: &'a [String],
+            heartbeat_interval_s: u64,
+            heartbeat_timeout_s: u64,
+            reconnect_grace_s: u64,
+            max_worker_violations: u32,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -748,6 +845,10 @@ impl Config {
             max_http_connections: self.http.max_http_connections,
             max_connections_per_ip: self.http.max_connections_per_ip,
             allowed_origins: &self.security.allowed_origins,
+            heartbeat_interval_s: self.workers.heartbeat_interval.as_secs(),
+            heartbeat_timeout_s: self.workers.heartbeat_timeout.as_secs(),
+            reconnect_grace_s: self.workers.reconnect_grace.as_secs(),
+            max_worker_violations: self.workers.max_worker_violations,
         };
         let mut out = toml::to_string(&shown).unwrap_or_default();
         if self.security.api_keys.is_empty() {
@@ -761,14 +862,66 @@ impl Config {
             };
             let _ = write!(
                 out,
-                "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nadmin = {}\n",
-                key.name, key.admin
+                "\n[[api_keys]]  # from {source}; digest not shown\nname = {:?}\nrole = {:?}\n",
+                key.name,
+                key.role.as_str()
+            );
+        }
+        for group in &self.workers.groups {
+            // Environment values may be secrets: only their names are shown.
+            let _ = write!(
+                out,
+                "\n[[workers]]\nname = {:?}\ncommand = {:?}\nargs = {:?}\ninstances = {}\nstartup_timeout_s = {}\n# env: {:?} (values not shown)\n",
+                &*group.name,
+                group.command,
+                group.args,
+                group.instances,
+                group.startup_timeout.as_secs(),
+                group.env.keys().collect::<Vec<_>>(),
+            );
+        }
+        for task in &self.workers.tasks {
+            let _ = write!(
+                out,
+                "\n[[tasks]]\nname = {:?}\nretry_safe = {}\n",
+                &*task.name, task.retry_safe
             );
         }
         if let Some(cluster) = &self.cluster {
             out.push_str(&cluster.to_toml());
         }
         out
+    }
+}
+
+/// The two meanings of the `workers` key: v1's pool size, or the
+/// `[[workers]]` groups.
+fn workers_key(
+    value: Option<toml::Value>,
+    problems: &mut Vec<String>,
+) -> (Option<usize>, Vec<crate::workers::config::FileGroup>) {
+    match value {
+        None => (None, Vec::new()),
+        Some(toml::Value::Integer(n)) => match usize::try_from(n) {
+            Ok(n) => (Some(n), Vec::new()),
+            Err(_) => {
+                problems.push(format!("workers: {n} is out of range 1..=4096"));
+                (None, Vec::new())
+            }
+        },
+        Some(value @ toml::Value::Array(_)) => match serde_path_to_error::deserialize(value) {
+            Ok(groups) => (None, groups),
+            Err(e) => {
+                problems.push(format!("workers{}: {}", e.path(), e.inner()));
+                (None, Vec::new())
+            }
+        },
+        Some(_) => {
+            problems.push(
+                "workers: a number (the built-in pool size) or [[workers]] tables".to_owned(),
+            );
+            (None, Vec::new())
+        }
     }
 }
 
@@ -921,8 +1074,114 @@ mod tests {
         let config = Config::from_toml(&text, &Overrides::default()).expect("ok");
         assert_eq!(config.security.api_keys.len(), 2);
         assert_eq!(config.security.api_keys[0].digest, [0xab; 32]);
-        assert!(config.security.api_keys[1].admin);
+        assert!(config.security.api_keys[1].is_admin());
         assert!(!config.to_toml().contains(&hex));
+    }
+
+    #[test]
+    fn worker_sections_and_knobs() {
+        let text = r#"
+builtin_workers = 3
+heartbeat_interval_s = 2
+cancel_grace_s = 4
+max_attempts = 3
+[[workers]]
+name = "pdf"
+command = ["node", "worker.mjs"]
+args = ["--fast"]
+env = { TOKEN = "secret-value" }
+instances = 4
+max_tasks = 100
+tasks = ["render"]
+[[tasks]]
+name = "render"
+description = "Renders a page"
+input_schema = { type = "object", required = ["page"] }
+timeout_s = 30
+retry_safe = true
+[[api_keys]]
+name = "pool"
+sha256 = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+role = "worker"
+"#;
+        let config = Config::from_toml(text, &Overrides::default()).expect("valid");
+        assert_eq!(config.limits.workers, 3);
+        let w = &config.workers;
+        assert_eq!(w.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(w.heartbeat_timeout, Duration::from_secs(15));
+        assert_eq!(config.limits.cancel_grace, Duration::from_secs(4));
+        assert_eq!(config.limits.max_attempts, 3);
+        assert_eq!(w.groups[0].instances, 4);
+        assert_eq!(w.groups[0].command, ["node", "worker.mjs"]);
+        assert_eq!(w.groups[0].max_tasks, Some(100));
+        assert_eq!(w.tasks[0].timeout, Some(Duration::from_secs(30)));
+        assert!(w.tasks[0].retry_safe);
+        assert_eq!(
+            w.tasks[0].input_schema,
+            Some(serde_json::json!({"type": "object", "required": ["page"]}))
+        );
+        assert_eq!(config.security.api_keys[0].role, KeyRole::Worker);
+        let shown = config.to_toml();
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("secret-value"),
+            "{shown}"
+        );
+        // v1's `workers = N` still sets the pool.
+        let config = Config::from_toml("workers = 5", &Overrides::default()).expect("v1");
+        assert_eq!(config.limits.workers, 5);
+        assert!(config.workers.groups.is_empty());
+    }
+
+    #[test]
+    fn worker_problems_name_their_key() {
+        let cases = [
+            (
+                "[[workers]]\nname = \"a b\"\ncommand = [\"x\"]",
+                "workers[0].name",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = []",
+                "workers[0].command",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = \"node w.mjs\"",
+                "command",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = [\"x\"]\ninstances = 0",
+                "workers[0].instances",
+            ),
+            (
+                "[[workers]]\nname = \"a\"\ncommand = [\"x\"]\n[[workers]]\nname = \"a\"\ncommand = [\"y\"]",
+                "used twice",
+            ),
+            (
+                "[[tasks]]\nname = \"t\"\ninput_schema = { type = \"nope\" }",
+                "tasks[0].input_schema",
+            ),
+            (
+                "[[tasks]]\nname = \"t\"\ninput_schema_file = \"/no/such/file.json\"",
+                "tasks[0].input_schema_file",
+            ),
+            (
+                "heartbeat_interval_s = 10\nheartbeat_timeout_s = 15",
+                "heartbeat_timeout_s",
+            ),
+            ("max_attempts = 0", "max_attempts"),
+            ("workers = 2\nbuiltin_workers = 2", "builtin_workers"),
+            (
+                "[[api_keys]]\nname = \"a\"\nsha256 = \"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"\nrole = \"worker\"\nadmin = true",
+                "contradicts",
+            ),
+            (
+                "[[api_keys]]\nname = \"a\"\nsha256 = \"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"\nrole = \"root\"",
+                "role",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = invalid(text);
+            assert!(e.contains(expected), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod schedules;
 pub mod server;
 pub mod task;
 pub mod telemetry;
+pub mod workers;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+    #[error("[[tasks]]: {0}")]
+    DeclaredTask(String),
 }
 
 /// Where `static/` is: `TASKWIRE_STATIC_DIR`, else next to the sources
@@ -89,6 +92,11 @@ pub async fn serve_with(
     let artifacts = Artifacts::start(&config.files, &background, stop.clone(), metrics.clone())?;
     let catalog = Arc::new(catalog);
     let directory = Arc::new(Directory::with_builtins(&catalog));
+    for decl in &config.workers.tasks {
+        directory
+            .declare(decl, directory::Source::Config)
+            .map_err(ServeError::DeclaredTask)?;
+    }
     let discard = artifacts.clone();
     let orphans = move |files: Vec<task::PublishedFile>| discard.discard(&files);
     // Without `[cluster]` nothing of the cluster is built or run.
@@ -165,6 +173,13 @@ pub async fn serve_with(
     if let Some(cluster) = &cluster {
         cluster.follow_tokens(Arc::clone(&tokens), &background, stop.clone());
     }
+    let workers = workers::Workers::new(
+        &config,
+        scheduler.clone(),
+        artifacts.clone(),
+        metrics.clone(),
+    );
+    let supervisor = workers::supervisor::Supervisor::start(&workers);
     let draining = CancellationToken::new();
     let drained = CancellationToken::new();
     let streams = TaskTracker::new();
@@ -195,6 +210,7 @@ pub async fn serve_with(
         streams: streams.clone(),
         static_dir: static_dir(),
         cluster: cluster.clone(),
+        workers,
     });
     let app = server::router(state.clone());
     let server = tokio::spawn(server::listener::serve(
@@ -213,6 +229,9 @@ pub async fn serve_with(
         // The last events of this node's tasks reach the stream first.
         cluster.flush(CLOSE_GRACE).await;
     }
+    // Every task has ended: managed workers are drained and stopped
+    // (stdin closed, then SIGTERM and SIGKILL to each process group).
+    supervisor.shutdown().await;
     tracing::info!("shutdown: every task has ended; closing connections");
     drained.cancel();
     streams.close();

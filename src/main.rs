@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use taskwire::config::{Config, KeyConfig, KeySource, Overrides};
+use taskwire::config::{Config, KeyConfig, KeyRole, KeySource, Overrides};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,8 +28,23 @@ enum Command {
         #[arg(long, default_value = "default")]
         name: String,
         /// May watch and cancel every client's tasks (monitoring page).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "role")]
         admin: bool,
+        /// What the key may do: client (default), admin, or worker (serve
+        /// tasks on `GET /v1/worker`, nothing else).
+        #[arg(long, value_parser = ["client", "admin", "worker"])]
+        role: Option<String>,
+    },
+    /// Starts a managed worker with the parent-death signal set (used by
+    /// `serve` for `[[workers]]` processes; not for direct use).
+    #[command(hide = true)]
+    WorkerExec {
+        /// The pid of the `serve` process that started it.
+        #[arg(long)]
+        parent: u32,
+        /// The worker's command and arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
     },
 }
 
@@ -44,7 +59,12 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Keygen { name, admin } => keygen(&name, admin),
+        Command::Keygen { name, admin, role } => keygen(&name, admin, role.as_deref()),
+        Command::WorkerExec { parent, command } => {
+            let error = taskwire::workers::supervisor::exec_worker(parent, &command);
+            eprintln!("taskwire worker-exec: {error}");
+            ExitCode::from(127)
+        }
     }
 }
 
@@ -63,7 +83,7 @@ fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
     })
 }
 
-fn keygen(name: &str, admin: bool) -> ExitCode {
+fn keygen(name: &str, admin: bool, role: Option<&str>) -> ExitCode {
     let key = match taskwire::auth::generate_key() {
         Ok(key) => key,
         Err(e) => {
@@ -73,8 +93,12 @@ fn keygen(name: &str, admin: bool) -> ExitCode {
     };
     let digest = taskwire::auth::hex(&taskwire::auth::digest(&key));
     let name = toml::Value::String(name.to_owned());
+    let grant = match role {
+        Some(role) => format!("role = \"{role}\""),
+        None => format!("admin = {admin}"),
+    };
     print(&format!(
-        "# The key (give it to the client; it is not stored anywhere):\n# {key}\n\n[[api_keys]]\nname = {name}\nsha256 = \"{digest}\"\nadmin = {admin}\n"
+        "# The key (give it to the client; it is not stored anywhere):\n# {key}\n\n[[api_keys]]\nname = {name}\nsha256 = \"{digest}\"\n{grant}\n"
     ));
     ExitCode::SUCCESS
 }
@@ -85,13 +109,16 @@ fn serve(overrides: &Overrides) -> ExitCode {
         Err(code) => return code,
     };
     taskwire::telemetry::init_logging(config.log_format);
+    // Managed workers start through this binary, which gives each the
+    // parent-death signal before it becomes the worker.
+    config.workers.launcher = std::env::current_exe().ok();
     let demo_key = if config.security.api_keys.is_empty() {
         match taskwire::auth::generate_key() {
             Ok(key) => {
                 config.security.api_keys.push(KeyConfig {
                     name: "demo".to_owned(),
                     digest: taskwire::auth::digest(&key),
-                    admin: true,
+                    role: KeyRole::Admin,
                     source: KeySource::Demo,
                 });
                 Some(key)

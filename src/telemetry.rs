@@ -113,6 +113,48 @@ pub struct Metrics {
     pub held_result_bytes: Gauge,
     /// Open TCP connections to the listener (WebSockets included).
     pub http_connections: Gauge,
+    /// Per worker group: connected workers, slots, busy slots, lost
+    /// workers, restarts.
+    pub worker_groups: WorkerGroupMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupName {
+    group: Arc<str>,
+}
+
+/// The metric families of worker groups (managed `[[workers]]` groups, and
+/// remote workers grouped by the name of their key).
+#[derive(Clone, Debug, Default)]
+pub struct WorkerGroupMetrics {
+    connected: Family<GroupName, Gauge>,
+    slots: Family<GroupName, Gauge>,
+    busy: Family<GroupName, Gauge>,
+    lost: Family<GroupName, Counter>,
+    restarts: Family<GroupName, Counter>,
+}
+
+impl WorkerGroupMetrics {
+    fn label(group: &Arc<str>) -> GroupName {
+        GroupName {
+            group: Arc::clone(group),
+        }
+    }
+    pub fn connected(&self, group: &Arc<str>) -> Gauge {
+        self.connected.get_or_create_owned(&Self::label(group))
+    }
+    pub fn slots(&self, group: &Arc<str>) -> Gauge {
+        self.slots.get_or_create_owned(&Self::label(group))
+    }
+    pub fn busy(&self, group: &Arc<str>) -> Gauge {
+        self.busy.get_or_create_owned(&Self::label(group))
+    }
+    pub fn lost(&self, group: &Arc<str>) -> Counter {
+        self.lost.get_or_create_owned(&Self::label(group))
+    }
+    pub fn restarts(&self, group: &Arc<str>) -> Counter {
+        self.restarts.get_or_create_owned(&Self::label(group))
+    }
 }
 
 /// The metric handles of one task name.
@@ -163,6 +205,7 @@ impl Metrics {
             queued_input_bytes: Gauge::default(),
             held_result_bytes: Gauge::default(),
             http_connections: Gauge::default(),
+            worker_groups: WorkerGroupMetrics::default(),
         };
         let m = &metrics;
         registry.register(
@@ -254,6 +297,32 @@ impl Metrics {
         for limit in ["total", "per_ip"] {
             let _ = m.refused.get_or_create(&Limit { limit });
         }
+        let groups = &m.worker_groups;
+        registry.register(
+            "worker_group_connected",
+            "Workers connected (remote) or running (managed), by worker group",
+            groups.connected.clone(),
+        );
+        registry.register(
+            "worker_group_slots",
+            "Slots of connected workers, by worker group",
+            groups.slots.clone(),
+        );
+        registry.register(
+            "worker_group_busy",
+            "Slots running an attempt, by worker group",
+            groups.busy.clone(),
+        );
+        registry.register(
+            "worker_group_lost",
+            "Workers lost with attempts running (exit, hung, disconnected, cancel ignored, violations), by worker group",
+            groups.lost.clone(),
+        );
+        registry.register(
+            "worker_group_restarts",
+            "Restarts of managed worker processes, by worker group",
+            groups.restarts.clone(),
+        );
         for code in crate::protocol::ErrorCode::ALL {
             let _ = m.rejections.get_or_create(&Code {
                 code: code.as_str(),

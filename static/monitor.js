@@ -4,7 +4,10 @@
 // (re)connection: the `watching` reply is the full picture (task summaries
 // and stats), then `task_update` and `stats` messages keep it current, so the
 // page never polls. Cancel uses the ordinary `cancel` message (an admin may
-// cancel any key's task); "Run a task" uses `submit`.
+// cancel any key's task); "Run a task" uses `submit`. Workers come with the
+// `watching` reply and `worker_update` messages; what only the worker side
+// knows (last heartbeat, restarts) and the done/failed counts are read from
+// `GET /v1/admin/workers` every few seconds.
 
 import { TaskwireClient, TaskwireError } from './taskwire.js';
 import { startSchedules } from './monitor-schedules.js';
@@ -16,6 +19,11 @@ const MAX_FINISHED = 200;
 
 /** @type {Map<string, any>} task summaries by id */
 const tasks = new Map();
+/** @type {Map<string, any>} workers by id */
+const workers = new Map();
+/** last_heartbeat_at and restarts by worker id, from GET /v1/admin/workers */
+const liveness = new Map();
+let adminKey = null;
 let stats = null;
 let client = null;
 let renderQueued = false;
@@ -103,6 +111,7 @@ function render() {
   runningBody.replaceChildren();
   for (const t of running) {
     const tr = row(runningBody, t);
+    tr.id = `task-${t.task_id}`;
     cell(tr, code(t.task));
     cell(tr, taskId(t.task_id));
     cell(tr, t.client);
@@ -155,6 +164,8 @@ function render() {
   }
   if (!finished.length) finishedBody.insertRow().insertCell().outerHTML = '<td colspan="7" class="empty">Nothing finished yet.</td>';
 
+  renderWorkers();
+
   if (focused) document.querySelector(`button[data-task-id="${CSS.escape(focused)}"]`)?.focus();
 
   if (stats) {
@@ -175,6 +186,56 @@ function render() {
   }
 }
 
+function renderWorkers() {
+  const body = $('#workers tbody');
+  body.replaceChildren();
+  const list = [...workers.values()].sort((a, b) => `${a.kind}${a.name}`.localeCompare(`${b.kind}${b.name}`));
+  for (const w of list) {
+    const extra = liveness.get(w.id) ?? {};
+    const tr = body.insertRow();
+    tr.dataset.workerId = w.id;
+    tr.dataset.workerName = w.name;
+    tr.dataset.state = w.state;
+    const name = cell(tr, code(w.name));
+    name.title = w.id;
+    cell(tr, w.kind === 'managed' ? `managed, pid ${w.pid ?? '?'}` : w.kind === 'remote' ? `remote, ${w.peer ?? ''}` : w.kind);
+    cell(tr, (w.tasks ?? []).join(', '));
+    cell(tr, `${w.busy ?? 0} / ${w.slots ?? 0}`, 'num busy');
+    cell(tr, w.state, `state state-${w.state}`);
+    cell(tr, time(w.connected_at));
+    cell(tr, time(extra.last_heartbeat_at ?? w.last_heartbeat_at), 'heartbeat');
+    // The live feed says when workers come and go; counts also come with the poll.
+    const done = Math.max(w.done ?? 0, extra.done ?? 0);
+    const failed = Math.max(w.failed ?? 0, extra.failed ?? 0);
+    cell(tr, `${done} / ${failed}`, 'num');
+    cell(tr, String(extra.restarts ?? w.restarts ?? ''), 'num');
+    const runningCell = cell(tr, '');
+    for (const id of w.running ?? []) {
+      const link = document.createElement('a');
+      link.href = `#task-${id}`;
+      link.append(taskId(id));
+      runningCell.append(link, ' ');
+    }
+  }
+  if (!list.length) body.insertRow().insertCell().outerHTML = '<td colspan="10" class="empty">No workers.</td>';
+}
+
+async function refreshLiveness() {
+  if (!adminKey) return;
+  try {
+    const response = await fetch(new URL('v1/admin/workers', server), { headers: { authorization: `Bearer ${adminKey}` } });
+    if (!response.ok) return;
+    const body = await response.json();
+    liveness.clear();
+    for (const w of body.workers ?? []) {
+      liveness.set(w.id, { last_heartbeat_at: w.last_heartbeat_at, restarts: w.restarts, done: w.done, failed: w.failed });
+    }
+    scheduleRender();
+  } catch {
+    // The next round tries again; the live feed goes on meanwhile.
+  }
+}
+
 function scheduleRender() {
   if (renderQueued) return;
   renderQueued = true;
@@ -183,7 +244,6 @@ function scheduleRender() {
 
 // The schedules panel polls admin REST routes: it starts once `watch` has
 // shown the key is an admin key, so a refused key sees one clear notice.
-let schedulesKey = null;
 let schedulesTimer = null;
 
 async function watch() {
@@ -191,12 +251,15 @@ async function watch() {
     const reply = await client.request({ type: 'watch' });
     tasks.clear();
     for (const summary of reply.tasks ?? []) tasks.set(summary.task_id, summary);
+    workers.clear();
+    for (const worker of reply.workers ?? []) workers.set(worker.id, worker);
+    refreshLiveness();
     stats = reply.stats ?? null;
     showNotice('');
     $('#app').hidden = false;
     scheduleRender();
-    if (schedulesTimer === null && schedulesKey !== null) {
-      schedulesTimer = startSchedules(server, schedulesKey, $('#schedules-card'), showNotice);
+    if (schedulesTimer === null && adminKey !== null) {
+      schedulesTimer = startSchedules(server, adminKey, $('#schedules-card'), showNotice);
     }
   } catch (err) {
     if (err instanceof TaskwireError && err.code === 'unauthorized') {
@@ -225,7 +288,7 @@ async function start(key) {
   $('#key-form').hidden = true;
   showNotice('');
   client = new TaskwireClient(server, { key });
-  schedulesKey = key;
+  adminKey = key;
   window.taskwireClient = client; // for the console
   const conn = $('#conn');
   client.addEventListener('state', (e) => {
@@ -240,6 +303,10 @@ async function start(key) {
     const msg = e.detail;
     if (msg.type === 'task_update' && msg.task) {
       tasks.set(msg.task.task_id, { ...tasks.get(msg.task.task_id), ...msg.task });
+      scheduleRender();
+    } else if (msg.type === 'worker_update' && msg.worker) {
+      if (msg.worker.state === 'gone') workers.delete(msg.worker.id);
+      else workers.set(msg.worker.id, msg.worker);
       scheduleRender();
     } else if (msg.type === 'stats' && msg.stats) {
       stats = msg.stats;
@@ -302,6 +369,7 @@ setInterval(() => {
     td.textContent = duration(now - Date.parse(td.dataset.since));
   }
 }, 1000);
+setInterval(refreshLiveness, 5000);
 
 const fragmentKey = keyFromFragment();
 if (fragmentKey) start(fragmentKey);

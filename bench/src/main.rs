@@ -14,6 +14,7 @@ mod download;
 mod http;
 mod proc;
 mod tasks;
+mod worker;
 mod ws;
 
 use std::process::ExitCode;
@@ -90,6 +91,20 @@ enum Mode {
         size: u64,
         #[arg(long, default_value_t = 5)]
         count: usize,
+    },
+    /// A remote worker serving a no-op task until the server closes it.
+    Worker {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/v1/worker")]
+        url: String,
+        /// A worker key (`role = "worker"`).
+        #[arg(long, env = "TASKWIRE_WORKER_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long, default_value = "bench")]
+        name: String,
+        #[arg(long, default_value = "noop")]
+        task: String,
+        #[arg(long, default_value_t = 64)]
+        slots: u32,
     },
     /// `abstract_booklet` of a generated event: submit to completed (link).
     Booklet {
@@ -193,6 +208,23 @@ fn main() -> ExitCode {
                     size,
                     count,
                     timeout,
+                })
+                .await,
+            ),
+            Mode::Worker {
+                url,
+                key,
+                name,
+                task,
+                slots,
+            } => (
+                "worker",
+                worker::run(worker::WorkerArgs {
+                    url,
+                    key,
+                    name,
+                    task,
+                    slots,
                 })
                 .await,
             ),

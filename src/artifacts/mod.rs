@@ -16,6 +16,7 @@
 //! counts at least 4 KiB, which also bounds the number of files and
 //! tombstones); writes past it fail the task with `storage_full`.
 
+mod adopt;
 mod expiry;
 mod stage;
 
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use adopt::{AdoptError, ListedFile, OutputDir};
 pub use stage::{MAX_NAME_BYTES, Stage, StageError, StagedFile, clean_name, is_storage_full};
 
 use crate::auth::{hex, random_bytes};

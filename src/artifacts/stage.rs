@@ -62,6 +62,18 @@ impl Stage {
         }
     }
 
+    /// The last finished file's name, size and SHA-256 (lowercase hex).
+    pub fn last_file(&self) -> Option<(String, u64, String)> {
+        self.entries
+            .last()
+            .map(|e| (e.name.clone(), e.size, crate::auth::hex(&e.sha256)))
+    }
+
+    /// The names of the finished files, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.name.clone()).collect()
+    }
+
     /// Whether any file was finished here.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -95,7 +107,9 @@ impl Stage {
         })
     }
 
-    fn open_next(&mut self) -> io::Result<(PathBuf, File)> {
+    /// The path of the next file of this stage (its directory made on
+    /// first use); blocking IO.
+    pub(super) fn next_path(&mut self) -> io::Result<PathBuf> {
         let dir = match &self.dir {
             Some(dir) => dir.path().to_owned(),
             None => {
@@ -108,7 +122,11 @@ impl Stage {
             }
         };
         self.next_file += 1;
-        let path = dir.join(format!("f{}", self.next_file));
+        Ok(dir.join(format!("f{}", self.next_file)))
+    }
+
+    fn open_next(&mut self) -> io::Result<(PathBuf, File)> {
+        let path = self.next_path()?;
         let file = File::options().write(true).create_new(true).open(&path)?;
         Ok((path, file))
     }
@@ -236,7 +254,7 @@ pub fn clean_name(name: &str) -> String {
 
 /// A content type safe for a header; anything odd becomes
 /// `application/octet-stream`.
-fn clean_content_type(content_type: &str) -> String {
+pub(super) fn clean_content_type(content_type: &str) -> String {
     let ok = !content_type.is_empty()
         && content_type.len() <= 200
         && content_type.contains('/')

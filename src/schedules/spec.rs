@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::admission::RequestedOptions;
-use crate::config::KeyConfig;
+use crate::config::{KeyConfig, KeyRole};
 use crate::task::Priority;
 
 /// Shortest `every` period.
@@ -228,7 +228,15 @@ pub fn parse(
             (None, None) => RawValue::from_string("{}".to_owned()).ok(),
         };
         let admin = match keys.iter().find(|k| k.name == entry.key) {
-            Some(key) => key.admin,
+            Some(key) if key.role == KeyRole::Worker => {
+                problems.push(format!(
+                    "{}: {:?} is a worker key, which cannot submit tasks",
+                    at("key"),
+                    entry.key
+                ));
+                false
+            }
+            Some(key) => key.role == KeyRole::Admin,
             None => {
                 problems.push(format!(
                     "{}: no [[api_keys]] entry is named {:?}",
@@ -312,7 +320,7 @@ mod tests {
         vec![KeyConfig {
             name: "ops".to_owned(),
             digest: [0; 32],
-            admin: false,
+            role: KeyRole::Client,
             source: crate::config::KeySource::File,
         }]
     }

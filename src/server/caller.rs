@@ -76,6 +76,9 @@ pub(super) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Prin
     };
     match state.auth.authenticate(secret, origin(headers)) {
         Some(principal) => Ok(principal),
+        None if state.auth.is_worker_key(secret) => Err(ApiError::Forbidden(
+            "a worker key may only serve tasks (GET /v1/worker)",
+        )),
         None => {
             tracing::info!(client = "unknown", "authentication failed");
             Err(ApiError::Unauthorized("unknown or expired key"))

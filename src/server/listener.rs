@@ -92,9 +92,15 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let io = TokioIo::new(Watched::new(tcp, config.idle_timeout, slot));
+        // The peer's address reaches handlers as axum's `ConnectInfo` (the
+        // worker routes show it on the monitoring page).
         let service = TowerToHyperService::new(router.clone().map_request(
-            |request: axum::http::Request<hyper::body::Incoming>| {
-                request.map(axum::body::Body::new)
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
             },
         ));
         let http = Arc::clone(&http);

@@ -21,6 +21,8 @@ mod files;
 pub mod listener;
 mod rest;
 mod schedules;
+mod worker_rest;
+mod worker_ws;
 mod ws;
 
 use std::path::PathBuf;
@@ -77,6 +79,8 @@ pub struct Inner {
     pub static_dir: PathBuf,
     /// Cluster mode: this node's link to NATS.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// External workers: sessions' shared settings, the board, uploads.
+    pub workers: crate::workers::Workers,
 }
 
 impl std::ops::Deref for AppState {
@@ -168,6 +172,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes(&state))
         .merge(schedules::routes())
+        .route("/v1/worker", get(worker_ws::upgrade))
+        .merge(worker_rest::routes())
         .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -215,6 +221,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
     } else if let Some(why) = state.cluster.as_ref().and_then(|c| c.unready()) {
         (StatusCode::SERVICE_UNAVAILABLE, format!("unready: {why}")).into_response()
+    } else if let Some(waiting) = worker_rest::not_ready(&state) {
+        (StatusCode::SERVICE_UNAVAILABLE, waiting).into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }

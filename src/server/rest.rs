@@ -464,5 +464,8 @@ async fn admin_workers(State(state): State<AppState>, _: Admin) -> Result<Respon
         .admin_workers()
         .await
         .ok_or(ApiError::ShuttingDown)?;
-    Ok(json(StatusCode::OK, encode::admin_workers(&workers)))
+    Ok(json(
+        StatusCode::OK,
+        super::worker_rest::admin_workers_json(&state, &workers),
+    ))
 }

@@ -15,3 +15,4 @@ mod questions;
 mod rest;
 mod schedules;
 mod tasks;
+mod workers;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use taskwire::auth::digest;
-use taskwire::config::{Config, KeyConfig, KeySource};
+use taskwire::config::{Config, KeyConfig, KeyRole, KeySource};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -22,13 +22,26 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub const ALICE: &str = "tw_alice_0123456789abcdef0123456789abcdef";
 pub const BOB: &str = "tw_bob_0123456789abcdef0123456789abcdef";
 pub const ADMIN: &str = "tw_admin_0123456789abcdef0123456789abcdef";
+/// A worker key (`role = "worker"`, name `pool`).
+pub const WORKER: &str = "tw_worker_0123456789abcdef0123456789abcdef";
 
 pub fn key(name: &str, secret: &str, admin: bool) -> KeyConfig {
     KeyConfig {
         name: name.to_owned(),
         digest: digest(secret),
-        admin,
+        role: if admin {
+            KeyRole::Admin
+        } else {
+            KeyRole::Client
+        },
         source: KeySource::File,
+    }
+}
+
+pub fn worker_key(name: &str, secret: &str) -> KeyConfig {
+    KeyConfig {
+        role: KeyRole::Worker,
+        ..key(name, secret, false)
     }
 }
 
@@ -37,6 +50,7 @@ pub fn test_config() -> Config {
         key("alice", ALICE, false),
         key("bob", BOB, false),
         key("ops", ADMIN, true),
+        worker_key("pool", WORKER),
     ]);
     config.limits.workers = 2;
     config.limits.shutdown_grace = Duration::from_millis(200);

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod client;
 pub mod schedules;
 pub mod server;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 

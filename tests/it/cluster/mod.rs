@@ -10,6 +10,7 @@
 mod faults;
 mod nodes;
 mod shares;
+mod workers;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use crate::support::{Ws, eventually};
 
 pub(crate) const KEY: &str = "tw_cluster_test_key_0123456789abcdef01234567";
+/// A worker key (`role = "worker"`, name `pool`) every node knows.
+pub(crate) const WORKER_KEY: &str = "tw_cluster_worker_key_0123456789abcdef0123";
 /// The lease the test nodes use: how long a killed node's tasks wait.
 pub(crate) const LEASE_S: &str = "2";
 
@@ -226,7 +229,8 @@ impl Node {
         let mut file = std::fs::File::create(&config).unwrap();
         writeln!(
             file,
-            "[[api_keys]]\nname = \"tester\"\nsha256 = \"{digest}\"\nadmin = true"
+            "[[api_keys]]\nname = \"tester\"\nsha256 = \"{digest}\"\nadmin = true\n\n[[api_keys]]\nname = \"pool\"\nsha256 = \"{}\"\nrole = \"worker\"",
+            sha256_hex(WORKER_KEY)
         )
         .unwrap();
         let port = free_port();
