@@ -430,3 +430,106 @@ fn finishing_reports_go_to_the_stream_not_to_subscribers() {
         .collect();
     assert_eq!(proposed, vec![(3, 11)], "{effects:?}");
 }
+
+#[test]
+fn a_subscriber_between_the_end_proposed_and_committed_gets_the_end() {
+    // The owning node marks its task finished when it proposes the
+    // terminal event; a subscriber (or the submitter, whose `accepted`
+    // came back late) attached before that event is committed must still
+    // receive it.
+    let mut node = Node::new("b", true);
+    accepted(&mut node, 1);
+    let _ = node.effects();
+    node.input(Input::Claimed {
+        executor: node.executor,
+        n: 1,
+        tasks: vec![ClaimedTask {
+            spec: spec(1, "job"),
+            delivered: 1,
+        }],
+    });
+    let _ = node.effects();
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 2,
+        stream_seq: 11,
+    });
+    node.applied(
+        EventRecord::new(
+            id(1),
+            2,
+            TaskEvent::Started {
+                worker: Arc::from("b/w"),
+                attempt: 1,
+            },
+        ),
+        11,
+        "b",
+        None,
+    );
+    let Ok(Order::Assign(assignment)) = node.orders.try_recv() else {
+        panic!("assigned");
+    };
+    let executor = node.executor;
+    node.core.on_report(
+        Tagged {
+            executor,
+            report: Report::Finished {
+                task_id: assignment.task_id,
+                attempt: 1,
+                outcome: Outcome::Completed {
+                    result: RawValue::from_string("1".to_owned()).expect("json"),
+                    files: Vec::new(),
+                    duration: Duration::ZERO,
+                },
+                slot_free: true,
+            },
+        },
+        node.now,
+    );
+    let _ = node.effects();
+    let (mailbox, mut inbox, _) = Mailbox::new(64);
+    node.core.on_command(
+        Command::Subscribe {
+            task_id: id(1),
+            principal: crate::auth::Principal {
+                client: ClientId::new("c"),
+                admin: false,
+                tasks: None,
+                token: None,
+            },
+            after_seq: 0,
+            mailbox,
+            reference: None,
+        },
+        node.now,
+    );
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 3,
+        stream_seq: 12,
+    });
+    node.applied(
+        EventRecord::new(
+            id(1),
+            3,
+            TaskEvent::Completed {
+                result: RawValue::from_string("1".to_owned()).expect("json"),
+                files: Vec::new(),
+                duration: Duration::ZERO,
+            },
+        ),
+        12,
+        "b",
+        None,
+    );
+    let mut seqs = Vec::new();
+    while let Ok(message) = inbox.try_recv() {
+        match message {
+            Outbound::Event { record, .. } => seqs.push(record.seq),
+            Outbound::Replay(records) => seqs.extend(records.iter().map(|r| r.seq)),
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3]);
+}

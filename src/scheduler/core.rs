@@ -152,6 +152,14 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    /// Whether its terminal event is in its log: no event follows, so a
+    /// subscriber added now would wait for nothing. (In cluster mode `state`
+    /// turns terminal when this node proposes the end, before the event is
+    /// committed and delivered; a subscriber added in between must stay.)
+    pub(crate) fn log_ended(&self) -> bool {
+        self.log.last().is_some_and(|r| r.event.is_terminal())
+    }
+
     /// A task is visible to its client (a browser token: only to itself,
     /// unless minted with the key's scope) and to admins.
     pub(crate) fn visible_to(&self, principal: &Principal) -> bool {

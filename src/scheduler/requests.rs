@@ -193,7 +193,7 @@ impl Core {
                 if !rest.is_empty() && !mailbox.deliver(Outbound::Replay(rest), &self.metrics) {
                     return;
                 }
-                if !task.state.is_terminal()
+                if !task.log_ended()
                     && !task
                         .subscribers
                         .iter()
@@ -339,7 +339,7 @@ impl Core {
         if !replay.is_empty() && !mailbox.deliver(Outbound::Replay(replay), &self.metrics) {
             return;
         }
-        if !task.state.is_terminal()
+        if !task.log_ended()
             && !task
                 .subscribers
                 .iter()

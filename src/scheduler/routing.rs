@@ -301,7 +301,7 @@ impl Core {
                 if pending.cancel_on_disconnect {
                     task.cancel_with = Some(mailbox.id());
                 }
-                if !task.state.is_terminal() {
+                if !task.log_ended() {
                     task.subscribers
                         .push(super::core::Subscriber { mailbox, stream });
                 }
