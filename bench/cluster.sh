@@ -9,7 +9,9 @@
 # held while its `started` is committed, so slots are the pipeline depth.
 #
 #   bench/cluster.sh                      # RUNS=3, CL_N=20000, SEQ_N=2000
-# Results: target/bench/cluster-<time>/results.jsonl and the logs.
+# Results: target/bench/cluster-<time>/results.jsonl and the logs; the
+# Markdown table of BENCHMARKS.md is printed at the end
+# (bench/cluster_report.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -43,6 +45,16 @@ stop_all() {
     pids=()
 }
 trap stop_all EXIT
+
+# user + system ticks of every process started for this configuration.
+ticks_all() {
+    local total=0 t
+    for pid in "${pids[@]}"; do
+        t="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+        total=$((total + t))
+    done
+    echo "$total"
+}
 
 wait_ready() {
     for _ in $(seq 400); do
@@ -92,16 +104,14 @@ for round in $(seq "$RUNS"); do
             p="$(free_port)"; ports+=("$p")
             start_node "$p" --cluster-nats-url "nats://127.0.0.1:$nats_port" --cluster-node "n$n"
         done
+        # CPU of every process of the run (NATS and all nodes) over the
+        # throughput phase, per task; the bench's own figure is node n1's.
+        before="$(ticks_all)"
         tasks "cluster${nodes}_8x64" "$round" "${ports[0]}" "${pids[1]}" 8 64 "$CL_N"
-        tasks "cluster${nodes}_sequential" "$round" "${ports[0]}" "${pids[1]}" 1 1 "$SEQ_N"
-        # CPU of every process of the run (NATS and all nodes), per task.
-        total=0
-        for pid in "${pids[@]}"; do
-            t="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
-            total=$((total + t))
-        done
+        after="$(ticks_all)"
         printf '{"name":"cluster%s_cpu","round":%s,"result":{"ticks":%s,"hz":%s,"tasks":%s}}\n' \
-            "$nodes" "$round" "$total" "$(getconf CLK_TCK)" "$((CL_N + SEQ_N))" >>"$results"
+            "$nodes" "$round" "$((after - before))" "$(getconf CLK_TCK)" "$CL_N" >>"$results"
+        tasks "cluster${nodes}_sequential" "$round" "${ports[0]}" "${pids[1]}" 1 1 "$SEQ_N"
         stop_all
     done
     [ -n "$bullmq" ] || continue
@@ -109,9 +119,15 @@ for round in $(seq "$RUNS"); do
     redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    before="$(ticks_all)"
     record bullmq_throughput "$round" "$root/bench/peers/bullmq.sh" "$redis_port" throughput "$BULLMQ_N"
+    after="$(ticks_all)"
+    # Redis only (the BullMQ worker process is not counted).
+    printf '{"name":"bullmq_redis_cpu","round":%s,"result":{"ticks":%s,"hz":%s,"tasks":%s}}\n' \
+        "$round" "$((after - before))" "$(getconf CLK_TCK)" "$BULLMQ_N" >>"$results"
     redis-cli -p "$redis_port" flushall >/dev/null
     record bullmq_sequential "$round" "$root/bench/peers/bullmq.sh" "$redis_port" sequential "$BULLMQ_SEQ_N"
     stop_all
 done
 log "results: $results"
+python3 "$root/bench/cluster_report.py" "$results"
