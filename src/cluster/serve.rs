@@ -240,25 +240,43 @@ async fn open_files(
             let name = format!("OBJ_{FILE_BUCKET}");
             if let Ok(stream) = js.get_stream(&name).await {
                 let mut wanted = stream.cached_info().config.clone();
-                if wanted.max_age != max_age || wanted.max_bytes != max_bytes {
+                if wanted.max_age != max_age
+                    || (wanted.max_bytes != max_bytes && wanted.max_bytes != -1)
+                {
                     wanted.max_age = max_age;
                     wanted.max_bytes = max_bytes;
-                    js.update_stream(wanted).await.map_err(|e| text(&e))?;
+                    if let Err(e) = js.update_stream(wanted).await {
+                        tracing::warn!(error = %e, "the shared file store keeps its old limits");
+                    }
                 }
             }
             Ok(store)
         }
-        Err(_) => js
-            .create_object_store(jetstream::object_store::Config {
+        Err(_) => {
+            let store = |max_bytes| jetstream::object_store::Config {
                 bucket: FILE_BUCKET.to_owned(),
                 max_age,
                 max_bytes,
                 storage: stream::StorageType::File,
                 num_replicas: config.replicas,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| text(&e)),
+            };
+            match js.create_object_store(store(max_bytes)).await {
+                Ok(made) => Ok(made),
+                // JetStream reserves a stream's `max_bytes` up front: where
+                // its disk is smaller than `max_temp_bytes`, the store is
+                // bounded by JetStream's own storage limit and its age.
+                Err(e) if e.to_string().contains("insufficient storage") => {
+                    tracing::warn!(
+                        "NATS cannot reserve max_temp_bytes for the shared file store; it is bounded by JetStream's storage limit instead"
+                    );
+                    js.create_object_store(store(-1))
+                        .await
+                        .map_err(|e| text(&e))
+                }
+                Err(e) => Err(text(&e)),
+            }
+        }
     }
 }
 

@@ -31,10 +31,15 @@ impl Core {
         }
         let probe = cluster.probe_at <= now;
         let version = cluster.queue_version;
+        // No more asked for than the queue this node sees holds: with many
+        // one-slot executors, one queued task is one fetch, not one per
+        // executor (the others would come back empty and ask again).
+        let promised_total: usize = cluster.claiming.values().sum();
+        let mut budget = self.queue.len().saturating_sub(promised_total);
         let mut claims = Vec::new();
         for (id, exec) in self.registry.iter() {
             let promised = cluster.claiming.get(&id).copied().unwrap_or(0);
-            let want = exec.free().saturating_sub(promised);
+            let mut want = exec.free().saturating_sub(promised);
             if want == 0 {
                 continue;
             }
@@ -43,7 +48,13 @@ impl Core {
                 .empty_at
                 .get(&id)
                 .is_some_and(|(v, at)| *v == version && now < *at + super::cluster::EMPTY_RETRY);
-            if lanes.is_empty() || stale {
+            if !lanes.is_empty() && !stale {
+                want = want.min(budget);
+                if want == 0 {
+                    continue;
+                }
+                budget -= want;
+            } else {
                 if !probe {
                     continue;
                 }
