@@ -185,12 +185,7 @@ impl Link {
             }
             Effect::Settle { task_id, settle } => self.settle(task_id, settle).await,
             Effect::Abandon { task_id } => {
-                // Given back at once while the hold is surely still this
-                // node's (then nobody else holds it); whoever takes it next
-                // decides from the history. A lapsed hold is let go.
-                if let Some(message) = self.take_hold(task_id) {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                }
+                self.drop_hold(task_id);
                 self.unlock(task_id).await;
             }
             Effect::Lookup { task_id } => {
@@ -500,6 +495,13 @@ impl Link {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id)?;
         (held.renewed.elapsed() < self.safe_hold()).then_some(held.message)
+    }
+
+    fn drop_hold(&self, id: TaskId) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
     }
 
     /// How long after its last confirmed renewal a hold is surely still
