@@ -458,11 +458,7 @@ impl Link {
     }
 
     /// A proposal lost: a held message is dropped from the queue if the
-    /// task is finished, else given back at once while the hold is still
-    /// this node's (nobody else can hold it then: the other writer was,
-    /// e.g., the submitter writing `accepted` after this node adopted the
-    /// task), so that whoever takes it next decides from the history now
-    /// rather than after a lease.
+    /// task is finished, else left alone (another node has it now).
     async fn after_conflict(&self, ready: &Ready, id: TaskId) {
         let last = ready
             .events
@@ -477,10 +473,7 @@ impl Link {
             Some(message) if finished == Some(true) => {
                 let _ = message.ack().await;
             }
-            Some(message) => {
-                let _ = message.ack_with(AckKind::Nak(None)).await;
-            }
-            None => {}
+            _ => {}
         }
         self.unlock(id).await;
     }
