@@ -113,8 +113,9 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
     let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
     let a = Node::start("a", &urls, &["--workers", "4", "--cluster-replicas", "3"]);
     let b = Node::start("b", &urls, &["--workers", "4", "--cluster-replicas", "3"]);
-    a.ready_within(60).await;
-    b.ready_within(60).await;
+    // Replicated streams are created through Raft: slow on a busy machine.
+    a.ready_within(120).await;
+    b.ready_within(120).await;
     let mut accepted: Vec<String> = Vec::new();
     let mut refused = 0;
     for n in 0..150 {
