@@ -294,6 +294,51 @@ pub struct Tokens {
     max_per_key: usize,
 }
 
+/// A browser token's grant as the nodes of a cluster share it: everything
+/// but the token itself (the key it is shared under is its digest).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SharedGrant {
+    client: String,
+    /// `own` or `key`.
+    scope: String,
+    /// Milliseconds since the Unix epoch.
+    expires_ms: u64,
+    #[serde(default)]
+    tasks: Option<Vec<String>>,
+    #[serde(default)]
+    origin: Option<String>,
+}
+
+/// The id of a token, the same on every node of a cluster: the first bits
+/// of its digest.
+fn token_id(digest: &[u8; 32]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    // Never 0, so no token id can be mistaken for a missing one by a reader.
+    u64::from_le_bytes(bytes).max(1)
+}
+
+/// The digest of a token as text: the key a grant is shared under.
+pub fn token_key(token: &str) -> String {
+    hex(&digest(token))
+}
+
+fn parse_key(key: &str) -> Option<[u8; 32]> {
+    if key.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(key.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[derive(Debug, Default)]
 struct TokenState {
     grants: HashMap<[u8; 32], Grant>,
@@ -394,7 +439,6 @@ impl Tokens {
         origin: Option<String>,
         scope: TokenScope,
     ) -> Result<(String, SystemTime), MintError> {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         if owner.via_token() {
             return Err(MintError::NotAKey);
         }
@@ -434,7 +478,7 @@ impl Tokens {
                 key,
                 Grant {
                     client: owner.client.clone(),
-                    id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    id: token_id(&key),
                     scope,
                     expires,
                     tasks,
@@ -469,6 +513,98 @@ impl Tokens {
             true
         } else {
             false
+        }
+    }
+
+    /// The grant of a live token, for the other nodes of a cluster.
+    pub fn shared(&self, token: &str) -> Option<SharedGrant> {
+        let grant = self.lock().grants.get(&digest(token))?.clone();
+        let left = grant.expires.saturating_duration_since(Instant::now());
+        Some(SharedGrant {
+            client: grant.client.as_str().to_owned(),
+            scope: match grant.scope {
+                TokenScope::Own => "own",
+                TokenScope::Key => "key",
+            }
+            .to_owned(),
+            expires_ms: epoch_ms(SystemTime::now() + left),
+            tasks: grant
+                .tasks
+                .as_ref()
+                .map(|t| t.iter().map(|t| t.to_string()).collect()),
+            origin: grant.origin,
+        })
+    }
+
+    /// Whether this node holds the grant shared under `key`.
+    pub fn knows(&self, key: &str) -> bool {
+        parse_key(key).is_some_and(|key| self.lock().grants.contains_key(&key))
+    }
+
+    /// Holds a grant another node minted (cluster mode), within the same
+    /// bounds as a mint; false if `key` is not a digest, the grant has
+    /// expired, or a bound is reached.
+    pub fn adopt(&self, key: &str, shared: &SharedGrant) -> bool {
+        let Some(key) = parse_key(key) else {
+            return false;
+        };
+        let now = epoch_ms(SystemTime::now());
+        if shared.expires_ms <= now {
+            return false;
+        }
+        let client = ClientId::new(&shared.client);
+        let expires =
+            Instant::now() + Duration::from_millis(shared.expires_ms - now).min(self.max_ttl);
+        let earliest = {
+            let mut state = self.lock();
+            if state.grants.contains_key(&key) {
+                return true;
+            }
+            let held = state.per_client.get(&client).copied().unwrap_or(0);
+            if state.grants.len() >= self.max_live || held >= self.max_per_key {
+                return false;
+            }
+            *state.per_client.entry(client.clone()).or_insert(0) += 1;
+            state.by_expiry.insert((expires, key));
+            state.grants.insert(
+                key,
+                Grant {
+                    client,
+                    id: token_id(&key),
+                    scope: if shared.scope == "key" {
+                        TokenScope::Key
+                    } else {
+                        TokenScope::Own
+                    },
+                    expires,
+                    tasks: shared.tasks.as_ref().map(|t| {
+                        t.iter()
+                            .take(MAX_TOKEN_TASKS)
+                            .map(|t| t.clone().into_boxed_str())
+                            .collect()
+                    }),
+                    origin: shared.origin.clone(),
+                    revoked: CancellationToken::new(),
+                },
+            );
+            state
+                .by_expiry
+                .first()
+                .is_some_and(|(at, k)| *at == expires && *k == key)
+        };
+        if earliest {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Drops a grant revoked on another node (cluster mode): sockets it
+    /// opened here close with `4401`.
+    pub fn forget(&self, key: &str) {
+        let Some(key) = parse_key(key) else { return };
+        let removed = self.lock().remove(&key);
+        if let Some(grant) = removed {
+            grant.revoked.cancel();
         }
     }
 

@@ -138,6 +138,9 @@ pub struct Overrides {
     /// Open TCP connections from one IP address (IPv6: one /64) (default 256).
     #[arg(long, env = "TASKWIRE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+    /// `[cluster]`: several nodes on NATS JetStream (docs/cluster.md).
+    #[command(flatten)]
+    pub cluster: crate::cluster::config::ClusterOverrides,
     /// Seconds between heartbeats to and from workers (default 5).
     #[arg(long, env = "TASKWIRE_HEARTBEAT_INTERVAL_S", value_name = "N")]
     pub heartbeat_interval_s: Option<u64>,
@@ -207,6 +210,7 @@ struct FileConfig {
     allowed_origins: Option<Vec<String>>,
     #[serde(default)]
     api_keys: Vec<FileApiKey>,
+    cluster: Option<crate::cluster::config::FileCluster>,
     #[serde(default)]
     schedules: Vec<crate::schedules::FileSchedule>,
     heartbeat_interval_s: Option<u64>,
@@ -296,6 +300,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Uploads and URL inputs.
     pub inputs: InputsConfig,
+    /// `[cluster]`, when this node shares its queue with others on NATS.
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
     /// Managed worker groups, declared tasks, worker knobs.
     pub workers: crate::workers::config::WorkersConfig,
 }
@@ -759,6 +765,11 @@ impl Config {
             }
         }
 
+        let cluster = crate::cluster::config::ClusterConfig::from_layers(
+            file.cluster,
+            &o.cluster,
+            &mut problems,
+        );
         let schedules = crate::schedules::spec::parse(file.schedules, &api_keys, &mut problems);
         let worker_config = crate::workers::config::resolve(
             groups,
@@ -827,6 +838,7 @@ impl Config {
                 fetch_timeout: secs(fetch_timeout_s),
                 fetch_allow,
             },
+            cluster,
             workers: worker_config,
         })
     }
@@ -964,6 +976,9 @@ impl Config {
                 "\n[[tasks]]\nname = {:?}\nretry_safe = {}\n",
                 &*task.name, task.retry_safe
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            out.push_str(&cluster.to_toml());
         }
         out
     }

@@ -118,6 +118,8 @@ pub struct Offer {
     pub source: Source,
     /// Connected executors serving it now.
     pub workers: usize,
+    /// Executors of other nodes serving it now (cluster mode).
+    pub remote_workers: usize,
     /// It may run again after a lost attempt.
     pub retry_safe: bool,
     /// Its default timeout, if it has one.
@@ -151,7 +153,8 @@ impl Directory {
                     check: Check::Handler(Arc::clone(&entry.handler)),
                     source: Source::Builtin,
                     workers: 0,
-                    retry_safe: false,
+                    remote_workers: 0,
+                    retry_safe: entry.handler.retry_safe(),
                     timeout: None,
                 }),
             );
@@ -206,6 +209,7 @@ impl Directory {
                         check,
                         source,
                         workers: tasks.get(&decl.name).map_or(0, |t| t.workers),
+                        remote_workers: tasks.get(&decl.name).map_or(0, |t| t.remote_workers),
                         retry_safe: decl.retry_safe,
                         timeout: decl.timeout,
                     }),
@@ -213,6 +217,29 @@ impl Directory {
             }
         });
         refused.map_or(Ok(()), Err)
+    }
+
+    /// How many executors of other nodes serve each name now (cluster
+    /// mode); names not listed have none.
+    pub(crate) fn set_remote_workers(&self, counts: &std::collections::HashMap<Arc<str>, usize>) {
+        let differs = self
+            .snapshot()
+            .tasks
+            .values()
+            .any(|o| o.remote_workers != counts.get(&o.name).copied().unwrap_or(0));
+        if !differs {
+            return;
+        }
+        self.update(|tasks| {
+            for offer in tasks.values_mut() {
+                let n = counts.get(&offer.name).copied().unwrap_or(0);
+                if offer.remote_workers != n {
+                    let mut changed = (**offer).clone();
+                    changed.remote_workers = n;
+                    *offer = Arc::new(changed);
+                }
+            }
+        });
     }
 
     /// Changes how many executors serve `name` now.

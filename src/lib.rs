@@ -7,6 +7,7 @@ pub(crate) mod artifacts;
 pub mod auth;
 pub mod booklet;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub(crate) mod directory;
 pub mod exec;
@@ -53,6 +54,8 @@ pub enum ServeError {
     Inputs(#[from] crate::inputs::InputsError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("[[tasks]]: {0}")]
     DeclaredTask(String),
 }
@@ -100,20 +103,61 @@ pub async fn serve_with(
             .map_err(ServeError::DeclaredTask)?;
     }
     let discard = artifacts.clone();
-    let scheduler = Scheduler::start(
-        &config.limits,
-        Arc::clone(&directory),
-        metrics.clone(),
-        &background,
-        stop.clone(),
-        move |files| discard.discard(&files),
-    );
+    let orphans = move |files: Vec<task::PublishedFile>| discard.discard(&files);
+    // Without `[cluster]` nothing of the cluster is built or run.
+    let (scheduler, cluster) = match &config.cluster {
+        None => (
+            Scheduler::start(
+                &config.limits,
+                Arc::clone(&directory),
+                metrics.clone(),
+                &background,
+                stop.clone(),
+                orphans,
+            ),
+            None,
+        ),
+        Some(settings) => {
+            let (scheduler, port) = Scheduler::start_cluster(
+                &config.limits,
+                Arc::clone(&directory),
+                metrics.clone(),
+                &background,
+                stop.clone(),
+                orphans,
+                Arc::from(settings.node.as_str()),
+                settings.lease,
+            );
+            let shares = cluster::Shares {
+                token_ttl: config.security.max_token_ttl,
+                file_ttl: config.files.file_ttl,
+                file_bytes: config.files.max_temp_bytes,
+            };
+            let cluster = cluster::start(
+                settings,
+                &config.limits,
+                shares,
+                port,
+                &background,
+                stop.clone(),
+            )
+            .await?;
+            artifacts.share_with(Arc::new(cluster.clone()));
+            tracing::info!(
+                node = settings.node,
+                "cluster mode: this node shares its queue on NATS"
+            );
+            (scheduler, Some(cluster))
+        }
+    };
+    let pool_tasks = config.cluster.as_ref().and_then(|c| c.pool_tasks.clone());
     pool::start(
         &scheduler,
         Arc::clone(&catalog),
         artifacts.clone(),
         inputs.clone(),
         config.limits.workers,
+        pool_tasks.as_deref(),
         &background,
     )
     .await?;
@@ -132,6 +176,10 @@ pub async fn serve_with(
         &background,
         stop.clone(),
     );
+    let tokens = Tokens::start(config.security.max_token_ttl, &background, stop.clone());
+    if let Some(cluster) = &cluster {
+        cluster.follow_tokens(Arc::clone(&tokens), &background, stop.clone());
+    }
     let workers = workers::Workers::new(
         &config,
         scheduler.clone(),
@@ -151,7 +199,7 @@ pub async fn serve_with(
         schedules,
         auth: Authenticator {
             keys: KeyStore::new(config.security.api_keys.clone()),
-            tokens: Tokens::start(config.security.max_token_ttl, &background, stop.clone()),
+            tokens,
         },
         origins: OriginPolicy::new(
             config.security.allowed_origins.clone(),
@@ -170,6 +218,7 @@ pub async fn serve_with(
         drained: drained.clone(),
         streams: streams.clone(),
         static_dir: static_dir(),
+        cluster: cluster.clone(),
         workers,
     });
     let app = server::router(state.clone());
@@ -185,6 +234,10 @@ pub async fn serve_with(
     tracing::info!("shutdown: draining");
     draining.cancel();
     scheduler.drain().await;
+    if let Some(cluster) = &cluster {
+        // The last events of this node's tasks reach the stream first.
+        cluster.flush(CLOSE_GRACE).await;
+    }
     // Every task has ended: managed workers are drained and stopped
     // (stdin closed, then SIGTERM and SIGKILL to each process group).
     supervisor.shutdown().await;
@@ -202,6 +255,9 @@ pub async fn serve_with(
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("shutdown: HTTP connections did not close in time"),
+    }
+    if let Some(cluster) = &cluster {
+        cluster.leave().await;
     }
     stop.cancel();
     background.close();

@@ -38,18 +38,24 @@ pub(crate) async fn start(
     artifacts: Artifacts,
     inputs: Inputs,
     slots: usize,
+    only: Option<&[String]>,
     tracker: &TaskTracker,
 ) -> Result<(), RegisterError> {
     let tasks: Vec<TaskDecl> = catalog
         .iter()
+        .filter(|entry| only.is_none_or(|names| names.iter().any(|n| *n == *entry.name)))
         .map(|entry| TaskDecl {
             name: Arc::clone(&entry.name),
             description: entry.handler.description().to_owned(),
             input_schema: None,
-            retry_safe: false,
+            retry_safe: entry.handler.retry_safe(),
             timeout: None,
         })
         .collect();
+    if tasks.is_empty() {
+        // `[cluster] pool_tasks` named none of them: other nodes run them.
+        return Ok(());
+    }
     for n in 1..=slots {
         let registration = scheduler
             .register(ExecutorSpec {

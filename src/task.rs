@@ -483,6 +483,17 @@ impl EventRecord {
         }
     }
 
+    /// An event numbered and timed elsewhere (another node of a cluster).
+    pub fn with_time(task_id: TaskId, seq: u64, at: SystemTime, event: TaskEvent) -> EventRecord {
+        EventRecord {
+            task_id,
+            seq,
+            at,
+            event,
+            encoded: OnceLock::new(),
+        }
+    }
+
     /// The encoded event, made by `encode` the first time it is asked for.
     pub fn encoded(&self, encode: impl FnOnce(&EventRecord) -> Bytes) -> Bytes {
         self.encoded.get_or_init(|| encode(self)).clone()

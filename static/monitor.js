@@ -7,7 +7,9 @@
 // cancel any key's task); "Run a task" uses `submit`. Workers come with the
 // `watching` reply and `worker_update` messages; what only the worker side
 // knows (last heartbeat, restarts) and the done/failed counts are read from
-// `GET /v1/admin/workers` every few seconds.
+// `GET /v1/admin/workers` every few seconds. On a cluster node the nodes
+// panel shows every node (`GET /v1/admin/nodes`, same rhythm); outside a
+// cluster that list is empty and the panel stays hidden.
 
 import { TaskwireClient, TaskwireError } from './taskwire.js';
 import { startSchedules } from './monitor-schedules.js';
@@ -220,8 +222,38 @@ function renderWorkers() {
   if (!list.length) body.insertRow().insertCell().outerHTML = '<td colspan="10" class="empty">No workers.</td>';
 }
 
+function renderNodes(nodes) {
+  const card = $('#nodes-card');
+  card.hidden = nodes.length === 0;
+  const body = $('#nodes tbody');
+  body.replaceChildren();
+  for (const n of [...nodes].sort((a, b) => a.name.localeCompare(b.name))) {
+    const tr = body.insertRow();
+    tr.dataset.node = n.name;
+    tr.dataset.state = n.state;
+    cell(tr, n.this ? `${n.name} (this node)` : n.name);
+    cell(tr, n.state, `state state-${n.state}`);
+    cell(tr, time(n.started_at));
+    cell(tr, time(n.seen_at));
+    cell(tr, String(n.workers ?? 0), 'num');
+    cell(tr, `${n.busy ?? 0} / ${n.slots ?? 0}`, 'num busy');
+  }
+}
+
+async function refreshNodes() {
+  try {
+    const response = await fetch(new URL('v1/admin/nodes', server), { headers: { authorization: `Bearer ${adminKey}` } });
+    if (!response.ok) return;
+    const body = await response.json();
+    renderNodes(body.nodes ?? []);
+  } catch {
+    // The next round tries again.
+  }
+}
+
 async function refreshLiveness() {
   if (!adminKey) return;
+  refreshNodes();
   try {
     const response = await fetch(new URL('v1/admin/workers', server), { headers: { authorization: `Bearer ${adminKey}` } });
     if (!response.ok) return;

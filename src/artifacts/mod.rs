@@ -107,6 +107,41 @@ impl Quota {
     }
 }
 
+/// A published file as another node describes it (cluster mode).
+#[derive(Clone, Debug)]
+pub struct SharedFile {
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub expires_at: SystemTime,
+}
+
+/// A reader over a shared file's bytes.
+pub(crate) type SharedReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// A shared file's description, and its bytes unless it has expired;
+/// `None`: there is no such file.
+pub(crate) type SharedFound = Option<(SharedFile, Option<SharedReader>)>;
+
+/// Where published files are also kept so that every node can serve them
+/// (cluster mode: the cluster's file store). Without one, files live on
+/// this node only.
+pub trait FileShare: Send + Sync + std::fmt::Debug {
+    /// Stores a file this node published (before its task's terminal event
+    /// is written, so a link handed out works on every node).
+    fn put(
+        &self,
+        file: PublishedFile,
+        path: PathBuf,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>>;
+    /// A file published on another node: its description, and its bytes
+    /// unless it has expired. `Ok(None)`: there is no such file.
+    fn get(
+        &self,
+        token: String,
+    ) -> futures::future::BoxFuture<'static, Result<SharedFound, String>>;
+}
+
 /// What a download link points at now.
 #[derive(Debug)]
 pub enum Lookup {
@@ -169,6 +204,8 @@ struct Inner {
     _owned_root: Option<TempDir>,
     /// A given `temp_dir`: our subdirectories in it are removed at exit.
     given_root: Option<PathBuf>,
+    /// Cluster mode: where published files are shared.
+    share: std::sync::OnceLock<Arc<dyn FileShare>>,
 }
 
 impl Drop for Inner {
@@ -237,6 +274,7 @@ impl Artifacts {
                 expiry: expiry_tx,
                 given_root: owned_root.is_none().then_some(root),
                 _owned_root: owned_root,
+                share: std::sync::OnceLock::new(),
             }),
         };
         tracker.spawn(expiry::run(
@@ -246,6 +284,12 @@ impl Artifacts {
             metrics,
         ));
         Ok(artifacts)
+    }
+
+    /// Shares every file published from now on (cluster mode), and serves
+    /// files published elsewhere.
+    pub fn share_with(&self, share: Arc<dyn FileShare>) {
+        let _ = self.inner.share.set(share);
     }
 
     /// A new, empty stage for one task (no IO until its first file).
@@ -328,16 +372,102 @@ impl Artifacts {
             );
             // The loop only ends at shutdown, when nothing needs expiring.
             let _ = self.inner.expiry.send((now + self.inner.ttl, token)).await;
-            published.push(PublishedFile {
+            let file = PublishedFile {
                 name: entry.name,
                 size: entry.size,
                 content_type: entry.content_type,
                 sha256: hex(&entry.sha256),
                 token: token_text,
                 expires_at,
-            });
+            };
+            if let Some(share) = self.inner.share.get()
+                && let Err(e) = share.put(file.clone(), path).await
+            {
+                // The file is still served here; other nodes answer 404.
+                tracing::warn!(error = %e, "a published file could not be shared with the cluster");
+            }
+            published.push(file);
         }
         Ok(published)
+    }
+
+    /// What the link `token` points at, looking in the cluster's store if
+    /// this node has no such file: a file found there is copied here (and
+    /// charged to `max_temp_bytes`) until it expires, then served like one
+    /// published here.
+    pub async fn find(&self, token: &str, name: &str) -> Lookup {
+        match self.lookup(token, name) {
+            Lookup::Missing => {}
+            found => return found,
+        }
+        let (Some(share), Some(parsed)) = (self.inner.share.get(), DownloadToken::parse(token))
+        else {
+            return Lookup::Missing;
+        };
+        let (file, reader) = match share.get(token.to_owned()).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Lookup::Missing,
+            Err(e) => {
+                tracing::warn!(error = %e, "the cluster's file store cannot be read");
+                return Lookup::Missing;
+            }
+        };
+        if file.name != name {
+            return Lookup::Missing;
+        }
+        let left = file
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let Some(mut reader) = reader.filter(|_| !left.is_zero()) else {
+            return Lookup::Expired;
+        };
+        let deadline = Instant::now() + left;
+        let charged = file.size.max(4096);
+        if self.inner.quota.reserve(charged).is_err() {
+            tracing::warn!("a shared file cannot be copied here: max_temp_bytes is reached");
+            return Lookup::Missing;
+        }
+        // Written beside the served files, then renamed: never half-visible.
+        let part = self.inner.served.join(format!("{}.part", token));
+        let target = self.inner.served.join(token);
+        let copied = async {
+            let mut out = tokio::fs::File::create(&part).await?;
+            let n = tokio::io::copy(&mut reader, &mut out).await?;
+            out.sync_data().await?;
+            if n != file.size {
+                return Err(std::io::Error::other("the shared file was cut short"));
+            }
+            tokio::fs::rename(&part, &target).await
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&part).await;
+            self.inner.quota.release(charged);
+            tracing::warn!(error = %e, "copying a shared file failed");
+            return Lookup::Missing;
+        }
+        let served = ServedFile {
+            disk_name: token.to_owned(),
+            name: file.name.clone(),
+            content_type: file.content_type.clone(),
+            size: file.size,
+        };
+        match self.inner.entries.entry(parsed) {
+            dashmap::mapref::entry::Entry::Occupied(_) => {
+                // Another download copied it meanwhile (same bytes).
+                self.inner.quota.release(charged);
+            }
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                slot.insert(Entry::Live {
+                    file: served,
+                    charged,
+                    path: target,
+                });
+                let _ = self.inner.expiry.send((deadline, parsed)).await;
+            }
+        }
+        self.lookup(token, name)
     }
 
     /// Expires published files now, off this thread (their task ended some

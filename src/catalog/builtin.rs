@@ -150,6 +150,10 @@ impl TaskHandler for Approval {
 struct Echo;
 
 impl TaskHandler for Echo {
+    fn retry_safe(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "echo"
     }
@@ -211,6 +215,10 @@ impl SleepInput {
 }
 
 impl TaskHandler for Sleep {
+    fn retry_safe(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "sleep"
     }
@@ -343,6 +351,10 @@ fn write_blob(ctx: &TaskCtx, input: &BlobInput) -> Result<(), TaskError> {
 }
 
 impl TaskHandler for Blob {
+    fn retry_safe(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "blob"
     }

@@ -115,6 +115,12 @@ pub trait TaskHandler: Send + Sync + 'static {
     /// Cheap checks before the task is queued; must not block for long
     /// (it runs on the connection's task).
     fn validate(&self, input: &RawValue) -> Result<(), InvalidInput>;
+    /// Running it again after a lost attempt does no harm (no side effects
+    /// outside its own result). Only a cluster node can lose a built-in
+    /// attempt (the node dies); then such a task runs again elsewhere.
+    fn retry_safe(&self) -> bool {
+        false
+    }
     /// Runs the task. CPU-heavy or blocking work goes through
     /// [`TaskCtx::spawn_blocking`], never on the async threads.
     fn run(

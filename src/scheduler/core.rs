@@ -143,6 +143,9 @@ pub(crate) struct Task {
     pub(crate) message: Option<String>,
     /// When it fails with `no_worker` unless an executor for it comes.
     pub(crate) no_worker_at: Option<Instant>,
+    /// Cluster mode: what this node knows of the task's stream and whether
+    /// it runs it (`None` in local mode).
+    pub(crate) cluster: Option<Box<super::cluster::ClusterTask>>,
     /// The schedule that submitted it.
     pub(crate) tag: Option<Arc<str>>,
     /// Its entries in `Core::timers` (at most one of each kind), removed
@@ -151,6 +154,14 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    /// Whether its terminal event is in its log: no event follows, so a
+    /// subscriber added now would wait for nothing. (In cluster mode `state`
+    /// turns terminal when this node proposes the end, before the event is
+    /// committed and delivered; a subscriber added in between must stay.)
+    pub(crate) fn log_ended(&self) -> bool {
+        self.log.last().is_some_and(|r| r.event.is_terminal())
+    }
+
     /// A task is visible to its client (a browser token: only to itself,
     /// unless minted with the key's scope) and to admins.
     pub(crate) fn visible_to(&self, principal: &Principal) -> bool {
@@ -202,6 +213,9 @@ pub(crate) struct Core {
     pub(crate) orphans: Vec<PublishedFile>,
     /// The time of the input being handled (set by every entry point).
     pub(crate) now: Instant,
+    /// Cluster mode (`None`: local mode, where nothing of it runs).
+    pub(crate) cluster: Option<super::cluster::ClusterCore>,
+    pub(crate) started_at: SystemTime,
 }
 
 impl std::fmt::Debug for Core {
@@ -240,6 +254,8 @@ impl Core {
             drain: None,
             orphans: Vec::new(),
             now: Instant::now(),
+            cluster: None,
+            started_at: SystemTime::now(),
         }
     }
 
@@ -248,6 +264,20 @@ impl Core {
     }
 
     pub(crate) fn on_command(&mut self, command: Command, now: Instant) {
+        self.now = now;
+        let command = if self.cluster.is_some() {
+            match self.cluster_command(command, now) {
+                Some(command) => command,
+                None => return,
+            }
+        } else {
+            command
+        };
+        self.local_command(command, now);
+    }
+
+    /// A command as local mode handles it.
+    pub(crate) fn local_command(&mut self, command: Command, now: Instant) {
         self.now = now;
         match command {
             Command::Submit { spec, reply } => self.submit(spec, reply, now),
@@ -302,6 +332,9 @@ impl Core {
             }
             Command::AdminWorkers { reply } => {
                 let _ = reply.send(self.workers_list());
+            }
+            Command::AdminNodes { reply } => {
+                let _ = reply.send(self.nodes_list());
             }
             Command::Register { spec, reply } => {
                 let _ = reply.send(self.register(spec, now));
@@ -394,13 +427,32 @@ impl Core {
         event: TaskEvent,
         copies: Vec<(Mailbox, Option<Box<str>>)>,
     ) {
+        if self.cluster.is_some() {
+            // Cluster mode: the event is proposed to the task's stream and
+            // delivered when it comes back committed (`cluster::apply`).
+            return self.propose(id, event, copies);
+        }
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let record = task.log.push(id, event, self.limits.max_task_events);
+        self.record(id, record, copies);
+    }
+
+    /// Holds-side effects of a numbered event: the task's state at its end,
+    /// delivery to subscribers (and the private copies), retention, watchers.
+    pub(crate) fn record(
+        &mut self,
+        id: TaskId,
+        record: Arc<crate::task::EventRecord>,
+        copies: Vec<(Mailbox, Option<Box<str>>)>,
+    ) {
         let now = self.now;
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
-        let terminal = event.is_terminal();
-        let is_progress = matches!(event, TaskEvent::Progress(_));
-        let record = task.log.push(id, event, self.limits.max_task_events);
+        let terminal = record.event.is_terminal();
+        let is_progress = matches!(record.event, TaskEvent::Progress(_));
         if terminal {
             task.state = match record.event {
                 TaskEvent::Completed { .. } => TaskState::Completed,
@@ -463,11 +515,12 @@ impl Core {
     /// Forgets a finished task (its idempotency key with it).
     pub(crate) fn forget(&mut self, id: TaskId) {
         self.watch.forget(id);
-        if let Some(task) = self.tasks.remove(&id)
-            && let Some(key) = &task.idempotency_key
-        {
-            self.idempotency
-                .forget(&task.owner.client, &task.name, key, id);
+        if let Some(task) = self.tasks.remove(&id) {
+            if let Some(key) = &task.idempotency_key {
+                self.idempotency
+                    .forget(&task.owner.client, &task.name, key, id);
+            }
+            self.cluster_forget(&task);
         }
     }
 

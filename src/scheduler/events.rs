@@ -53,6 +53,25 @@ impl EventLog {
         record
     }
 
+    /// Holds an event numbered elsewhere (cluster mode: the next `seq` of
+    /// the task's stream); numbering continues after it.
+    pub(crate) fn push_numbered(&mut self, record: Arc<EventRecord>, max: usize) {
+        let is_progress = matches!(record.event, TaskEvent::Progress(_));
+        let size = record.event.held_bytes();
+        self.next_seq = record.seq + 1;
+        if !is_progress || self.held.len() < max {
+            self.held.push(record);
+            self.bytes += size;
+        } else if let Some(last) = self
+            .held
+            .last_mut()
+            .filter(|e| matches!(e.event, TaskEvent::Progress(_)))
+        {
+            self.bytes = self.bytes.saturating_sub(last.event.held_bytes()) + size;
+            *last = record;
+        }
+    }
+
     /// Held events with `seq > after_seq`, in order.
     pub(crate) fn replay(&self, after_seq: u64) -> Vec<Arc<EventRecord>> {
         let from = self.held.partition_point(|e| e.seq <= after_seq);

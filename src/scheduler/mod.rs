@@ -31,19 +31,25 @@
 //! their results, each for at most `result_ttl`.
 
 mod actor;
+mod claims;
+pub(crate) mod cluster;
 mod core;
 mod events;
 mod idempotency;
 mod mailbox;
+mod mirror;
 mod questions;
 mod queue;
 mod registry;
 mod requests;
 mod retention;
+mod routing;
 mod running;
 mod timers;
 mod watch;
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod core_tests;
 
@@ -89,6 +95,16 @@ pub enum Refusal {
     AlreadyAnswered,
     #[error("invalid answer: {0}")]
     InvalidAnswer(InvalidInput),
+    /// Cluster mode: NATS cannot be reached, so nothing can be queued.
+    #[error("the cluster's queue cannot be reached; try again shortly")]
+    Unavailable { retry_after: Duration },
+    /// Cluster mode, between nodes: this node does not run the task.
+    #[error("the task is not run by this node")]
+    NotOwner,
+    /// Cluster mode: uploads and fetched URLs live in one node's temporary
+    /// area, so a task with file inputs cannot go on the shared queue yet.
+    #[error("file inputs ($upload, $url) are not available in cluster mode yet")]
+    InputsNotShared,
 }
 
 /// A submit's answer.
@@ -165,6 +181,9 @@ pub(crate) enum Command {
     AdminWorkers {
         reply: oneshot::Sender<Vec<WorkerView>>,
     },
+    AdminNodes {
+        reply: oneshot::Sender<Vec<NodeSummary>>,
+    },
     Register {
         spec: ExecutorSpec,
         reply: oneshot::Sender<Result<Registration, RegisterError>>,
@@ -206,6 +225,8 @@ pub struct TaskView {
 #[derive(Debug, Clone)]
 pub struct WorkerView {
     pub id: crate::exec::ExecutorId,
+    /// The node it is connected to (cluster mode).
+    pub node: Option<Arc<str>>,
     pub name: Arc<str>,
     pub kind: ExecutorKind,
     pub tasks: Vec<Arc<str>>,
@@ -234,6 +255,20 @@ impl WorkerState {
     }
 }
 
+/// A node of the cluster as the monitoring page shows it.
+#[derive(Debug, Clone)]
+pub struct NodeSummary {
+    pub name: Arc<str>,
+    pub state: cluster::NodeState,
+    pub started_at: SystemTime,
+    pub seen_at: SystemTime,
+    pub workers: usize,
+    pub slots: usize,
+    pub running: usize,
+    /// This node.
+    pub this: bool,
+}
+
 /// Counters for the monitoring page.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
@@ -257,6 +292,16 @@ pub struct Scheduler {
 const COMMAND_QUEUE: usize = 4096;
 /// Reports waiting for the actor; an executor waits when it is full.
 const REPORT_QUEUE: usize = 4096;
+/// Cluster inputs and effects waiting on either side of the link.
+const CLUSTER_QUEUE: usize = 4096;
+
+/// The link's end of a cluster node's scheduler: effects to carry out,
+/// inputs to send back.
+#[derive(Debug)]
+pub struct ClusterPort {
+    pub inputs: mpsc::Sender<cluster::Input>,
+    pub effects: mpsc::Receiver<cluster::Effect>,
+}
 
 impl Scheduler {
     /// Starts the actor (tracked by `tracker`; it ends when every handle is
@@ -269,15 +314,80 @@ impl Scheduler {
         stop: CancellationToken,
         orphans: impl FnMut(Vec<crate::task::PublishedFile>) + Send + 'static,
     ) -> Scheduler {
+        Scheduler::start_with(limits, directory, metrics, tracker, stop, orphans, None).0
+    }
+
+    /// [`Scheduler::start`] as a node of a cluster: the core proposes to
+    /// and mirrors the cluster's streams through the returned port.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "start's arguments and the node's two"
+    )]
+    pub fn start_cluster(
+        limits: &Limits,
+        directory: Arc<Directory>,
+        metrics: Metrics,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+        orphans: impl FnMut(Vec<crate::task::PublishedFile>) + Send + 'static,
+        node: Arc<str>,
+        lease: Duration,
+    ) -> (Scheduler, ClusterPort) {
+        let (scheduler, port) = Scheduler::start_with(
+            limits,
+            directory,
+            metrics,
+            tracker,
+            stop,
+            orphans,
+            Some((node, lease)),
+        );
+        (
+            scheduler,
+            port.unwrap_or_else(|| unreachable!("asked for a port")),
+        )
+    }
+
+    fn start_with(
+        limits: &Limits,
+        directory: Arc<Directory>,
+        metrics: Metrics,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+        orphans: impl FnMut(Vec<crate::task::PublishedFile>) + Send + 'static,
+        cluster: Option<(Arc<str>, Duration)>,
+    ) -> (Scheduler, Option<ClusterPort>) {
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
         let draining = Arc::new(AtomicBool::new(false));
-        let core = core::Core::new(limits.clone(), directory, metrics, reports_tx);
-        tracker.spawn(actor::run(core, commands_rx, reports_rx, stop, orphans));
-        Scheduler {
-            commands: commands_tx,
-            draining,
+        let mut core = core::Core::new(limits.clone(), directory, metrics, reports_tx);
+        let mut port = None;
+        let mut link = None;
+        if let Some((node, lease)) = cluster {
+            core.enable_cluster(node, lease);
+            let (inputs_tx, inputs_rx) = mpsc::channel(CLUSTER_QUEUE);
+            let (effects_tx, effects_rx) = mpsc::channel(CLUSTER_QUEUE);
+            port = Some(ClusterPort {
+                inputs: inputs_tx,
+                effects: effects_rx,
+            });
+            link = Some((inputs_rx, effects_tx));
         }
+        tracker.spawn(actor::run(
+            core,
+            commands_rx,
+            reports_rx,
+            link,
+            stop,
+            orphans,
+        ));
+        (
+            Scheduler {
+                commands: commands_tx,
+                draining,
+            },
+            port,
+        )
     }
 
     async fn send(&self, command: Command) -> bool {
@@ -462,6 +572,11 @@ impl Scheduler {
     /// Admin: every executor.
     pub async fn admin_workers(&self) -> Option<Vec<WorkerView>> {
         self.ask(|reply| Command::AdminWorkers { reply }).await
+    }
+
+    /// Admin: every node of the cluster (none in local mode).
+    pub async fn admin_nodes(&self) -> Option<Vec<NodeSummary>> {
+        self.ask(|reply| Command::AdminNodes { reply }).await
     }
 
     /// Registers an executor: it will get orders for the tasks it declared.

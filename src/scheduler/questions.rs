@@ -32,6 +32,22 @@ pub(crate) struct OpenQuestion {
     pub(crate) expires_at: SystemTime,
 }
 
+impl OpenQuestion {
+    /// A question another node's task asked (cluster mode): answers are
+    /// checked here before they are sent to that node.
+    pub(crate) fn mirrored(spec: QuestionSpec, expires_at: SystemTime) -> OpenQuestion {
+        let validator = match (&spec.choices, &spec.schema) {
+            (None, Some(schema)) => compile_schema(schema).ok().map(Arc::new),
+            _ => None,
+        };
+        OpenQuestion {
+            spec,
+            validator,
+            expires_at,
+        }
+    }
+}
+
 /// Checks a question's shape; compiles its schema.
 pub(crate) fn check(spec: &QuestionSpec) -> Result<Option<jsonschema::Validator>, String> {
     if spec.question_id.is_empty() || spec.question_id.len() > MAX_QUESTION_ID_BYTES {
@@ -55,7 +71,7 @@ pub(crate) fn check(spec: &QuestionSpec) -> Result<Option<jsonschema::Validator>
 }
 
 /// Whether `value` answers the question.
-fn fits(open: &OpenQuestion, value: &serde_json::Value) -> Result<(), InvalidInput> {
+pub(super) fn fits(open: &OpenQuestion, value: &serde_json::Value) -> Result<(), InvalidInput> {
     if let Some(choices) = &open.spec.choices {
         if choices.iter().any(|c| &c.value == value) {
             return Ok(());

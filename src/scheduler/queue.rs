@@ -261,6 +261,46 @@ impl Queue {
         ahead as u64
     }
 
+    /// Lanes (name, priority) holding tasks among `names`, in the order
+    /// [`Queue::pop_for`] would take from them: highest priority first, then
+    /// the oldest head (cluster mode claims from the cluster's queue in
+    /// that order).
+    pub(crate) fn lanes_for<'a>(
+        &self,
+        names: impl Iterator<Item = &'a Arc<str>>,
+    ) -> Vec<(Arc<str>, Priority)> {
+        let mut heads: Vec<(usize, Order, Arc<str>, Priority)> = Vec::new();
+        for name in names {
+            let Some(lanes) = self.lanes.get(name) else {
+                continue;
+            };
+            for (rank, lane) in lanes.iter().enumerate() {
+                if let Some(head) = lane.front() {
+                    heads.push((rank, head.order, Arc::clone(name), head.priority));
+                }
+            }
+        }
+        heads.sort_by_key(|h| (h.0, h.1));
+        heads
+            .into_iter()
+            .map(|(_, _, name, priority)| (name, priority))
+            .collect()
+    }
+
+    /// Queued tasks among `cohort` that a new task of `priority` would wait
+    /// behind (those of its priority or higher).
+    pub(crate) fn count_through<'a>(
+        &self,
+        cohort: impl Iterator<Item = &'a Arc<str>>,
+        priority: Priority,
+    ) -> u64 {
+        let rank = priority.rank();
+        cohort
+            .filter_map(|name| self.lanes.get(name))
+            .map(|lanes| lanes[..=rank].iter().map(VecDeque::len).sum::<usize>())
+            .sum::<usize>() as u64
+    }
+
     /// Every queued task of `name` (parked ones included).
     pub(crate) fn ids_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = TaskId> + 'a {
         self.lanes

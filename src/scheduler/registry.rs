@@ -65,6 +65,7 @@ impl Executor {
     pub(crate) fn view(&self, id: ExecutorId) -> WorkerView {
         WorkerView {
             id,
+            node: None,
             name: Arc::clone(&self.name),
             kind: self.kind.clone(),
             tasks: self.tasks.clone(),

@@ -122,6 +122,7 @@ impl Core {
                 progress: None,
                 message: None,
                 no_worker_at,
+                cluster: None,
                 tag,
                 timers: Vec::new(),
             },
@@ -194,7 +195,7 @@ impl Core {
                 if !rest.is_empty() && !mailbox.deliver(Outbound::Replay(rest), &self.metrics) {
                     return;
                 }
-                if !task.state.is_terminal()
+                if !task.log_ended()
                     && !task
                         .subscribers
                         .iter()
@@ -340,7 +341,7 @@ impl Core {
         if !replay.is_empty() && !mailbox.deliver(Outbound::Replay(replay), &self.metrics) {
             return;
         }
-        if !task.state.is_terminal()
+        if !task.log_ended()
             && !task
                 .subscribers
                 .iter()
@@ -386,9 +387,18 @@ impl Core {
             running = self.running,
             "draining: queued tasks are cancelled, running ones get the grace period"
         );
-        let queued: Vec<TaskId> = self.queue.ids().collect();
+        // In cluster mode the queue is the cluster's: it stays for the
+        // other nodes.
+        let queued: Vec<TaskId> = if self.cluster.is_some() {
+            Vec::new()
+        } else {
+            self.queue.ids().collect()
+        };
         for id in queued {
             self.cancel_queued(id, CancelReason::Shutdown, Vec::new());
+        }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.entry_dirty = true;
         }
         let executors: Vec<ExecutorId> = self.registry.iter().map(|(id, _)| id).collect();
         for executor in executors {
@@ -402,8 +412,13 @@ impl Core {
     }
 
     pub(crate) fn finish_drain_if_done(&mut self) {
+        let idle = if self.cluster.is_some() {
+            self.running == 0 && self.cluster_idle()
+        } else {
+            self.running == 0 && self.queue.is_empty()
+        };
         let Some(drain) = &mut self.drain else { return };
-        if self.running > 0 || !self.queue.is_empty() {
+        if !idle {
             return;
         }
         drain.grace_until = None;

@@ -67,6 +67,9 @@ impl Core {
             failed: 0,
         });
         self.directory.count_workers(&names, 1);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.entry_dirty = true;
+        }
         // Queued tasks of these names no longer wait for "no worker".
         for name in &names {
             let queued: Vec<TaskId> = self.queue.ids_of(name).collect();
@@ -94,6 +97,9 @@ impl Core {
     /// executor first, until no executor can take one.
     pub(crate) fn dispatch(&mut self, now: Instant) {
         self.now = now;
+        if self.cluster.is_some() {
+            return self.cluster_dispatch(now);
+        }
         if self.drain.is_some() {
             return;
         }
@@ -161,6 +167,23 @@ impl Core {
         };
         exec.held.push((id, attempt, false));
         let worker = Arc::clone(&exec.name);
+        if let Some(cl) = task.cluster.as_deref_mut() {
+            // Cluster mode: the attempt runs once its `started` is in the
+            // task's stream (`claims.rs::committed`).
+            let node = self.cluster.as_ref().map_or("", |c| &*c.node);
+            let worker: Arc<str> = Arc::from(format!("{node}/{worker}"));
+            cl.assign = Some((cl.proposed.max(task.log.last_seq()) + 1, assignment));
+            task.state = TaskState::Running;
+            task.run = Some(Run::new(executor, deadline));
+            task.started_at = Some(SystemTime::now());
+            task.worker = Some(Arc::clone(&worker));
+            task.no_worker_at = None;
+            self.running += 1;
+            task.timers.push((deadline, Timer::Run(attempt)));
+            self.timers.insert((deadline, id, Timer::Run(attempt)));
+            self.emit(id, TaskEvent::Started { worker, attempt }, Vec::new());
+            return;
+        }
         if exec.orders.try_send(Order::Assign(assignment)).is_err() {
             // The executor is not reading: it gets no more work, and this
             // attempt is lost with it when it reports `Gone`.
@@ -395,6 +418,10 @@ impl Core {
         let Some(exec) = self.registry.remove(executor) else {
             return;
         };
+        if let Some(cluster) = &mut self.cluster {
+            cluster.entry_dirty = true;
+            cluster.claiming.remove(&executor);
+        }
         self.directory.count_workers(&exec.tasks, -1);
         let mut view = exec.view(executor);
         view.state = WorkerState::Gone;
@@ -500,6 +527,23 @@ impl Core {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
+        if let Some(cl) = task.cluster.as_deref_mut() {
+            // Cluster mode: back to the cluster's queue (the link gives its
+            // message back once `requeued` is in the stream); any node may
+            // take it again.
+            cl.owned = false;
+            task.run = None;
+            task.input = None;
+            self.running = self.running.saturating_sub(1);
+            if std::mem::take(&mut task.holds_group)
+                && let Some(group) = &task.concurrency_key
+            {
+                self.queue.release(group);
+            }
+            let attempt = task.attempt;
+            self.emit(id, TaskEvent::Requeued { attempt, failure }, Vec::new());
+            return;
+        }
         task.run = None;
         self.running = self.running.saturating_sub(1);
         if std::mem::take(&mut task.holds_group)

@@ -16,6 +16,7 @@ impl Core {
             self.drain.as_ref().and_then(|d| d.grace_until),
             self.watch.stats_due,
             self.timers.first().map(|(at, _, _)| *at),
+            self.cluster_wake(),
         ]
         .into_iter()
         .flatten()
@@ -100,9 +101,13 @@ impl Core {
             }
             Timer::Question(attempt) => self.question_expired(id, attempt, now),
             Timer::NoWorker => {
-                let due = task.state == TaskState::Queued
-                    && task.no_worker_at == Some(at)
-                    && !self.registry.serves(&task.name);
+                let due = if self.cluster.is_some() {
+                    self.cluster_no_worker(id, at)
+                } else {
+                    task.state == TaskState::Queued
+                        && task.no_worker_at == Some(at)
+                        && !self.registry.serves(&task.name)
+                };
                 if !due {
                     return;
                 }

@@ -124,7 +124,69 @@ impl Core {
     }
 
     pub(super) fn workers_list(&self) -> Vec<WorkerView> {
+        let Some(cluster) = &self.cluster else {
+            return self.registry.iter().map(|(id, e)| e.view(id)).collect();
+        };
+        // Cluster mode: this node's executors as `<node>/<name>`, then the
+        // other nodes'.
+        let mut list: Vec<WorkerView> = self
+            .registry
+            .iter()
+            .map(|(id, e)| {
+                let mut view = e.view(id);
+                view.name = std::sync::Arc::from(format!("{}/{}", cluster.node, view.name));
+                view.node = Some(std::sync::Arc::clone(&cluster.node));
+                view
+            })
+            .collect();
+        for node in cluster.nodes.values() {
+            list.extend(node.workers.iter().cloned().map(|mut w| {
+                if node.state == super::cluster::NodeState::Gone {
+                    w.state = super::WorkerState::Gone;
+                }
+                w
+            }));
+        }
+        list
+    }
+
+    /// This node's executors as its registry entry lists them.
+    pub(super) fn local_workers(&self) -> Vec<WorkerView> {
         self.registry.iter().map(|(id, e)| e.view(id)).collect()
+    }
+
+    pub(super) fn nodes_list(&self) -> Vec<super::NodeSummary> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let (slots, busy) = self.registry.slot_counts();
+        let mut list = vec![super::NodeSummary {
+            name: std::sync::Arc::clone(&cluster.node),
+            state: if self.drain.is_some() {
+                super::cluster::NodeState::Draining
+            } else {
+                super::cluster::NodeState::Up
+            },
+            started_at: self.started_at,
+            seen_at: std::time::SystemTime::now(),
+            workers: self.registry.iter().count(),
+            slots,
+            running: busy,
+            this: true,
+        }];
+        for node in cluster.nodes.values() {
+            list.push(super::NodeSummary {
+                name: std::sync::Arc::clone(&node.name),
+                state: node.state,
+                started_at: node.started_at,
+                seen_at: node.seen_at,
+                workers: node.workers.len(),
+                slots: node.workers.iter().map(|w| w.slots).sum(),
+                running: node.workers.iter().map(|w| w.running.len()).sum(),
+                this: false,
+            });
+        }
+        list
     }
 
     pub(super) fn stats(&self) -> Stats {
@@ -142,12 +204,31 @@ impl Core {
             })
             .collect();
         tasks.sort_by(|a, b| a.0.cmp(&b.0));
-        let (slots, busy) = self.registry.slot_counts();
+        let (mut slots, mut busy) = self.registry.slot_counts();
+        let mut running = self.running as u64;
+        if let Some(cluster) = &self.cluster {
+            for node in cluster.nodes.values() {
+                if node.state != super::cluster::NodeState::Gone {
+                    slots += node.workers.iter().map(|w| w.slots).sum::<usize>();
+                    busy += node.workers.iter().map(|w| w.running.len()).sum::<usize>();
+                }
+            }
+            running = self
+                .tasks
+                .values()
+                .filter(|t| {
+                    matches!(
+                        t.state,
+                        crate::task::TaskState::Running | crate::task::TaskState::Waiting
+                    )
+                })
+                .count() as u64;
+        }
         Stats {
             workers: slots as u64,
             workers_busy: busy as u64,
             queued: self.queue.len() as u64,
-            running: self.running as u64,
+            running,
             connections: u64::try_from(self.metrics.connections("ws").get()).unwrap_or(0),
             tasks,
         }

@@ -34,6 +34,35 @@ pub(super) fn bearer_secret(headers: &HeaderMap) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Cluster mode: a browser token minted on another node that this node has
+/// not heard of yet is read from the cluster once.
+pub(super) async fn learn_token(state: &AppState, secret: &str) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    if !secret.starts_with(crate::auth::TOKEN_PREFIX) {
+        return;
+    }
+    let key = crate::auth::token_key(secret);
+    if state.auth.tokens.knows(&key) {
+        return;
+    }
+    if let Some(grant) = cluster.fetch_token(&key).await {
+        state.auth.tokens.adopt(&key, &grant);
+    }
+}
+
+/// [`authenticate`], after [`learn_token`].
+pub(super) async fn authenticate_shared(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    if let Some(secret) = bearer_secret(headers) {
+        learn_token(state, secret).await;
+    }
+    authenticate(state, headers)
+}
+
 /// The principal of a request head: `Origin` first (`403`), then the key
 /// (`401`).
 pub(super) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
@@ -61,7 +90,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(state, &parts.headers).map(Caller)
+        authenticate_shared(state, &parts.headers).await.map(Caller)
     }
 }
 
@@ -69,7 +98,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let principal = authenticate(state, &parts.headers)?;
+        let principal = authenticate_shared(state, &parts.headers).await?;
         if !principal.admin {
             return Err(ApiError::Forbidden("needs an admin key"));
         }

@@ -329,7 +329,10 @@ impl Conn {
         let reference = request.reference.map(String::into_boxed_str);
         let Some(principal) = self.principal.clone() else {
             return match request.message {
-                ClientMessage::Auth { key } => self.authenticate(&key),
+                ClientMessage::Auth { key } => {
+                    super::caller::learn_token(&self.state, &key).await;
+                    self.authenticate(&key)
+                }
                 other => {
                     let message = format!("send an auth message before {}", other.kind());
                     self.reply_error(reference, ErrorCode::Unauthorized, &message);
@@ -678,6 +681,9 @@ impl Conn {
             return;
         }
         if let Some(file) = job.files.get(job.next_file) {
+            // Cluster mode: a file published on another node is copied here
+            // first (a no-op for a file of this node).
+            let _ = self.state.artifacts.find(&file.token, &file.name).await;
             let path = self.state.artifacts.published_path(&file.token);
             // Cancel-safe: the file counts as started only once it is open.
             let opened = tokio::task::spawn_blocking(move || match path {

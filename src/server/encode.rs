@@ -425,6 +425,26 @@ pub(crate) fn admin_list(tasks: &[TaskView], s: &Stats) -> String {
     })
 }
 
+/// `GET /v1/admin/nodes`: every node of the cluster (none in local mode).
+pub(crate) fn admin_nodes(nodes: &[crate::scheduler::NodeSummary]) -> String {
+    let nodes: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": &*n.name,
+                "state": n.state.as_str(),
+                "this": n.this,
+                "started_at": rfc3339(n.started_at),
+                "seen_at": rfc3339(n.seen_at),
+                "workers": n.workers,
+                "slots": n.slots,
+                "busy": n.running,
+            })
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes }).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};

@@ -138,6 +138,17 @@ fn refusal_wire(refusal: &Refusal, message: String) -> WireError {
         Refusal::InvalidAnswer(invalid) => {
             WireError::new(ErrorCode::InvalidInput, message).with_details(invalid.details())
         }
+        Refusal::Unavailable { retry_after } => {
+            let mut error = WireError::new(ErrorCode::Unavailable, message);
+            error.retry_after_ms = Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));
+            error
+        }
+        Refusal::NotOwner => {
+            let mut error = WireError::new(ErrorCode::Unavailable, message);
+            error.retry_after_ms = Some(100);
+            error
+        }
+        Refusal::InputsNotShared => WireError::new(ErrorCode::BadMessage, message),
     }
 }
 
@@ -151,7 +162,7 @@ pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::AlreadyFinished | ErrorCode::AlreadyAnswered => StatusCode::CONFLICT,
         ErrorCode::QueueFull | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ShuttingDown | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::Timeout
         | ErrorCode::TaskError

@@ -36,7 +36,7 @@ async fn download(
     Path((token, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let file = match state.artifacts.lookup(&token, &name) {
+    let file = match state.artifacts.find(&token, &name).await {
         Lookup::Found(file) => file,
         Lookup::Expired => return (StatusCode::GONE, "this link has expired\n").into_response(),
         Lookup::Missing => return (StatusCode::NOT_FOUND, "no such file\n").into_response(),

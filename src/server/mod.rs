@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     pub streams: TaskTracker,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// Cluster mode: this node's link to NATS.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// External workers: sessions' shared settings, the board, uploads.
     pub workers: crate::workers::Workers,
 }
@@ -151,7 +153,8 @@ pub(crate) fn welcome(offered: &Offered, config: &Config) -> Utf8Bytes {
                 } else {
                     "workers"
                 },
-                workers: (offer.source != Source::Builtin).then_some(offer.workers as u64),
+                workers: (offer.source != Source::Builtin)
+                    .then_some((offer.workers + offer.remote_workers) as u64),
             })
             .collect(),
         limits: Limits {
@@ -223,6 +226,8 @@ async fn count_errors(State(state): State<AppState>, response: Response) -> Resp
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(why) = state.cluster.as_ref().and_then(|c| c.unready()) {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("unready: {why}")).into_response()
     } else if let Some(waiting) = worker_rest::not_ready(&state) {
         (StatusCode::SERVICE_UNAVAILABLE, waiting).into_response()
     } else {

@@ -65,6 +65,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/tokens/{token}", delete(revoke))
         .route("/v1/admin/tasks", get(admin_tasks))
         .route("/v1/admin/workers", get(admin_workers))
+        .route("/v1/admin/nodes", get(admin_nodes))
         .route(
             "/v1/{*rest}",
             any(|| async { ApiError::NoSuchThing("no such route") }),
@@ -385,6 +386,22 @@ async fn mint(
         .mint(&principal, ttl, request.tasks, origin, scope)
     {
         Ok((token, expires)) => {
+            // Cluster mode: the token works on every node once this answers.
+            if let Some(cluster) = &state.cluster {
+                let shared = state.auth.tokens.shared(&token);
+                let key = crate::auth::token_key(&token);
+                let outcome = match &shared {
+                    Some(grant) => cluster.share_token(&key, grant).await,
+                    None => Err("the token expired at once".to_owned()),
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "a browser token could not be shared with the cluster");
+                    state.auth.tokens.revoke(&principal.client, &token);
+                    return Err(ApiError::Refused(crate::scheduler::Refusal::Unavailable {
+                        retry_after: Duration::from_millis(500),
+                    }));
+                }
+            }
             let expires_at = encode::rfc3339(expires);
             let body = Minted {
                 token: &token,
@@ -410,8 +427,15 @@ async fn revoke(
     Caller(principal): Caller,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    if principal.via_token() || !state.auth.tokens.revoke(&principal.client, &token) {
+    if principal.via_token() {
         return Err(ApiError::NoSuchThing("no such token"));
+    }
+    super::caller::learn_token(&state, &token).await;
+    if !state.auth.tokens.revoke(&principal.client, &token) {
+        return Err(ApiError::NoSuchThing("no such token"));
+    }
+    if let Some(cluster) = &state.cluster {
+        cluster.unshare_token(&crate::auth::token_key(&token)).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -423,6 +447,15 @@ async fn admin_tasks(State(state): State<AppState>, _: Admin) -> Result<Response
         .await
         .ok_or(ApiError::ShuttingDown)?;
     Ok(json(StatusCode::OK, encode::admin_list(&tasks, &stats)))
+}
+
+async fn admin_nodes(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let nodes = state
+        .scheduler
+        .admin_nodes()
+        .await
+        .ok_or(ApiError::ShuttingDown)?;
+    Ok(json(StatusCode::OK, encode::admin_nodes(&nodes)))
 }
 
 async fn admin_workers(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {

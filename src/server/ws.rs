@@ -28,7 +28,7 @@ pub(super) async fn upgrade(
     }
     // Header auth: a wrong key is refused before the upgrade.
     let principal = if headers.contains_key(header::AUTHORIZATION) {
-        match caller::authenticate(&state, &headers) {
+        match caller::authenticate_shared(&state, &headers).await {
             Ok(principal) => Some(principal),
             Err(error) => return error.into_response(),
         }

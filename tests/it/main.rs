@@ -6,6 +6,7 @@ mod support;
 mod booklet;
 mod bounds;
 mod cli;
+mod cluster;
 mod files;
 mod hardening;
 mod inputs;

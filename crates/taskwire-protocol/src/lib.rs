@@ -51,11 +51,13 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A URL input of the task could not be fetched.
     InputFetchFailed,
+    /// Cluster mode: the shared queue (NATS) cannot be reached now.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for metrics that should show zeros too.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadMessage,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownTask,
@@ -73,6 +75,7 @@ impl ErrorCode {
         ErrorCode::StorageFull,
         ErrorCode::ShuttingDown,
         ErrorCode::InputFetchFailed,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -95,6 +98,7 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::InputFetchFailed => "input_fetch_failed",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -1,0 +1,720 @@
+//! What the cluster writes into NATS: queue messages (a task's spec with
+//! its input), events (one task event with its `seq`, time and writer) and
+//! registry entries. Serialization lives here, at the edge, like the wire
+//! protocol's; the core passes Rust types.
+//!
+//! These formats are between nodes of one version; `v` lets a later one
+//! refuse what it cannot read instead of misreading it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::exec::{ExecutorId, ExecutorKind, TaskDecl};
+use crate::scheduler::cluster::{AcceptedInfo, Applied, NodeEntry};
+use crate::scheduler::{WorkerState, WorkerView};
+use crate::task::{
+    Answer, AnswerOutcome, CancelReason, Choice, ClientId, Delivery, EventRecord, FailureKind,
+    Owner, Priority, Progress, PublishedFile, QuestionSpec, TaskEvent, TaskFailure, TaskId,
+    TaskOptions, TaskSpec,
+};
+
+/// The format version of every message below.
+const V: u32 = 1;
+
+pub(crate) fn ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read a cluster message: {0}")]
+pub(crate) struct DecodeError(String);
+
+fn priority_str(p: Priority) -> &'static str {
+    match p {
+        Priority::High => "high",
+        Priority::Normal => "normal",
+        Priority::Low => "low",
+    }
+}
+
+fn priority_of(text: &str) -> Priority {
+    match text {
+        "high" => Priority::High,
+        "low" => Priority::Low,
+        _ => Priority::Normal,
+    }
+}
+
+/// A task's spec as the queue carries it (and its `accepted` without input).
+#[derive(Serialize, Deserialize)]
+struct Spec<I> {
+    v: u32,
+    id: String,
+    task: String,
+    client: String,
+    token: Option<u64>,
+    priority: String,
+    timeout_ms: u64,
+    idempotency_key: Option<String>,
+    concurrency_key: Option<String>,
+    stream: bool,
+    cancel_on_disconnect: bool,
+    interactive: bool,
+    retry_safe: bool,
+    input_bytes: u64,
+    /// The schedule that submitted it (queue messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<I>,
+}
+
+fn spec_of<'a>(id: &str, info: &AcceptedInfo, input: Option<&'a RawValue>) -> Spec<&'a RawValue> {
+    Spec {
+        v: V,
+        id: id.to_owned(),
+        task: info.name.to_string(),
+        client: info.owner.client.to_string(),
+        token: info.owner.token,
+        priority: priority_str(info.priority).to_owned(),
+        timeout_ms: u64::try_from(info.timeout.as_millis()).unwrap_or(u64::MAX),
+        idempotency_key: info.idempotency_key.clone(),
+        concurrency_key: info.concurrency_key.clone(),
+        stream: info.delivery == Delivery::Stream,
+        cancel_on_disconnect: info.cancel_on_disconnect,
+        interactive: info.interactive,
+        retry_safe: info.retry_safe,
+        input_bytes: info.input_bytes,
+        tag: None,
+        input,
+    }
+}
+
+fn info_of<I>(spec: &Spec<I>) -> AcceptedInfo {
+    AcceptedInfo {
+        name: Arc::from(spec.task.as_str()),
+        owner: Owner {
+            client: ClientId::new(&spec.client),
+            token: spec.token,
+        },
+        priority: priority_of(&spec.priority),
+        timeout: Duration::from_millis(spec.timeout_ms),
+        idempotency_key: spec.idempotency_key.clone(),
+        concurrency_key: spec.concurrency_key.clone(),
+        interactive: spec.interactive,
+        retry_safe: spec.retry_safe,
+        delivery: if spec.stream {
+            Delivery::Stream
+        } else {
+            Delivery::Link
+        },
+        cancel_on_disconnect: spec.cancel_on_disconnect,
+        input_bytes: spec.input_bytes,
+    }
+}
+
+/// The queue message of a task.
+pub(crate) fn encode_queued(spec: &TaskSpec) -> Vec<u8> {
+    let id = spec.id.hex();
+    let info = AcceptedInfo::of(spec);
+    let mut queued = spec_of(id.as_str(), &info, Some(&spec.input));
+    queued.tag = spec.tag.as_deref().map(str::to_owned);
+    serde_json::to_vec(&queued).unwrap_or_default()
+}
+
+/// A queue message back into a spec.
+pub(crate) fn decode_queued(bytes: &[u8]) -> Result<TaskSpec, DecodeError> {
+    let spec: Spec<Box<RawValue>> =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
+    if spec.v != V {
+        return Err(DecodeError(format!("format version {}", spec.v)));
+    }
+    let id: TaskId = spec
+        .id
+        .parse()
+        .map_err(|_| DecodeError("bad task id".to_owned()))?;
+    let info = info_of(&spec);
+    let input = spec
+        .input
+        .ok_or_else(|| DecodeError("no input".to_owned()))?;
+    Ok(TaskSpec {
+        id,
+        name: info.name,
+        input,
+        options: TaskOptions {
+            timeout: info.timeout,
+            priority: info.priority,
+            idempotency_key: info.idempotency_key,
+            concurrency_key: info.concurrency_key,
+            delivery: info.delivery,
+            cancel_on_disconnect: info.cancel_on_disconnect,
+            interactive: info.interactive,
+        },
+        owner: info.owner,
+        retry_safe: info.retry_safe,
+        tag: spec.tag.map(|t| Arc::from(t.as_str())),
+        // Tasks with file inputs never reach the shared queue (refused at
+        // submit in cluster mode).
+        inputs: crate::inputs::TaskInputs::default(),
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct Failure {
+    kind: String,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<serde_json::Value>,
+}
+
+fn failure_of(f: &TaskFailure) -> Failure {
+    let kind = match f.kind {
+        FailureKind::Timeout => "timeout",
+        FailureKind::TaskError => "task_error",
+        FailureKind::InvalidInput => "invalid_input",
+        FailureKind::StorageFull => "storage_full",
+        FailureKind::Internal => "internal",
+        FailureKind::WorkerLost => "worker_lost",
+        FailureKind::NoWorker => "no_worker",
+        FailureKind::InputFetchFailed => "input_fetch_failed",
+    };
+    Failure {
+        kind: kind.to_owned(),
+        message: f.message.clone(),
+        details: f.details.clone(),
+    }
+}
+
+fn failure_from(f: Failure) -> TaskFailure {
+    let kind = match f.kind.as_str() {
+        "timeout" => FailureKind::Timeout,
+        "task_error" => FailureKind::TaskError,
+        "invalid_input" => FailureKind::InvalidInput,
+        "storage_full" => FailureKind::StorageFull,
+        "worker_lost" => FailureKind::WorkerLost,
+        "no_worker" => FailureKind::NoWorker,
+        "input_fetch_failed" => FailureKind::InputFetchFailed,
+        _ => FailureKind::Internal,
+    };
+    TaskFailure {
+        kind,
+        message: f.message,
+        details: f.details,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    name: String,
+    size: u64,
+    content_type: String,
+    sha256: String,
+    token: String,
+    expires_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireChoice {
+    value: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Body {
+    Accepted {
+        position: u64,
+        spec: serde_json::Value,
+    },
+    Started {
+        worker: String,
+        attempt: u32,
+    },
+    Progress {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<Box<RawValue>>,
+    },
+    Question {
+        question_id: String,
+        prompt: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        choices: Option<Vec<WireChoice>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        schema: Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        default: Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        expires_at_ms: u64,
+    },
+    Answered {
+        question_id: String,
+        outcome: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<serde_json::Value>,
+    },
+    Requeued {
+        attempt: u32,
+        failure: Failure,
+    },
+    Completed {
+        result: Box<RawValue>,
+        files: Vec<File>,
+        duration_ms: u64,
+    },
+    Failed {
+        failure: Failure,
+    },
+    Cancelled {
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Event {
+    v: u32,
+    seq: u64,
+    at_ms: u64,
+    node: String,
+    event: Body,
+}
+
+/// One event of a task for its stream.
+pub(crate) fn encode_event(
+    record: &EventRecord,
+    node: &str,
+    info: Option<&AcceptedInfo>,
+) -> Vec<u8> {
+    let body = match &record.event {
+        TaskEvent::Accepted { position } => {
+            let id = record.task_id.hex();
+            let spec = info
+                .map(|info| serde_json::to_value(spec_of(id.as_str(), info, None)))
+                .and_then(Result::ok)
+                .unwrap_or(serde_json::Value::Null);
+            Body::Accepted {
+                position: *position,
+                spec,
+            }
+        }
+        TaskEvent::Started { worker, attempt } => Body::Started {
+            worker: worker.to_string(),
+            attempt: *attempt,
+        },
+        TaskEvent::Progress(p) => Body::Progress {
+            progress: p.fraction,
+            message: p.message.clone(),
+            data: p.data.clone(),
+        },
+        TaskEvent::Question {
+            question,
+            expires_at,
+        } => Body::Question {
+            question_id: question.question_id.clone(),
+            prompt: question.prompt.clone(),
+            choices: question.choices.as_ref().map(|choices| {
+                choices
+                    .iter()
+                    .map(|c| WireChoice {
+                        value: c.value.clone(),
+                        label: c.label.clone(),
+                    })
+                    .collect()
+            }),
+            schema: question.schema.clone(),
+            default: question.default.clone(),
+            timeout_ms: question
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            expires_at_ms: ms(*expires_at),
+        },
+        TaskEvent::Answered(a) => Body::Answered {
+            question_id: a.question_id.clone(),
+            outcome: a.outcome.as_str().to_owned(),
+            value: a.value.clone(),
+        },
+        TaskEvent::Requeued { attempt, failure } => Body::Requeued {
+            attempt: *attempt,
+            failure: failure_of(failure),
+        },
+        TaskEvent::Completed {
+            result,
+            files,
+            duration,
+        } => Body::Completed {
+            result: result.clone(),
+            files: files
+                .iter()
+                .map(|f| File {
+                    name: f.name.clone(),
+                    size: f.size,
+                    content_type: f.content_type.clone(),
+                    sha256: f.sha256.clone(),
+                    token: f.token.clone(),
+                    expires_at_ms: ms(f.expires_at),
+                })
+                .collect(),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        },
+        TaskEvent::Failed(f) => Body::Failed {
+            failure: failure_of(f),
+        },
+        TaskEvent::Cancelled(reason) => Body::Cancelled {
+            reason: reason.as_str().to_owned(),
+        },
+    };
+    serde_json::to_vec(&Event {
+        v: V,
+        seq: record.seq,
+        at_ms: ms(record.at),
+        node: node.to_owned(),
+        event: body,
+    })
+    .unwrap_or_default()
+}
+
+/// An event read from a task's stream at `stream_seq`.
+pub(crate) fn decode_event(
+    task_id: TaskId,
+    stream_seq: u64,
+    bytes: &[u8],
+) -> Result<Applied, DecodeError> {
+    let event: Event = serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
+    if event.v != V {
+        return Err(DecodeError(format!("format version {}", event.v)));
+    }
+    let mut info = None;
+    let task_event = match event.event {
+        Body::Accepted { position, spec } => {
+            let spec: Spec<Box<RawValue>> =
+                serde_json::from_value(spec).map_err(|e| DecodeError(e.to_string()))?;
+            info = Some(info_of(&spec));
+            TaskEvent::Accepted { position }
+        }
+        Body::Started { worker, attempt } => TaskEvent::Started {
+            worker: Arc::from(worker),
+            attempt,
+        },
+        Body::Progress {
+            progress,
+            message,
+            data,
+        } => TaskEvent::Progress(Progress {
+            fraction: progress,
+            message,
+            data,
+        }),
+        Body::Question {
+            question_id,
+            prompt,
+            choices,
+            schema,
+            default,
+            timeout_ms,
+            expires_at_ms,
+        } => TaskEvent::Question {
+            question: QuestionSpec {
+                question_id,
+                prompt,
+                choices: choices.map(|choices| {
+                    choices
+                        .into_iter()
+                        .map(|c| Choice {
+                            value: c.value,
+                            label: c.label,
+                        })
+                        .collect()
+                }),
+                schema,
+                default,
+                timeout: timeout_ms.map(Duration::from_millis),
+            },
+            expires_at: time(expires_at_ms),
+        },
+        Body::Answered {
+            question_id,
+            outcome,
+            value,
+        } => TaskEvent::Answered(Answer {
+            question_id,
+            outcome: match outcome.as_str() {
+                "timed_out" => AnswerOutcome::TimedOut,
+                "cancelled" => AnswerOutcome::Cancelled,
+                "not_interactive" => AnswerOutcome::NotInteractive,
+                _ => AnswerOutcome::Answered,
+            },
+            value,
+        }),
+        Body::Requeued { attempt, failure } => TaskEvent::Requeued {
+            attempt,
+            failure: failure_from(failure),
+        },
+        Body::Completed {
+            result,
+            files,
+            duration_ms,
+        } => TaskEvent::Completed {
+            result,
+            files: files
+                .into_iter()
+                .map(|f| PublishedFile {
+                    name: f.name,
+                    size: f.size,
+                    content_type: f.content_type,
+                    sha256: f.sha256,
+                    token: f.token,
+                    expires_at: time(f.expires_at_ms),
+                })
+                .collect(),
+            duration: Duration::from_millis(duration_ms),
+        },
+        Body::Failed { failure } => TaskEvent::Failed(failure_from(failure)),
+        Body::Cancelled { reason } => TaskEvent::Cancelled(match reason.as_str() {
+            "disconnect" => CancelReason::Disconnect,
+            "shutdown" => CancelReason::Shutdown,
+            _ => CancelReason::Client,
+        }),
+    };
+    Ok(Applied {
+        record: Arc::new(EventRecord::with_time(
+            task_id,
+            event.seq,
+            time(event.at_ms),
+            task_event,
+        )),
+        stream_seq,
+        writer: Arc::from(event.node),
+        info,
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct Worker {
+    id: u64,
+    name: String,
+    kind: String,
+    tasks: Vec<String>,
+    slots: usize,
+    running: Vec<String>,
+    state: String,
+    connected_at_ms: u64,
+    done: u64,
+    failed: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Decl {
+    name: String,
+    description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_schema: Option<serde_json::Value>,
+    retry_safe: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+}
+
+/// A node's registry entry.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Entry {
+    v: u32,
+    pub(crate) node: String,
+    pub(crate) draining: bool,
+    pub(crate) started_at_ms: u64,
+    workers: Vec<Worker>,
+    tasks: Vec<Decl>,
+}
+
+pub(crate) fn encode_entry(node: &str, started_at: SystemTime, entry: &NodeEntry) -> Vec<u8> {
+    let workers = entry
+        .workers
+        .iter()
+        .map(|w| Worker {
+            id: w.id.0,
+            name: w.name.to_string(),
+            kind: match w.kind {
+                ExecutorKind::Builtin => "builtin",
+                ExecutorKind::Managed { .. } => "managed",
+                ExecutorKind::Remote { .. } => "remote",
+            }
+            .to_owned(),
+            tasks: w.tasks.iter().map(|t| t.to_string()).collect(),
+            slots: w.slots,
+            running: w.running.iter().map(|id| id.to_string()).collect(),
+            state: w.state.as_str().to_owned(),
+            connected_at_ms: ms(w.connected_at),
+            done: w.done,
+            failed: w.failed,
+        })
+        .collect();
+    let tasks = entry
+        .tasks
+        .iter()
+        .map(|d| Decl {
+            name: d.name.to_string(),
+            description: d.description.clone(),
+            input_schema: d.input_schema.clone(),
+            retry_safe: d.retry_safe,
+            timeout_ms: d
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        })
+        .collect();
+    serde_json::to_vec(&Entry {
+        v: V,
+        node: node.to_owned(),
+        draining: entry.draining,
+        started_at_ms: ms(started_at),
+        workers,
+        tasks,
+    })
+    .unwrap_or_default()
+}
+
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
+    let entry: Entry = serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
+    if entry.v != V {
+        return Err(DecodeError(format!("format version {}", entry.v)));
+    }
+    Ok(entry)
+}
+
+impl Entry {
+    /// Its workers as the monitoring page shows them (`<node>/<name>`).
+    pub(crate) fn workers(&self) -> Vec<WorkerView> {
+        let node: Arc<str> = Arc::from(self.node.as_str());
+        self.workers
+            .iter()
+            .map(|w| WorkerView {
+                id: ExecutorId(w.id),
+                node: Some(Arc::clone(&node)),
+                name: Arc::from(format!("{}/{}", self.node, w.name)),
+                kind: match w.kind.as_str() {
+                    "managed" => ExecutorKind::Managed {
+                        group: Arc::from(""),
+                        pid: None,
+                    },
+                    "remote" => ExecutorKind::Remote {
+                        peer: String::new(),
+                    },
+                    _ => ExecutorKind::Builtin,
+                },
+                tasks: w.tasks.iter().map(|t| Arc::from(t.as_str())).collect(),
+                slots: w.slots,
+                running: w.running.iter().filter_map(|id| id.parse().ok()).collect(),
+                state: match w.state.as_str() {
+                    "draining" => WorkerState::Draining,
+                    "gone" => WorkerState::Gone,
+                    _ => WorkerState::Ready,
+                },
+                connected_at: time(w.connected_at_ms),
+                done: w.done,
+                failed: w.failed,
+            })
+            .collect()
+    }
+
+    pub(crate) fn tasks(&self) -> Vec<TaskDecl> {
+        self.tasks
+            .iter()
+            .map(|d| TaskDecl {
+                name: Arc::from(d.name.as_str()),
+                description: d.description.clone(),
+                input_schema: d.input_schema.clone(),
+                retry_safe: d.retry_safe,
+                timeout: d.timeout_ms.map(Duration::from_millis),
+            })
+            .collect()
+    }
+}
+
+/// A subject token for a task name: the name itself when it is plain
+/// (letters, digits, `_`, at most 48), else `-` and a digest of it.
+pub(crate) fn lane_token(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 48
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if plain {
+        name.to_owned()
+    } else {
+        let digest = crate::auth::digest(name);
+        format!("-{}", &crate::auth::hex(&digest)[..40])
+    }
+}
+
+pub(crate) fn priority_token(p: Priority) -> &'static str {
+    match p {
+        Priority::High => "0",
+        Priority::Normal => "1",
+        Priority::Low => "2",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> TaskId {
+        "0123456789abcdef0123456789abcdef".parse().expect("hex")
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let info = AcceptedInfo {
+            name: Arc::from("echo"),
+            owner: Owner {
+                client: ClientId::new("a"),
+                token: Some(7),
+            },
+            priority: Priority::High,
+            timeout: Duration::from_secs(5),
+            idempotency_key: Some("k".to_owned()),
+            concurrency_key: None,
+            interactive: true,
+            retry_safe: true,
+            delivery: Delivery::Stream,
+            cancel_on_disconnect: false,
+            input_bytes: 12,
+        };
+        let record = EventRecord::new(id(), 1, TaskEvent::Accepted { position: 3 });
+        let bytes = encode_event(&record, "node-a", Some(&info));
+        let applied = decode_event(id(), 9, &bytes).expect("decodes");
+        assert_eq!(applied.record.seq, 1);
+        assert_eq!(applied.stream_seq, 9);
+        assert_eq!(&*applied.writer, "node-a");
+        let back = applied.info.expect("info");
+        assert_eq!(back.owner.token, Some(7));
+        assert_eq!(back.priority, Priority::High);
+        assert_eq!(back.delivery, Delivery::Stream);
+
+        let failed = EventRecord::new(
+            id(),
+            4,
+            TaskEvent::Failed(TaskFailure::new(FailureKind::WorkerLost, "gone")),
+        );
+        let applied = decode_event(id(), 10, &encode_event(&failed, "b", None)).expect("ok");
+        match &applied.record.event {
+            TaskEvent::Failed(f) => assert_eq!(f.kind, FailureKind::WorkerLost),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lanes_are_subject_safe() {
+        assert_eq!(lane_token("abstract_booklet"), "abstract_booklet");
+        let odd = lane_token("sync.warehouse 3");
+        assert!(odd.starts_with('-') && !odd.contains('.') && !odd.contains(' '));
+    }
+}

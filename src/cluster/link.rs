@@ -1,0 +1,821 @@
+//! The link: carries out the core's cluster [`Effect`]s on NATS and sends
+//! the outcomes back as [`Input`]s. It decides nothing about tasks; what it
+//! owns is the life of the queue messages it claimed (acked only after the
+//! task's terminal event is in the stream, given back after `requeued`,
+//! never touched once its lease may have lapsed) and of concurrency locks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{OnceCell, mpsc};
+use tokio::time::Instant;
+
+use super::codec;
+use crate::scheduler::Refusal;
+use crate::scheduler::cluster::{
+    Applied, ClaimedTask, Effect, Forwarded, Input, NodeEntry, Settle, SubmitOk,
+};
+use crate::task::{EventRecord, TaskEvent, TaskId, TaskSpec};
+
+pub(super) const QUEUE_STREAM: &str = "TW_QUEUE";
+pub(super) const EVENTS_STREAM: &str = "TW_EVENTS";
+pub(super) const IDEM_BUCKET: &str = "tw_idem";
+pub(super) const LOCK_BUCKET: &str = "tw_locks";
+pub(super) const NODE_BUCKET: &str = "tw_nodes";
+pub(super) const TOKEN_BUCKET: &str = "tw_tokens";
+pub(super) const FILE_BUCKET: &str = "tw_files";
+
+/// How long a refused-for-now submit tells the client to wait.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How long one request between nodes may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts at a publish whose answer did not come (same message id: a
+/// repeat that got through is recognised as a duplicate).
+const PUBLISH_TRIES: u32 = 3;
+
+/// What exists once NATS answered and the streams are set up.
+pub(super) struct Ready {
+    pub(super) js: jetstream::Context,
+    pub(super) queue: stream::Stream,
+    pub(super) events: stream::Stream,
+    pub(super) idem: kv::Store,
+    pub(super) locks: kv::Store,
+    pub(super) nodes: kv::Store,
+    /// Browser tokens' grants, by digest (age limit: `max_token_ttl_s`).
+    pub(super) tokens: kv::Store,
+    /// Published files, by download token (age limit: 2 × `file_ttl_s`).
+    pub(super) files: jetstream::object_store::ObjectStore,
+}
+
+/// A queue message this node holds for a task it claimed.
+struct Held {
+    message: jetstream::Message,
+    /// When the hold was last known good: the fetch that delivered it, then
+    /// each confirmed renewal.
+    renewed: Instant,
+}
+
+/// A concurrency lock this node holds for a task.
+struct Lock {
+    key: String,
+    revision: u64,
+    renewed: Instant,
+}
+
+pub(super) struct Link {
+    pub(super) client: async_nats::Client,
+    pub(super) node: Arc<str>,
+    pub(super) lease: Duration,
+    pub(super) ready: OnceCell<Ready>,
+    pub(super) inputs: mpsc::Sender<Input>,
+    consumers: Mutex<HashMap<String, consumer::PullConsumer>>,
+    held: Mutex<HashMap<TaskId, Held>>,
+    locks: Mutex<HashMap<TaskId, Lock>>,
+    /// This node's latest registry entry.
+    pub(super) entry: Mutex<Option<NodeEntry>>,
+    pub(super) started_at: SystemTime,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn event_subject(id: TaskId) -> String {
+    format!("tw.ev.{}", id.hex().as_str())
+}
+
+fn queue_subject(spec: &TaskSpec) -> String {
+    format!(
+        "tw.q.{}.{}.{}",
+        codec::priority_token(spec.options.priority),
+        codec::lane_token(&spec.name),
+        spec.id.hex().as_str()
+    )
+}
+
+fn lock_key(client: &str, key: &str) -> String {
+    let digest = crate::auth::digest(&format!("{client}\u{0}{key}"));
+    format!("ck_{}", &crate::auth::hex(&digest)[..40])
+}
+
+fn idem_key(client: &str, name: &str, key: &str) -> String {
+    let digest = crate::auth::digest(&format!("{client}\u{0}{name}\u{0}{key}"));
+    format!("ik_{}", &crate::auth::hex(&digest)[..40])
+}
+
+/// Which queue bound a refused publish hit, if that is why it was refused.
+fn bound_hit(error: &dyn std::error::Error) -> Option<&'static str> {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    if text.contains("maximum messages") {
+        Some("queue_capacity")
+    } else if text.contains("maximum bytes") {
+        Some("max_queued_input_bytes")
+    } else {
+        None
+    }
+}
+
+impl Link {
+    pub(super) fn new(
+        client: async_nats::Client,
+        node: Arc<str>,
+        lease: Duration,
+        inputs: mpsc::Sender<Input>,
+    ) -> Link {
+        Link {
+            client,
+            node,
+            lease,
+            ready: OnceCell::new(),
+            inputs,
+            consumers: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            entry: Mutex::new(None),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    async fn input(&self, input: Input) {
+        let _ = self.inputs.send(input).await;
+    }
+
+    /// Waits until the streams are set up.
+    pub(super) async fn ready(&self) -> &Ready {
+        loop {
+            if let Some(ready) = self.ready.get() {
+                return ready;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub(super) async fn handle(self: Arc<Self>, effect: Effect) {
+        match effect {
+            Effect::Submit {
+                spec,
+                accepted,
+                info,
+            } => {
+                let task_id = spec.id;
+                let result = self.submit(spec, accepted, info).await;
+                self.input(Input::SubmitDone { task_id, result }).await;
+            }
+            Effect::Propose {
+                record,
+                expected,
+                info,
+            } => self.propose(record, expected, info).await,
+            Effect::Claim { executor, lanes, n } => {
+                let tasks = self.claim(&lanes, n).await;
+                self.input(Input::Claimed { executor, n, tasks }).await;
+            }
+            Effect::Settle { task_id, settle } => self.settle(task_id, settle).await,
+            Effect::Abandon { task_id } => {
+                self.drop_hold(task_id);
+                self.unlock(task_id).await;
+            }
+            Effect::Lookup { task_id } => {
+                let records = self.load(task_id).await;
+                self.input(Input::Loaded { task_id, records }).await;
+            }
+            Effect::Forward {
+                id,
+                node,
+                task_id,
+                request,
+            } => {
+                let result = self.forward(&node, task_id, request).await;
+                self.input(Input::ForwardDone { id, result }).await;
+            }
+            Effect::Forget {
+                task_id,
+                idempotency,
+            } => {
+                let Some(ready) = self.ready.get() else {
+                    return;
+                };
+                let _ = ready.events.purge().filter(event_subject(task_id)).await;
+                if let Some((client, name, key)) = idempotency {
+                    let key = idem_key(client.as_str(), &name, &key);
+                    if let Ok(Some(entry)) = ready.idem.entry(&key).await
+                        && entry.value == task_id.hex().as_str().as_bytes()
+                    {
+                        let _ = ready
+                            .idem
+                            .delete_expect_revision(&key, Some(entry.revision))
+                            .await;
+                    }
+                }
+            }
+            Effect::Executors(entry) => {
+                *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some(entry);
+                self.publish_entry().await;
+            }
+        }
+    }
+
+    /// Publishes with a message id, trying again when the answer is lost.
+    async fn publish(
+        &self,
+        js: &jetstream::Context,
+        subject: String,
+        payload: Bytes,
+        msg_id: &str,
+        expected: Option<u64>,
+    ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(msg_id);
+            if let Some(expected) = expected {
+                publish = publish.expected_last_subject_sequence(expected);
+            }
+            let result = match js.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e)
+                    if tries < PUBLISH_TRIES
+                        && matches!(
+                            e.kind(),
+                            jetstream::context::PublishErrorKind::TimedOut
+                                | jetstream::context::PublishErrorKind::BrokenPipe
+                                | jetstream::context::PublishErrorKind::StreamNotFound
+                        ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn submit(
+        &self,
+        mut spec: TaskSpec,
+        mut accepted: Arc<EventRecord>,
+        info: crate::scheduler::cluster::AcceptedInfo,
+    ) -> Result<SubmitOk, Refusal> {
+        let unavailable = Refusal::Unavailable {
+            retry_after: RETRY_AFTER,
+        };
+        let Some(ready) = self.ready.get() else {
+            return Err(unavailable);
+        };
+        let mut duplicate = false;
+        let mut made_key = None;
+        if let Some(key) = &spec.options.idempotency_key {
+            let key = idem_key(spec.owner.client.as_str(), &spec.name, key);
+            let id = spec.id.hex();
+            match ready
+                .idem
+                .create(&key, Bytes::copy_from_slice(id.as_str().as_bytes()))
+                .await
+            {
+                Ok(_) => made_key = Some(key),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let existing = ready
+                        .idem
+                        .get(&key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<TaskId>().ok());
+                    let Some(existing) = existing else {
+                        return Err(unavailable);
+                    };
+                    duplicate = true;
+                    let records = self.load(existing).await;
+                    if !records.is_empty() {
+                        return Ok(SubmitOk {
+                            task_id: existing,
+                            duplicate,
+                            records,
+                        });
+                    }
+                    // The first submit is on its way (or died half-way):
+                    // this one queues under its id, which the stream
+                    // de-duplicates.
+                    spec.id = existing;
+                    accepted = Arc::new(EventRecord::new(
+                        existing,
+                        1,
+                        TaskEvent::Accepted { position: 0 },
+                    ));
+                }
+                Err(_) => return Err(unavailable),
+            }
+        }
+        let id = spec.id;
+        let hex = id.hex();
+        let queued = Bytes::from(codec::encode_queued(&spec));
+        let event = Bytes::from(codec::encode_event(&accepted, &self.node, Some(&info)));
+        let event_id = format!("{}-1", hex.as_str());
+        // The queue first: once a node sees `accepted`, it can claim it.
+        let queue_ack = self
+            .publish(&ready.js, queue_subject(&spec), queued, hex.as_str(), None)
+            .await;
+        if let Err(e) = queue_ack {
+            if let Some(key) = made_key {
+                let _ = ready.idem.delete(&key).await;
+            }
+            let retry_after = RETRY_AFTER;
+            return Err(match bound_hit(&e) {
+                Some("queue_capacity") => Refusal::QueueFull {
+                    capacity: 0,
+                    retry_after,
+                },
+                Some(_) => Refusal::QueuedBytesFull {
+                    max: 0,
+                    retry_after,
+                },
+                None => {
+                    tracing::warn!(error = %e, "queueing a task on NATS failed");
+                    unavailable
+                }
+            });
+        }
+        let event_ack = self
+            .publish(&ready.js, event_subject(id), event, &event_id, Some(0))
+            .await;
+        let records = match event_ack {
+            Ok(ack) => vec![Applied {
+                record: accepted,
+                stream_seq: ack.sequence,
+                writer: Arc::clone(&self.node),
+                info: Some(info),
+            }],
+            // Written by the node that took it from the queue first, or
+            // unknown: read it back.
+            Err(_) => self.load(id).await,
+        };
+        Ok(SubmitOk {
+            task_id: id,
+            duplicate,
+            records,
+        })
+    }
+
+    /// Appends a proposed event, fenced on the task's last stream sequence.
+    async fn propose(
+        &self,
+        record: Arc<EventRecord>,
+        expected: u64,
+        info: Option<crate::scheduler::cluster::AcceptedInfo>,
+    ) {
+        let ready = self.ready().await;
+        let id = record.task_id;
+        let payload = Bytes::from(codec::encode_event(&record, &self.node, info.as_ref()));
+        let msg_id = format!("{}-{}", id.hex().as_str(), record.seq);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = self
+                .publish(
+                    &ready.js,
+                    event_subject(id),
+                    payload.clone(),
+                    &msg_id,
+                    Some(expected),
+                )
+                .await;
+            match result {
+                Ok(ack) => {
+                    self.input(Input::Committed {
+                        task_id: id,
+                        seq: record.seq,
+                        stream_seq: ack.sequence,
+                    })
+                    .await;
+                    self.after_commit(ready, id, &record.event).await;
+                    return;
+                }
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    self.input(Input::Conflict {
+                        task_id: id,
+                        seq: record.seq,
+                    })
+                    .await;
+                    self.after_conflict(ready, id).await;
+                    return;
+                }
+                Err(e) => {
+                    // NATS is away: the event waits (the core holds the
+                    // next ones) and is written when it comes back.
+                    tracing::debug!(error = %e, task_id = %id, "writing an event failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// The queue message of a task follows its committed events.
+    async fn after_commit(&self, ready: &Ready, id: TaskId, event: &TaskEvent) {
+        let terminal = event.is_terminal();
+        let requeued = matches!(event, TaskEvent::Requeued { .. });
+        if !terminal && !requeued {
+            return;
+        }
+        let held = self.take_hold(id);
+        match held {
+            Some(message) => {
+                let kind = if terminal {
+                    AckKind::Ack
+                } else {
+                    AckKind::Nak(None)
+                };
+                let _ = message.ack_with(kind).await;
+            }
+            None if terminal => {
+                // Nobody here holds it (a cancel or `no_worker` of a queued
+                // task): the queue forgets it now.
+                let _ = ready
+                    .queue
+                    .purge()
+                    .filter(format!("tw.q.*.*.{}", id.hex().as_str()))
+                    .await;
+            }
+            None => {}
+        }
+        self.unlock(id).await;
+    }
+
+    /// A proposal lost: a held message is dropped from the queue if the
+    /// task is finished, else left alone (another node has it now).
+    async fn after_conflict(&self, ready: &Ready, id: TaskId) {
+        let last = ready
+            .events
+            .direct_get_last_for_subject(event_subject(id))
+            .await;
+        let finished = last.ok().and_then(|m| {
+            codec::decode_event(id, m.sequence, &m.payload)
+                .ok()
+                .map(|a| a.record.event.is_terminal())
+        });
+        match self.take_hold(id) {
+            Some(message) if finished == Some(true) => {
+                let _ = message.ack().await;
+            }
+            _ => {}
+        }
+        self.unlock(id).await;
+    }
+
+    /// The held message, if its hold is still good (else it is let go:
+    /// acting on a message whose lease may have lapsed could touch another
+    /// node's delivery, nats-server#4786).
+    fn take_hold(&self, id: TaskId) -> Option<jetstream::Message> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)?;
+        (held.renewed.elapsed() < self.safe_hold()).then_some(held.message)
+    }
+
+    fn drop_hold(&self, id: TaskId) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// How long after its last confirmed renewal a hold is surely still
+    /// this node's.
+    fn safe_hold(&self) -> Duration {
+        self.lease - self.lease / 4
+    }
+
+    async fn settle(&self, id: TaskId, settle: Settle) {
+        if let Some(message) = self.take_hold(id) {
+            let kind = match settle {
+                Settle::Drop => AckKind::Ack,
+                Settle::Retry(delay) if delay.is_zero() => AckKind::Nak(None),
+                Settle::Retry(delay) => AckKind::Nak(Some(delay)),
+            };
+            let _ = message.ack_with(kind).await;
+        }
+        self.unlock(id).await;
+    }
+
+    async fn consumer(
+        &self,
+        ready: &Ready,
+        name: &str,
+        priority: crate::task::Priority,
+    ) -> Option<consumer::PullConsumer> {
+        let lane = codec::lane_token(name);
+        let p = codec::priority_token(priority);
+        let durable = format!("q{p}_{lane}");
+        if let Some(found) = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&durable)
+        {
+            return Some(found.clone());
+        }
+        let config = consumer::pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subject: format!("tw.q.{p}.{lane}.*"),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.lease,
+            max_deliver: -1,
+            max_ack_pending: 100_000,
+            ..Default::default()
+        };
+        let made = match ready
+            .queue
+            .get_or_create_consumer(&durable, config.clone())
+            .await
+        {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up a queue consumer");
+                return None;
+            }
+        };
+        // Every node uses the same lease: the consumer follows the config.
+        if made.cached_info().config.ack_wait != self.lease {
+            let _ = ready.queue.update_consumer(config).await;
+        }
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(durable, made.clone());
+        Some(made)
+    }
+
+    /// Up to `n` queued tasks from the first lanes that have some.
+    async fn claim(
+        &self,
+        lanes: &[(Arc<str>, crate::task::Priority)],
+        n: usize,
+    ) -> Vec<ClaimedTask> {
+        let Some(ready) = self.ready.get() else {
+            return Vec::new();
+        };
+        let mut got = Vec::new();
+        for (name, priority) in lanes {
+            if got.len() >= n {
+                break;
+            }
+            let Some(consumer) = self.consumer(ready, name, *priority).await else {
+                continue;
+            };
+            let asked = Instant::now();
+            let batch = consumer
+                .fetch()
+                .max_messages(n - got.len())
+                .messages()
+                .await;
+            let Ok(mut batch) = batch else { continue };
+            while let Some(message) = batch.next().await {
+                let Ok(message) = message else { break };
+                let delivered = message.info().map_or(1, |i| i.delivered.max(1) as u64);
+                let spec = match codec::decode_queued(&message.payload) {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a queue message cannot be read; it is dropped");
+                        let _ = message.ack_with(AckKind::Term).await;
+                        continue;
+                    }
+                };
+                if let Some(key) = &spec.options.concurrency_key
+                    && !self
+                        .lock(ready, spec.id, spec.owner.client.as_str(), key)
+                        .await
+                {
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(crate::scheduler::cluster::BUSY_RETRY)))
+                        .await;
+                    continue;
+                }
+                self.held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(
+                        spec.id,
+                        Held {
+                            message,
+                            renewed: asked,
+                        },
+                    );
+                got.push(ClaimedTask { spec, delivered });
+            }
+        }
+        got
+    }
+
+    /// Takes a task's concurrency lock; false if another task holds it.
+    async fn lock(&self, ready: &Ready, id: TaskId, client: &str, key: &str) -> bool {
+        let key = lock_key(client, key);
+        let value = Bytes::copy_from_slice(id.hex().as_str().as_bytes());
+        let revision = match ready.locks.create(&key, value.clone()).await {
+            Ok(revision) => revision,
+            Err(_) => match ready.locks.entry(&key).await {
+                // Held for this very task (a claim after a lapse).
+                Ok(Some(entry))
+                    if entry.value == value && entry.operation == kv::Operation::Put =>
+                {
+                    entry.revision
+                }
+                _ => return false,
+            },
+        };
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                Lock {
+                    key,
+                    revision,
+                    renewed: Instant::now(),
+                },
+            );
+        true
+    }
+
+    async fn unlock(&self, id: TaskId) {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let (Some(lock), Some(ready)) = (lock, self.ready.get()) {
+            let _ = ready
+                .locks
+                .delete_expect_revision(&lock.key, Some(lock.revision))
+                .await;
+        }
+    }
+
+    /// Renews every hold and lock; reports those that could not be renewed
+    /// in time (the node stops their attempts).
+    pub(super) async fn renew(&self) {
+        let Some(ready) = self.ready.get() else {
+            return;
+        };
+        let safe = self.safe_hold();
+        let held: Vec<(TaskId, jetstream::Message)> = {
+            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.iter()
+                .map(|(id, h)| (*id, h.message.clone()))
+                .collect()
+        };
+        let renewals = held.into_iter().map(|(id, message)| async move {
+            let sent = Instant::now();
+            let ok = message.double_ack_with(AckKind::Progress).await.is_ok();
+            (id, sent, ok)
+        });
+        for (id, sent, ok) in futures::future::join_all(renewals).await {
+            let lost = {
+                let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+                match held.get_mut(&id) {
+                    Some(h) if ok && sent.duration_since(h.renewed) < safe => {
+                        h.renewed = sent;
+                        false
+                    }
+                    Some(h) => {
+                        let lapsed = h.renewed.elapsed() >= safe;
+                        if lapsed {
+                            held.remove(&id);
+                        }
+                        lapsed
+                    }
+                    None => false,
+                }
+            };
+            if lost {
+                self.input(Input::LeaseLost { task_id: id }).await;
+            }
+        }
+        let locks: Vec<(TaskId, String, u64)> = {
+            let locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            locks
+                .iter()
+                .map(|(id, l)| (*id, l.key.clone(), l.revision))
+                .collect()
+        };
+        for (id, key, revision) in locks {
+            let sent = Instant::now();
+            let value = Bytes::copy_from_slice(id.hex().as_str().as_bytes());
+            let result = ready.locks.update(&key, value, revision).await;
+            let lost = {
+                let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+                match (locks.get_mut(&id), result) {
+                    (Some(lock), Ok(revision)) if sent.duration_since(lock.renewed) < safe => {
+                        lock.revision = revision;
+                        lock.renewed = sent;
+                        false
+                    }
+                    (Some(lock), _) => {
+                        let lapsed = lock.renewed.elapsed() >= safe;
+                        if lapsed {
+                            locks.remove(&id);
+                        }
+                        lapsed
+                    }
+                    (None, _) => false,
+                }
+            };
+            if lost {
+                self.input(Input::LeaseLost { task_id: id }).await;
+            }
+        }
+    }
+
+    /// A task's whole history, in order.
+    pub(super) async fn load(&self, id: TaskId) -> Vec<Applied> {
+        let ready = self.ready().await;
+        let subject = event_subject(id);
+        let mut records = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let next = ready
+                .events
+                .direct_get_next_for_subject(subject.clone(), Some(from + 1))
+                .await;
+            let Ok(message) = next else { break };
+            from = message.sequence;
+            match codec::decode_event(id, message.sequence, &message.payload) {
+                Ok(applied) => records.push(applied),
+                Err(e) => {
+                    tracing::error!(error = %e, task_id = %id, "an event cannot be read");
+                    break;
+                }
+            }
+            if records.len() > 100_000 {
+                break;
+            }
+        }
+        records
+    }
+
+    async fn forward(&self, node: &str, id: TaskId, request: Forwarded) -> Result<(), Refusal> {
+        let body = match &request {
+            Forwarded::Cancel(reason) => serde_json::json!({
+                "task_id": id.to_string(), "cancel": reason.as_str(),
+            }),
+            Forwarded::Answer { question_id, value } => serde_json::json!({
+                "task_id": id.to_string(), "question_id": question_id, "value": value,
+            }),
+        };
+        let subject = format!("tw.node.{node}.req");
+        let payload = Bytes::from(body.to_string());
+        let answer =
+            tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(subject, payload)).await;
+        let Ok(Ok(message)) = answer else {
+            return Err(Refusal::Unavailable {
+                retry_after: RETRY_AFTER,
+            });
+        };
+        super::serve::decode_reply(&message.payload)
+    }
+
+    /// Writes this node's registry entry.
+    pub(super) async fn publish_entry(&self) {
+        let Some(ready) = self.ready.get() else {
+            return;
+        };
+        let entry = self
+            .entry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let entry = entry.unwrap_or(NodeEntry {
+            draining: false,
+            workers: Vec::new(),
+            tasks: Vec::new(),
+        });
+        let bytes = codec::encode_entry(&self.node, self.started_at, &entry);
+        if let Err(e) = ready.nodes.put(&*self.node, Bytes::from(bytes)).await {
+            tracing::debug!(error = %e, "writing this node's registry entry failed");
+        }
+    }
+
+    /// Deletes this node's registry entry (clean shutdown).
+    pub(super) async fn leave(&self) {
+        if let Some(ready) = self.ready.get() {
+            let _ = ready.nodes.delete(&*self.node).await;
+        }
+    }
+}

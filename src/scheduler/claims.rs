@@ -1,0 +1,400 @@
+//! Cluster mode: taking tasks from the cluster's queue for this node's
+//! executors, and writing the events of the tasks it runs.
+//!
+//! An executor with a free slot asks for work from the lanes (task name and
+//! priority) its names have queued in the mirror, highest priority and
+//! oldest head first, so strict priority and the absence of head-of-line
+//! blocking across names hold as in local mode. A claimed task is decided
+//! against its history: a finished one is dropped from the queue, a queued
+//! one starts here, one whose attempt was running on a node that stopped
+//! renewing its lease is re-queued (retry-safe, attempts left) or fails
+//! with `worker_lost`. An attempt runs only once its `started` is in the
+//! stream: the stream's fence, not a local decision, makes it this node's.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::cluster::{AcceptedInfo, ClaimedTask, Effect, Settle};
+use super::core::Core;
+use super::queue::Next;
+use crate::exec::{ExecutorId, Order, StopReason};
+use crate::task::{EventRecord, FailureKind, Priority, TaskEvent, TaskFailure, TaskId, TaskState};
+
+impl Core {
+    /// Claims work for every executor with free slots not yet promised.
+    pub(crate) fn cluster_dispatch(&mut self, now: Instant) {
+        let Some(cluster) = &self.cluster else { return };
+        if self.drain.is_some() || cluster.down.is_some() {
+            return;
+        }
+        let probe = cluster.probe_at <= now;
+        let version = cluster.queue_version;
+        // No more asked for than the queue this node sees holds: with many
+        // one-slot executors, one queued task is one fetch, not one per
+        // executor (the others would come back empty and ask again).
+        let promised_total: usize = cluster.claiming.values().sum();
+        let mut budget = self.queue.len().saturating_sub(promised_total);
+        let mut claims = Vec::new();
+        for (id, exec) in self.registry.iter() {
+            let promised = cluster.claiming.get(&id).copied().unwrap_or(0);
+            let mut want = exec.free().saturating_sub(promised);
+            if want == 0 {
+                continue;
+            }
+            let mut lanes = self.queue.lanes_for(exec.tasks.iter());
+            let stale = cluster
+                .empty_at
+                .get(&id)
+                .is_some_and(|(v, at)| *v == version && now < *at + super::cluster::EMPTY_RETRY);
+            if !lanes.is_empty() && !stale {
+                want = want.min(budget);
+                if want == 0 {
+                    continue;
+                }
+                budget -= want;
+            } else {
+                if !probe {
+                    continue;
+                }
+                lanes = exec
+                    .tasks
+                    .iter()
+                    .flat_map(|name| {
+                        [Priority::High, Priority::Normal, Priority::Low]
+                            .map(|p| (Arc::clone(name), p))
+                    })
+                    .collect();
+            }
+            claims.push((id, lanes, want));
+        }
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if probe {
+            cluster.probe_at = now + cluster.lease / 2;
+        }
+        for (executor, lanes, n) in claims {
+            *cluster.claiming.entry(executor).or_default() += n;
+            cluster
+                .effects
+                .push_back(Effect::Claim { executor, lanes, n });
+        }
+    }
+
+    /// The link's answer to a claim.
+    pub(super) fn claimed(
+        &mut self,
+        executor: ExecutorId,
+        n: usize,
+        tasks: Vec<ClaimedTask>,
+        now: Instant,
+    ) {
+        if let Some(cluster) = &mut self.cluster {
+            if let Some(promised) = cluster.claiming.get_mut(&executor) {
+                *promised = promised.saturating_sub(n);
+            }
+            if tasks.is_empty() {
+                cluster
+                    .empty_at
+                    .insert(executor, (cluster.queue_version, now));
+            } else {
+                cluster.empty_at.remove(&executor);
+            }
+        }
+        for claimed in tasks {
+            self.decide(claimed, executor, now);
+        }
+    }
+
+    /// What becomes of one claimed task, against its history.
+    pub(super) fn decide(&mut self, claimed: ClaimedTask, executor: ExecutorId, now: Instant) {
+        let id = claimed.spec.id;
+        let draining = self.drain.is_some();
+        let Some(task) = self.tasks.get(&id) else {
+            return self.park_claim(claimed, executor);
+        };
+        if task.state.is_terminal() || task.cluster.as_ref().is_some_and(|c| c.ended) {
+            return self.effect(Effect::Settle {
+                task_id: id,
+                settle: Settle::Drop,
+            });
+        }
+        if draining {
+            return self.effect(Effect::Settle {
+                task_id: id,
+                settle: Settle::Retry(std::time::Duration::ZERO),
+            });
+        }
+        match task.state {
+            TaskState::Queued => self.own(claimed, executor, now),
+            TaskState::Running | TaskState::Waiting => {
+                // Its queue message came back: the node running it stopped
+                // renewing its lease (it died, or lost NATS for too long).
+                let attempt = task.attempt;
+                let worker = task.worker.clone().unwrap_or_else(|| Arc::from("?"));
+                let again = task.retry_safe && attempt < self.limits.max_attempts;
+                let mut failure = TaskFailure::new(
+                    FailureKind::WorkerLost,
+                    format!(
+                        "node of worker {worker} stopped renewing its lease during attempt {attempt}"
+                    ),
+                );
+                failure.details = Some(serde_json::json!({
+                    "worker": &*worker, "attempt": attempt, "cause": "node_lost",
+                }));
+                tracing::warn!(task_id = %id, task = %task.name, attempt, again, "a task's node was lost");
+                if again {
+                    self.emit(id, TaskEvent::Requeued { attempt, failure }, Vec::new());
+                } else {
+                    task.metrics.failed.inc();
+                    self.emit(id, TaskEvent::Failed(failure), Vec::new());
+                }
+            }
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled => {}
+        }
+    }
+
+    /// Takes a queued task for `executor` (or another free one serving it).
+    fn own(&mut self, claimed: ClaimedTask, executor: ExecutorId, now: Instant) {
+        let ClaimedTask { spec, .. } = claimed;
+        let id = spec.id;
+        let executor = if self
+            .registry
+            .get(executor)
+            .is_some_and(|e| e.free() > 0 && e.tasks.contains(&spec.name))
+        {
+            Some(executor)
+        } else {
+            self.registry.with_free_slots().into_iter().find(|e| {
+                self.registry
+                    .get(*e)
+                    .is_some_and(|x| x.tasks.contains(&spec.name))
+            })
+        };
+        let Some(executor) = executor else {
+            return self.effect(Effect::Settle {
+                task_id: id,
+                settle: Settle::Retry(std::time::Duration::ZERO),
+            });
+        };
+        self.unqueue(id);
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        task.input = Some(spec.input);
+        if let Some(cl) = task.cluster.as_deref_mut() {
+            cl.owned = true;
+        }
+        self.start(Next { id, group: None }, executor, now);
+    }
+
+    /// A claimed task whose history is empty (its submitter died between
+    /// the queue and the `accepted`): this node writes `accepted` and runs it.
+    pub(super) fn adopt(&mut self, claimed: ClaimedTask, executor: ExecutorId, now: Instant) {
+        let info = AcceptedInfo::of(&claimed.spec);
+        let id = claimed.spec.id;
+        let at = SystemTime::now();
+        self.mirror_new(id, info, at);
+        self.emit(id, TaskEvent::Accepted { position: 0 }, Vec::new());
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.state = TaskState::Queued;
+        }
+        self.own(claimed, executor, now);
+    }
+
+    /// A proposed event, in cluster mode: numbered after the task's last,
+    /// sent when the one before it is committed.
+    pub(crate) fn propose(
+        &mut self,
+        id: TaskId,
+        event: TaskEvent,
+        copies: Vec<(super::Mailbox, Option<Box<str>>)>,
+    ) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(cl) = task.cluster.as_deref_mut() else {
+            return;
+        };
+        if cl.ended {
+            return;
+        }
+        let terminal = event.is_terminal();
+        if terminal {
+            cl.ended = true;
+            if cl.owned {
+                task.state = match event {
+                    TaskEvent::Completed { .. } => TaskState::Completed,
+                    TaskEvent::Failed(_) => TaskState::Failed,
+                    _ => TaskState::Cancelled,
+                };
+                task.input = None;
+                task.question = None;
+            }
+        }
+        // A progress waiting behind another proposal replaces the one
+        // before it (same seq): a task that reports faster than the stream
+        // commits never piles up events.
+        if let TaskEvent::Progress(_) = event
+            && let Some(last) = cl.pending.back_mut()
+            && matches!(last.event, TaskEvent::Progress(_))
+        {
+            *last = Arc::new(EventRecord::new(id, last.seq, event));
+            return;
+        }
+        let seq = cl.proposed.max(task.log.last_seq()) + 1;
+        cl.proposed = seq;
+        let record = Arc::new(EventRecord::new(id, seq, event));
+        for (mailbox, reference) in copies {
+            cl.copies.push((seq, mailbox, reference));
+        }
+        if cl.in_flight {
+            cl.pending.push_back(record);
+            return;
+        }
+        cl.in_flight = true;
+        let expected = cl.stream_seq;
+        let info = (seq == 1).then(|| cl.info.clone()).flatten();
+        self.effect(Effect::Propose {
+            record,
+            expected,
+            info,
+        });
+    }
+
+    /// A proposal is in the stream: the next one goes; a committed
+    /// `started` lets its attempt run.
+    pub(super) fn committed(&mut self, id: TaskId, seq: u64, stream_seq: u64, now: Instant) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(cl) = task.cluster.as_deref_mut() else {
+            return;
+        };
+        cl.stream_seq = cl.stream_seq.max(stream_seq);
+        cl.in_flight = false;
+        let assign = match cl.assign.take() {
+            Some((at, assignment)) if at == seq => Some(assignment),
+            other => {
+                cl.assign = other;
+                None
+            }
+        };
+        let next = cl.pending.pop_front();
+        if next.is_none() && cl.ended {
+            // Its terminal event is in the stream: this node is done with it.
+            cl.owned = false;
+        }
+        let expected = cl.stream_seq;
+        if let Some(record) = next {
+            cl.in_flight = true;
+            self.effect(Effect::Propose {
+                record,
+                expected,
+                info: None,
+            });
+        }
+        if let Some(assignment) = assign
+            && let Some(executor) = self
+                .tasks
+                .get(&id)
+                .and_then(|t| t.run.as_ref())
+                .map(|r| r.executor)
+        {
+            self.order(executor, Order::Assign(assignment));
+        }
+        let _ = now;
+        self.finish_drain_if_done();
+    }
+
+    /// This node no longer runs a task (another node wrote to it first, or
+    /// its lease lapsed): the attempt stops, nothing more is proposed, and
+    /// the task follows its stream like any other.
+    pub(super) fn abandon(&mut self, id: TaskId, now: Instant) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(cl) = task.cluster.as_deref_mut() else {
+            return;
+        };
+        let was_owned = std::mem::take(&mut cl.owned);
+        cl.pending.clear();
+        cl.in_flight = false;
+        cl.ended = false;
+        cl.proposed = task.log.last_seq();
+        cl.copies.clear();
+        let assign = cl.assign.take();
+        for waiter in std::mem::take(&mut task.cancel_waiters) {
+            let reason = task
+                .cancel_reason
+                .unwrap_or(crate::task::CancelReason::Client);
+            if let Some(cl) = task.cluster.as_deref_mut() {
+                cl.retry_cancel.push((waiter, reason));
+            }
+        }
+        if let Some(run) = task.run.take() {
+            self.running = self.running.saturating_sub(1);
+            if std::mem::take(&mut task.holds_group)
+                && let Some(group) = &task.concurrency_key
+            {
+                self.queue.release(group);
+            }
+            let attempt = task.attempt;
+            match assign {
+                // Never told to run: its slot is free at once.
+                Some(_) => {
+                    if let Some(exec) = self.registry.get_mut(run.executor) {
+                        exec.release(id, attempt);
+                    }
+                }
+                None => {
+                    if let Some(exec) = self.registry.get_mut(run.executor) {
+                        exec.mark_ended(id, attempt);
+                    }
+                    self.order(
+                        run.executor,
+                        Order::Stop {
+                            task_id: id,
+                            attempt,
+                            reason: StopReason::Superseded,
+                            grace: self.limits.cancel_grace,
+                        },
+                    );
+                }
+            }
+        }
+        // Until the stream says otherwise, the task is as its last event left it.
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.state = match task.log.last().map(|r| &r.event) {
+                Some(
+                    TaskEvent::Started { .. } | TaskEvent::Progress(_) | TaskEvent::Answered(_),
+                ) => TaskState::Running,
+                Some(TaskEvent::Question { .. }) => TaskState::Waiting,
+                Some(TaskEvent::Completed { .. }) => TaskState::Completed,
+                Some(TaskEvent::Failed(_)) => TaskState::Failed,
+                Some(TaskEvent::Cancelled(_)) => TaskState::Cancelled,
+                Some(TaskEvent::Accepted { .. } | TaskEvent::Requeued { .. }) | None => {
+                    TaskState::Queued
+                }
+            };
+            task.input = None;
+        }
+        if was_owned {
+            self.effect(Effect::Abandon { task_id: id });
+        }
+        let _ = now;
+        self.finish_drain_if_done();
+    }
+
+    /// The no-worker timer in cluster mode: nobody in the cluster serves it.
+    pub(super) fn cluster_no_worker(&self, id: TaskId, at: Instant) -> bool {
+        let Some(task) = self.tasks.get(&id) else {
+            return false;
+        };
+        task.state == TaskState::Queued
+            && task.no_worker_at == Some(at)
+            && !self.cluster_serves(&task.name)
+    }
+}

@@ -1,0 +1,536 @@
+//! The cluster rules of the core, driven step by step: commands, executor
+//! reports and cluster inputs in; effects for the link, orders and
+//! mailboxes out. No runtime, no NATS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::cluster::{AcceptedInfo, Applied, ClaimedTask, Effect, Input, Settle};
+use super::core::Core;
+use super::{Command, Mailbox, Outbound};
+use crate::config::Config;
+use crate::directory::{Directory, Source};
+use crate::exec::{ExecutorKind, ExecutorSpec, Order, Outcome, Report, Tagged, TaskDecl};
+use crate::task::{
+    ClientId, Delivery, EventRecord, Owner, Priority, TaskEvent, TaskId, TaskOptions, TaskSpec,
+};
+use crate::telemetry::Metrics;
+
+struct Node {
+    core: Core,
+    now: Instant,
+    orders: mpsc::Receiver<Order>,
+    executor: crate::exec::ExecutorId,
+    _reports: mpsc::Receiver<Tagged>,
+}
+
+fn decl(name: &str, retry_safe: bool) -> TaskDecl {
+    TaskDecl {
+        name: Arc::from(name),
+        description: String::new(),
+        input_schema: None,
+        retry_safe,
+        timeout: None,
+    }
+}
+
+fn id(n: u128) -> TaskId {
+    format!("{n:032x}").parse().expect("hex")
+}
+
+fn spec(n: u128, name: &str) -> TaskSpec {
+    TaskSpec {
+        id: id(n),
+        name: Arc::from(name),
+        input: RawValue::from_string("{}".to_owned()).expect("json"),
+        options: TaskOptions {
+            timeout: Duration::from_secs(60),
+            priority: Priority::Normal,
+            idempotency_key: None,
+            concurrency_key: None,
+            delivery: Delivery::Link,
+            cancel_on_disconnect: false,
+            interactive: true,
+        },
+        owner: Owner {
+            client: ClientId::new("c"),
+            token: None,
+        },
+        retry_safe: true,
+        inputs: crate::inputs::TaskInputs::default(),
+        tag: None,
+    }
+}
+
+impl Node {
+    fn new(name: &str, retry_safe: bool) -> Node {
+        let directory = Arc::new(Directory::default());
+        directory
+            .declare(&decl("job", retry_safe), Source::Config)
+            .expect("declared");
+        let (tx, rx) = mpsc::channel(64);
+        let mut core = Core::new(
+            Config::with_keys(Vec::new()).limits,
+            directory,
+            Metrics::new(),
+            tx,
+        );
+        core.enable_cluster(Arc::from(name), Duration::from_secs(30));
+        let now = Instant::now();
+        core.on_cluster(Input::Link(None), now);
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        core.on_command(
+            Command::Register {
+                spec: ExecutorSpec {
+                    name: Arc::from("w"),
+                    kind: ExecutorKind::Remote {
+                        peer: "test".to_owned(),
+                    },
+                    slots: 1,
+                    tasks: vec![decl("job", retry_safe)],
+                },
+                reply,
+            },
+            now,
+        );
+        let registration = answer.try_recv().expect("answered").expect("registered");
+        Node {
+            core,
+            now,
+            orders: registration.orders,
+            executor: registration.id,
+            _reports: rx,
+        }
+    }
+
+    fn effects(&mut self) -> Vec<Effect> {
+        self.core.dispatch(self.now);
+        self.core
+            .take_effects()
+            .map(|e| e.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    fn input(&mut self, input: Input) {
+        self.core.on_cluster(input, self.now);
+    }
+
+    /// The stream tells every node about an event.
+    fn applied(
+        &mut self,
+        record: EventRecord,
+        stream_seq: u64,
+        writer: &str,
+        info: Option<AcceptedInfo>,
+    ) {
+        self.input(Input::Event(Applied {
+            record: Arc::new(record),
+            stream_seq,
+            writer: Arc::from(writer),
+            info,
+        }));
+    }
+}
+
+fn accepted(node: &mut Node, n: u128) {
+    let info = AcceptedInfo::of(&spec(n, "job"));
+    node.applied(
+        EventRecord::new(id(n), 1, TaskEvent::Accepted { position: 0 }),
+        10,
+        "elsewhere",
+        Some(info),
+    );
+}
+
+#[test]
+fn a_claimed_task_runs_only_once_its_started_is_committed() {
+    let mut node = Node::new("b", true);
+    accepted(&mut node, 1);
+    let effects = node.effects();
+    assert!(
+        matches!(&effects[..], [Effect::Claim { n: 1, lanes, .. }] if &*lanes[0].0 == "job"),
+        "{effects:?}"
+    );
+    node.input(Input::Claimed {
+        executor: node.executor,
+        n: 1,
+        tasks: vec![ClaimedTask {
+            spec: spec(1, "job"),
+            delivered: 1,
+        }],
+    });
+    let effects = node.effects();
+    let [
+        Effect::Propose {
+            record, expected, ..
+        },
+    ] = &effects[..]
+    else {
+        panic!("{effects:?}");
+    };
+    assert_eq!(*expected, 10, "fenced on the accepted's stream sequence");
+    assert!(
+        matches!(&record.event, TaskEvent::Started { worker, attempt: 1 } if &**worker == "b/w")
+    );
+    assert!(
+        node.orders.try_recv().is_err(),
+        "not assigned before the commit"
+    );
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 2,
+        stream_seq: 11,
+    });
+    assert!(matches!(node.orders.try_recv(), Ok(Order::Assign(a)) if a.attempt == 1));
+}
+
+#[test]
+fn a_started_that_conflicts_frees_the_slot_and_never_runs() {
+    let mut node = Node::new("b", true);
+    accepted(&mut node, 1);
+    let _ = node.effects();
+    node.input(Input::Claimed {
+        executor: node.executor,
+        n: 1,
+        tasks: vec![ClaimedTask {
+            spec: spec(1, "job"),
+            delivered: 1,
+        }],
+    });
+    let _ = node.effects();
+    node.input(Input::Conflict {
+        task_id: id(1),
+        seq: 2,
+    });
+    assert!(node.orders.try_recv().is_err());
+    // The stream says another node cancelled it: nothing runs here.
+    node.applied(
+        EventRecord::new(
+            id(1),
+            2,
+            TaskEvent::Cancelled(crate::task::CancelReason::Client),
+        ),
+        11,
+        "c",
+        None,
+    );
+    let effects = node.effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Abandon { .. }))
+            || effects.iter().all(|e| !matches!(e, Effect::Propose { .. })),
+        "{effects:?}"
+    );
+    assert!(node.orders.try_recv().is_err());
+    // The slot is free again: the executor asks for work once there is some.
+    accepted(&mut node, 2);
+    assert!(
+        node.effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Claim { .. }))
+    );
+}
+
+#[test]
+fn a_redelivered_running_task_is_requeued_or_fails_worker_lost() {
+    for (retry_safe, expected) in [(true, "requeued"), (false, "failed")] {
+        let mut node = Node::new("c", retry_safe);
+        let mut info = AcceptedInfo::of(&spec(1, "job"));
+        info.retry_safe = retry_safe;
+        node.applied(
+            EventRecord::new(id(1), 1, TaskEvent::Accepted { position: 0 }),
+            10,
+            "a",
+            Some(info),
+        );
+        node.applied(
+            EventRecord::new(
+                id(1),
+                2,
+                TaskEvent::Started {
+                    worker: Arc::from("b/w"),
+                    attempt: 1,
+                },
+            ),
+            11,
+            "b",
+            None,
+        );
+        let _ = node.effects();
+        // B died: its message comes to C after the lease.
+        let mut claimed = spec(1, "job");
+        claimed.retry_safe = retry_safe;
+        node.input(Input::Claimed {
+            executor: node.executor,
+            n: 1,
+            tasks: vec![ClaimedTask {
+                spec: claimed,
+                delivered: 2,
+            }],
+        });
+        let effects = node.effects();
+        let proposed: Vec<&str> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Propose {
+                    record, expected, ..
+                } => {
+                    assert_eq!(*expected, 11);
+                    Some(record.event.kind())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(proposed, vec![expected], "{effects:?}");
+        assert!(node.orders.try_recv().is_err());
+    }
+}
+
+#[test]
+fn a_finished_task_claimed_again_is_dropped_from_the_queue() {
+    let mut node = Node::new("b", true);
+    accepted(&mut node, 1);
+    node.applied(
+        EventRecord::new(
+            id(1),
+            2,
+            TaskEvent::Cancelled(crate::task::CancelReason::Client),
+        ),
+        11,
+        "a",
+        None,
+    );
+    let _ = node.effects();
+    node.input(Input::Claimed {
+        executor: node.executor,
+        n: 1,
+        tasks: vec![ClaimedTask {
+            spec: spec(1, "job"),
+            delivered: 3,
+        }],
+    });
+    let effects = node.effects();
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::Settle {
+                settle: Settle::Drop,
+                ..
+            }
+        )),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn events_are_delivered_once_in_seq_order_and_a_gap_is_read_again() {
+    let mut node = Node::new("c", true);
+    let (mailbox, mut inbox, _) = Mailbox::new(64);
+    accepted(&mut node, 1);
+    node.core.on_command(
+        Command::Subscribe {
+            task_id: id(1),
+            principal: crate::auth::Principal {
+                client: ClientId::new("c"),
+                admin: false,
+                tasks: None,
+                token: None,
+            },
+            after_seq: 0,
+            mailbox,
+            reference: None,
+        },
+        node.now,
+    );
+    let started = || TaskEvent::Started {
+        worker: Arc::from("b/w"),
+        attempt: 1,
+    };
+    node.applied(EventRecord::new(id(1), 2, started()), 11, "b", None);
+    node.applied(EventRecord::new(id(1), 2, started()), 11, "b", None);
+    // seq 4 before 3: a gap, so the node reads the history instead.
+    node.applied(
+        EventRecord::new(
+            id(1),
+            4,
+            TaskEvent::Cancelled(crate::task::CancelReason::Client),
+        ),
+        13,
+        "b",
+        None,
+    );
+    let effects = node.effects();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Lookup { task_id } if *task_id == id(1))),
+        "{effects:?}"
+    );
+    let mut seqs = Vec::new();
+    while let Ok(message) = inbox.try_recv() {
+        match message {
+            Outbound::Event { record, .. } => seqs.push(record.seq),
+            Outbound::Replay(records) => seqs.extend(records.iter().map(|r| r.seq)),
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, vec![1, 2]);
+}
+
+#[test]
+fn finishing_reports_go_to_the_stream_not_to_subscribers() {
+    let mut node = Node::new("b", true);
+    accepted(&mut node, 1);
+    let _ = node.effects();
+    node.input(Input::Claimed {
+        executor: node.executor,
+        n: 1,
+        tasks: vec![ClaimedTask {
+            spec: spec(1, "job"),
+            delivered: 1,
+        }],
+    });
+    let _ = node.effects();
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 2,
+        stream_seq: 11,
+    });
+    let Ok(Order::Assign(assignment)) = node.orders.try_recv() else {
+        panic!("assigned");
+    };
+    let executor = node.executor;
+    node.core.on_report(
+        Tagged {
+            executor,
+            report: Report::Finished {
+                task_id: assignment.task_id,
+                attempt: 1,
+                outcome: Outcome::Completed {
+                    result: RawValue::from_string("1".to_owned()).expect("json"),
+                    files: Vec::new(),
+                    duration: Duration::ZERO,
+                },
+                slot_free: true,
+            },
+        },
+        node.now,
+    );
+    let effects = node.effects();
+    let proposed: Vec<(u64, u64)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Propose {
+                record, expected, ..
+            } => Some((record.seq, *expected)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposed, vec![(3, 11)], "{effects:?}");
+}
+
+#[test]
+fn a_subscriber_between_the_end_proposed_and_committed_gets_the_end() {
+    // The owning node marks its task finished when it proposes the
+    // terminal event; a subscriber (or the submitter, whose `accepted`
+    // came back late) attached before that event is committed must still
+    // receive it.
+    let mut node = Node::new("b", true);
+    accepted(&mut node, 1);
+    let _ = node.effects();
+    node.input(Input::Claimed {
+        executor: node.executor,
+        n: 1,
+        tasks: vec![ClaimedTask {
+            spec: spec(1, "job"),
+            delivered: 1,
+        }],
+    });
+    let _ = node.effects();
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 2,
+        stream_seq: 11,
+    });
+    node.applied(
+        EventRecord::new(
+            id(1),
+            2,
+            TaskEvent::Started {
+                worker: Arc::from("b/w"),
+                attempt: 1,
+            },
+        ),
+        11,
+        "b",
+        None,
+    );
+    let Ok(Order::Assign(assignment)) = node.orders.try_recv() else {
+        panic!("assigned");
+    };
+    let executor = node.executor;
+    node.core.on_report(
+        Tagged {
+            executor,
+            report: Report::Finished {
+                task_id: assignment.task_id,
+                attempt: 1,
+                outcome: Outcome::Completed {
+                    result: RawValue::from_string("1".to_owned()).expect("json"),
+                    files: Vec::new(),
+                    duration: Duration::ZERO,
+                },
+                slot_free: true,
+            },
+        },
+        node.now,
+    );
+    let _ = node.effects();
+    let (mailbox, mut inbox, _) = Mailbox::new(64);
+    node.core.on_command(
+        Command::Subscribe {
+            task_id: id(1),
+            principal: crate::auth::Principal {
+                client: ClientId::new("c"),
+                admin: false,
+                tasks: None,
+                token: None,
+            },
+            after_seq: 0,
+            mailbox,
+            reference: None,
+        },
+        node.now,
+    );
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 3,
+        stream_seq: 12,
+    });
+    node.applied(
+        EventRecord::new(
+            id(1),
+            3,
+            TaskEvent::Completed {
+                result: RawValue::from_string("1".to_owned()).expect("json"),
+                files: Vec::new(),
+                duration: Duration::ZERO,
+            },
+        ),
+        12,
+        "b",
+        None,
+    );
+    let mut seqs = Vec::new();
+    while let Ok(message) = inbox.try_recv() {
+        match message {
+            Outbound::Event { record, .. } => seqs.push(record.seq),
+            Outbound::Replay(records) => seqs.extend(records.iter().map(|r| r.seq)),
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3]);
+}

@@ -1,0 +1,166 @@
+//! Faults: a node killed with SIGKILL, NATS stopped and restarted under a
+//! node, one server of a three-server NATS cluster killed under load.
+
+use serde_json::{Value, json};
+
+use super::{Nats, Node, assert_one_terminal, history};
+use crate::support::eventually;
+
+#[tokio::test]
+async fn kill_9_of_a_node_loses_no_accepted_task() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let a = Node::start("a", &url, &["--cluster-pool-tasks", "none"]);
+    let mut b = Node::start("b", &url, &["--workers", "2"]);
+    a.ready().await;
+    b.ready().await;
+    a.sees_workers("b").await;
+    let mut ws = a.ws().await;
+    // B's two slots: a retry-safe sleep and an approval (not retry-safe),
+    // both running when B dies; more sleeps wait in the queue.
+    let safe = ws.submit_ok("sleep", json!({"ms": 1500})).await;
+    ws.until(|v| v["task_id"] == safe.as_str() && v["type"] == "started")
+        .await;
+    let unsafe_task = ws.submit_ok("approval", json!({"prompt": "go?"})).await;
+    ws.until(|v| v["task_id"] == unsafe_task.as_str() && v["type"] == "question")
+        .await;
+    let mut queued = Vec::new();
+    for n in 0..4 {
+        queued.push(ws.submit_ok("sleep", json!({"ms": 10 + n})).await);
+    }
+    b.kill9();
+    // Another node comes to run them.
+    let c = Node::start("c", &url, &["--workers", "2"]);
+    c.ready().await;
+    for id in &queued {
+        let events = history(&a, id).await;
+        assert_one_terminal(&events);
+        assert_eq!(events.last().unwrap()["type"], "completed", "{events:?}");
+    }
+    let events = history(&a, &safe).await;
+    assert_one_terminal(&events);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(kinds.contains(&"requeued"), "{kinds:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "completed", "{events:?}");
+    let second = events.iter().rfind(|e| e["type"] == "started").unwrap();
+    assert_eq!(second["attempt"], 2);
+    assert!(second["worker"].as_str().unwrap().starts_with("c/"));
+    let events = history(&a, &unsafe_task).await;
+    assert_one_terminal(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "failed", "{events:?}");
+    assert_eq!(last["error"]["code"], "worker_lost");
+    // The survivors agree, seen from the newcomer too.
+    let seen_by_c = history(&c, &unsafe_task).await;
+    assert_eq!(seen_by_c.len(), events.len());
+}
+
+#[tokio::test]
+async fn nats_stopped_and_restarted_under_a_node() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    // A lease longer than the outage: the running task is not given up.
+    let a = Node::start(
+        "a",
+        &nats.url(),
+        &["--workers", "2", "--cluster-lease-s", "30"],
+    );
+    a.ready().await;
+    let mut ws = a.ws().await;
+    let before = ws.submit_ok("sleep", json!({"ms": 1000})).await;
+    ws.until(|v| v["task_id"] == before.as_str() && v["type"] == "started")
+        .await;
+    nats.kill();
+    eventually("readyz says NATS is unreachable", || async {
+        let (status, body) = a.readyz().await;
+        status == 503 && body.contains("NATS")
+    })
+    .await;
+    let (status, body) = a
+        .post("/v1/tasks", json!({"task": "echo", "input": {}}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(body["error"]["retry_after_ms"].as_u64().is_some(), "{body}");
+    let refused = ws.submit("echo", json!({}), json!({})).await;
+    assert_eq!(refused["type"], "rejected");
+    assert_eq!(refused["error"]["code"], "unavailable");
+    nats.restart();
+    a.ready().await;
+    // The task accepted before the outage ends; new ones run.
+    let end = ws.terminal(&before).await;
+    assert_eq!(end["type"], "completed", "{end}\n{}", a.log());
+    let after = ws.submit_ok("echo", json!({"after": true})).await;
+    assert_eq!(ws.terminal(&after).await["type"], "completed");
+}
+
+#[tokio::test]
+async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
+    let Some(mut servers) = Nats::cluster3() else {
+        return;
+    };
+    // Nodes start once JetStream has elected its leaders (slow on a busy
+    // machine).
+    for server in &servers {
+        server.healthy_within(60).await;
+    }
+    let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    let a = Node::start("a", &urls, &["--workers", "4", "--cluster-replicas", "3"]);
+    let b = Node::start("b", &urls, &["--workers", "4", "--cluster-replicas", "3"]);
+    // Replicated streams are created through Raft: slow on a busy machine.
+    a.ready_within(120).await;
+    b.ready_within(120).await;
+    let mut accepted: Vec<String> = Vec::new();
+    let mut refused = 0;
+    for n in 0..150 {
+        if n == 50 {
+            servers[0].kill();
+        }
+        let node = if n % 2 == 0 { &a } else { &b };
+        let (status, body): (u16, Value) = node
+            .post("/v1/tasks", json!({"task": "echo", "input": {"n": n}}))
+            .await;
+        match status {
+            202 => accepted.push(body["task_id"].as_str().unwrap().to_owned()),
+            503 | 429 => refused += 1,
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        accepted.len() >= 100,
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
+    for id in &accepted {
+        // A JetStream cluster that lost a member may take a while to elect
+        // new leaders on a busy machine: poll the snapshot, then replay.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, snapshot) = a.get(&format!("/v1/tasks/{id}")).await;
+            if matches!(
+                snapshot["state"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} unfinished: {snapshot}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await; // poll with a deadline
+        }
+        let events = history(&a, id).await;
+        assert_one_terminal(&events);
+        assert_eq!(events.last().unwrap()["type"], "completed", "{events:?}");
+    }
+    eprintln!(
+        "{} accepted, {refused} refused while a server was lost",
+        accepted.len()
+    );
+}

@@ -1,0 +1,197 @@
+//! Three nodes on one NATS server: one service, whichever node is asked.
+
+use serde_json::{Value, json};
+
+use super::{Nats, Node, assert_one_terminal, history};
+
+/// A runs nothing itself, B runs every built-in, C only watches.
+async fn three() -> Option<(Nats, Node, Node, Node)> {
+    let nats = Nats::start()?;
+    nats.listening().await;
+    let url = nats.url();
+    let a = Node::start("a", &url, &["--cluster-pool-tasks", "none"]);
+    let b = Node::start("b", &url, &["--workers", "2"]);
+    let c = Node::start("c", &url, &["--cluster-pool-tasks", "none"]);
+    for node in [&a, &b, &c] {
+        node.ready().await;
+    }
+    a.sees_workers("b").await;
+    c.sees_workers("b").await;
+    Some((nats, a, b, c))
+}
+
+#[tokio::test]
+async fn submit_on_a_runs_on_b_watched_and_cancelled_from_c() {
+    let Some((_nats, a, b, c)) = three().await else {
+        return;
+    };
+    // Submit on A; it runs on B.
+    let mut on_a = a.ws().await;
+    let done = on_a.submit_ok("echo", json!({"n": 1})).await;
+    let events = on_a.events_until_end(&done).await;
+    let started = events.iter().find(|e| e["type"] == "started").unwrap();
+    assert_eq!(
+        started["worker"].as_str().unwrap().split('/').next(),
+        Some("b")
+    );
+    assert_eq!(events.last().unwrap()["type"], "completed");
+    assert_eq!(events.last().unwrap()["result"], json!({"n": 1}));
+    // C replays it whole, and its snapshot agrees.
+    let replay = history(&c, &done).await;
+    assert_one_terminal(&replay);
+    let (status, snapshot) = c.get(&format!("/v1/tasks/{done}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(snapshot["state"], "completed");
+    assert_eq!(snapshot["last_seq"], replay.len() as u64);
+
+    // A long task: C follows it live and cancels it; A sees the cancel.
+    let long = on_a
+        .submit_ok("sleep", json!({"ms": 60_000, "steps": 60}))
+        .await;
+    let mut on_c = c.ws().await;
+    on_c.send(json!({"type": "subscribe", "ref": "s", "task_id": long}))
+        .await;
+    on_c.until(|v| v["task_id"] == long.as_str() && v["type"] == "started")
+        .await;
+    on_c.send(json!({"type": "cancel", "ref": "x", "task_id": long}))
+        .await;
+    let cancelled = on_c
+        .until(|v| v["type"] == "cancelled" && v["ref"] == "x")
+        .await;
+    assert_eq!(cancelled["reason"], "client");
+    let seen_on_a = on_a.terminal(&long).await;
+    assert_eq!(seen_on_a["type"], "cancelled");
+    assert_eq!(seen_on_a["seq"], cancelled["seq"]);
+    // A cancel of a finished task from anywhere: already_finished.
+    let (status, body) = reqwest::Client::new()
+        .delete(b.url(&format!("/v1/tasks/{long}")))
+        .bearer_auth(super::KEY)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 409, "{:?}", body.text().await);
+}
+
+#[tokio::test]
+async fn idempotent_submits_on_two_nodes_at_once_run_once() {
+    let Some((_nats, a, b, _c)) = three().await else {
+        return;
+    };
+    for round in 0..5 {
+        let body = json!({"task": "echo", "input": {"round": round},
+                          "options": {"idempotency_key": format!("same-{round}")}});
+        let (on_a, on_b) =
+            tokio::join!(a.post("/v1/tasks", body.clone()), b.post("/v1/tasks", body));
+        assert_eq!(on_a.0, 202, "{on_a:?}");
+        assert_eq!(on_b.0, 202, "{on_b:?}");
+        assert_eq!(on_a.1["task_id"], on_b.1["task_id"], "round {round}");
+        let duplicates = [&on_a.1, &on_b.1]
+            .iter()
+            .filter(|r| r["duplicate"] == true)
+            .count();
+        assert_eq!(duplicates, 1, "{on_a:?} {on_b:?}");
+        let id = on_a.1["task_id"].as_str().unwrap().to_owned();
+        let events = history(&a, &id).await;
+        assert_one_terminal(&events);
+        let starts = events.iter().filter(|e| e["type"] == "started").count();
+        assert_eq!(starts, 1, "ran once: {events:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_concurrency_key_never_overlaps_across_nodes() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let a = Node::start("a", &url, &["--cluster-pool-tasks", "none"]);
+    let b = Node::start("b", &url, &["--workers", "3"]);
+    let d = Node::start("d", &url, &["--workers", "3"]);
+    for node in [&a, &b, &d] {
+        node.ready().await;
+    }
+    a.sees_workers("b").await;
+    a.sees_workers("d").await;
+    let mut ws = a.ws().await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let reply = ws
+            .submit(
+                "sleep",
+                json!({"ms": 150}),
+                json!({"concurrency_key": "warehouse-db"}),
+            )
+            .await;
+        assert_eq!(reply["type"], "accepted", "{reply}");
+        ids.push(reply["task_id"].as_str().unwrap().to_owned());
+    }
+    // Others of the same client without the key run beside them.
+    let free = ws.submit_ok("sleep", json!({"ms": 10})).await;
+    let mut spans: Vec<(String, String, String)> = Vec::new();
+    let mut nodes = std::collections::BTreeSet::new();
+    for id in &ids {
+        let events = history(&a, id).await;
+        assert_one_terminal(&events);
+        let started = events.iter().find(|e| e["type"] == "started").unwrap();
+        let worker = started["worker"].as_str().unwrap().to_owned();
+        nodes.insert(worker.split('/').next().unwrap().to_owned());
+        let end = events.last().unwrap();
+        assert_eq!(end["type"], "completed", "{events:?}");
+        spans.push((
+            started["at"].as_str().unwrap().to_owned(),
+            end["at"].as_str().unwrap().to_owned(),
+            worker,
+        ));
+    }
+    assert_eq!(
+        history(&a, &free).await.last().unwrap()["type"],
+        "completed"
+    );
+    spans.sort();
+    for pair in spans.windows(2) {
+        // RFC 3339 UTC with milliseconds sorts as time.
+        assert!(pair[1].0 >= pair[0].1, "overlap: {pair:?}");
+    }
+    eprintln!("concurrency key ran on nodes {nodes:?}");
+}
+
+#[tokio::test]
+async fn the_monitor_shows_every_node_and_its_workers() {
+    let Some((_nats, a, _b, c)) = three().await else {
+        return;
+    };
+    let (status, body) = c.get("/v1/admin/workers").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"b/local-1") && names.contains(&"b/local-2"),
+        "{names:?}"
+    );
+    crate::support::eventually("A lists the three nodes up", || async {
+        let (_, nodes): (u16, Value) = a.get("/v1/admin/nodes").await;
+        let states: Vec<(String, String)> = nodes["nodes"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|n| {
+                        (
+                            n["name"].as_str().unwrap_or("").to_owned(),
+                            n["state"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ["a", "b", "c"]
+            .iter()
+            .all(|name| states.contains(&((*name).to_owned(), "up".to_owned())))
+    })
+    .await;
+}

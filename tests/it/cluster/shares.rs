@@ -1,0 +1,191 @@
+//! What the nodes share besides tasks: browser tokens and files.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::{KEY, Nats, Node};
+use crate::support::{Frame, Ws, eventually};
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    taskwire::auth::hex(&digest)
+}
+
+async fn post_as(node: &Node, secret: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(node.url(path))
+        .bearer_auth(secret)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_as(node: &Node, secret: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .get(node.url(path))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_token_minted_on_a_works_on_b_until_revoked_on_b() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let a = Node::start("a", &url, &["--workers", "1"]);
+    let b = Node::start("b", &url, &["--workers", "1"]);
+    a.ready().await;
+    b.ready().await;
+    let (status, minted) = a
+        .post("/v1/tokens", json!({"tasks": ["echo"], "ttl_s": 600}))
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap().to_owned();
+
+    // At once on B: REST submit and status, with the token.
+    let (status, body) = post_as(
+        &b,
+        &token,
+        "/v1/tasks",
+        json!({"task": "echo", "input": {"via": "token"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(get_as(&b, &token, &format!("/v1/tasks/{id}")).await, 200);
+    // Its scope holds on B too: only `echo`.
+    let (status, body) = post_as(
+        &b,
+        &token,
+        "/v1/tasks",
+        json!({"task": "sleep", "input": {"ms": 1}}),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    // A WebSocket on B authenticated by the token's `auth` message.
+    let request = format!("ws://127.0.0.1:{}/v1/ws", b.port)
+        .into_client_request()
+        .unwrap();
+    let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = Ws {
+        stream,
+        protocol: None,
+    };
+    ws.send(json!({"type": "auth", "key": token})).await;
+    assert_eq!(ws.next().await["type"], "welcome");
+
+    // Revoked on B: B's socket closes, and A refuses it too.
+    let status = reqwest::Client::new()
+        .delete(b.url(&format!("/v1/tokens/{token}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 204);
+    assert_eq!(ws.closed().await, Some(4401));
+    eventually("A refuses the token revoked on B", || async {
+        get_as(&a, &token, &format!("/v1/tasks/{id}")).await == 401
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_made_on_b_downloads_from_a_and_outlives_b() {
+    const SIZE: u64 = 300_000;
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let ttl = ["--file-ttl-s", "8"];
+    let a = Node::start("a", &url, &["--cluster-pool-tasks", "none", ttl[0], ttl[1]]);
+    let mut b = Node::start("b", &url, &["--workers", "1", ttl[0], ttl[1]]);
+    a.ready().await;
+    b.ready().await;
+    a.sees_workers("b").await;
+    let mut on_a = a.ws().await;
+
+    // Stream delivery to a submitter on A of a file made on B.
+    let reply = on_a
+        .submit(
+            "blob",
+            json!({"size": SIZE, "name": "streamed.bin"}),
+            json!({"delivery": "stream"}),
+        )
+        .await;
+    assert_eq!(reply["type"], "accepted", "{reply}");
+    let streamed_id = reply["task_id"].as_str().unwrap().to_owned();
+    let mut streamed = Vec::new();
+    let mut ended = None;
+    let completed = loop {
+        match on_a.frame().await {
+            Frame::Json(m) if m["task_id"] == streamed_id.as_str() => {
+                match m["type"].as_str().unwrap_or("") {
+                    "stream_end" => ended = Some(m),
+                    "completed" | "failed" | "cancelled" => break m,
+                    _ => {}
+                }
+            }
+            Frame::Binary(data) => streamed.extend_from_slice(&data[4..]),
+            Frame::Json(_) => {}
+            Frame::Closed(code) => panic!("closed {code:?}"),
+        }
+    };
+    assert_eq!(completed["type"], "completed", "{completed}");
+    let ended = ended.expect("the file was streamed");
+    assert_eq!(streamed.len() as u64, SIZE);
+    assert_eq!(ended["sha256"], sha256_hex(&streamed).as_str());
+
+    // A link made on B, downloaded from A: whole, and a range.
+    let done = on_a
+        .submit_ok("blob", json!({"size": SIZE, "name": "report.bin"}))
+        .await;
+    let end = on_a.terminal(&done).await;
+    assert_eq!(end["type"], "completed", "{end}");
+    let file = end["files"][0].clone();
+    let link = file["url"].as_str().unwrap().to_owned();
+    let response = reqwest::get(a.url(&link)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, SIZE);
+    assert_eq!(file["sha256"], sha256_hex(&bytes).as_str());
+    let ranged = reqwest::Client::new()
+        .get(a.url(&link))
+        .header("range", "bytes=1000-1099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status().as_u16(), 206);
+    assert_eq!(ranged.bytes().await.unwrap()[..], bytes[1000..1100]);
+    // A wrong name under a right token is no file.
+    let wrong = link.rsplit_once('/').unwrap().0.to_owned() + "/other.bin";
+    assert_eq!(reqwest::get(a.url(&wrong)).await.unwrap().status(), 404);
+
+    // B dies: a node that never saw the file serves it.
+    b.kill9();
+    let c = Node::start("c", &url, &["--cluster-pool-tasks", "none", ttl[0], ttl[1]]);
+    c.ready().await;
+    let response = reqwest::get(c.url(&link)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.bytes().await.unwrap(), bytes);
+    // After file_ttl_s, 410 on every node.
+    eventually("the link expires on C", || async {
+        reqwest::get(c.url(&link)).await.unwrap().status().as_u16() == 410
+    })
+    .await;
+    assert_eq!(reqwest::get(a.url(&link)).await.unwrap().status(), 410);
+}
