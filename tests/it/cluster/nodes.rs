@@ -195,3 +195,30 @@ async fn the_monitor_shows_every_node_and_its_workers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn file_inputs_are_refused_in_cluster_mode_with_a_clear_error() {
+    let Some(nats) = Nats::start() else { return };
+    nats.listening().await;
+    let node = Node::start("solo", &nats.url(), &["--workers", "1"]);
+    node.ready().await;
+    let (status, body) = node
+        .post(
+            "/v1/tasks",
+            json!({"task": "echo", "input": {"paper": {"$url": "https://example.org/paper.pdf"}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_message", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cluster mode")),
+        "{body}"
+    );
+    // The node carries on: a plain submit still runs.
+    let (status, body) = node
+        .post("/v1/tasks", json!({"task": "echo", "input": {"x": 1}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
