@@ -32,7 +32,10 @@ while IFS= read -r lock; do
 done < <(git ls-files '*package-lock.json')
 
 while IFS= read -r requirements; do
-  unpinned="$(grep -Ev '^[[:space:]]*(#|$)' "$requirements" | grep -v '==' || true)"
+  # One requirement per logical line: `\` continuations (pip-compile's
+  # `--hash` lines) are joined first, comments dropped.
+  unpinned="$(awk '{ if (sub(/\\[[:space:]]*$/, "")) { line = line $0 } else { print line $0; line = "" } }' "$requirements" \
+    | sed 's/[[:space:]]#.*$//' | grep -Ev '^[[:space:]]*(#|$)' | grep -v '==' || true)"
   if [ -n "$unpinned" ]; then
     echo "FAIL $requirements: not pinned with ==:" >&2
     printf '  %s\n' "$unpinned" >&2
@@ -61,7 +64,9 @@ while IFS= read -r lock; do
   manifest="$(dirname "$lock")/Cargo.toml"
   toolchain=()
   # The fuzz crate builds on nightly only (its manifest says cargo-fuzz).
-  if grep -q '^cargo-fuzz = true' "$manifest"; then toolchain=(+nightly); fi
+  if grep -q '^cargo-fuzz = true' "$manifest" && cargo +nightly --version >/dev/null 2>&1; then
+    toolchain=(+nightly)
+  fi
   if cargo "${toolchain[@]}" metadata --locked --format-version 1 --manifest-path "$manifest" >/dev/null; then
     echo "ok   cargo --locked: $lock"
   else
