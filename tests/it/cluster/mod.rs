@@ -53,12 +53,25 @@ pub(crate) fn nats_binary() -> Option<PathBuf> {
     found
 }
 
+/// A port nothing listens on now, never handed out twice in this test
+/// binary (the tests run at once: a port released here could otherwise be
+/// given to two servers, and the second one exits at start).
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One nats-server with JetStream (optionally one of a cluster of them).
