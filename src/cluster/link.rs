@@ -33,6 +33,8 @@ pub(super) const FILE_BUCKET: &str = "tw_files";
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How long one request between nodes may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one claim (its fetches, lane after lane) may wait for NATS.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts at a publish whose answer did not come (same message id: a
 /// repeat that got through is recognised as a duplicate).
 const PUBLISH_TRIES: u32 = 3;
@@ -78,6 +80,9 @@ pub(super) struct Link {
     /// This node's latest registry entry.
     pub(super) entry: Mutex<Option<NodeEntry>>,
     pub(super) started_at: SystemTime,
+    /// Grows at every reconnection: the feed starts over from where it was,
+    /// and a claim waiting on the old connection gives up.
+    pub(super) reconnects: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Link {
@@ -98,6 +103,38 @@ fn queue_subject(spec: &TaskSpec) -> String {
         codec::priority_token(spec.options.priority),
         codec::lane_token(&spec.name),
         spec.id.hex().as_str()
+    )
+}
+
+/// `work`, unless the deadline passes or the connection is replaced first
+/// (then why it gave up).
+async fn within<T>(
+    deadline: Instant,
+    reconnected: &mut tokio::sync::watch::Receiver<u64>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, &'static str> {
+    tokio::select! {
+        done = work => Ok(done),
+        () = tokio::time::sleep_until(deadline) => Err("no answer in time"),
+        _ = reconnected.changed() => Err("the connection was replaced"),
+    }
+}
+
+fn gave_up(lane: &str, why: &str) {
+    tracing::warn!(
+        lane,
+        why,
+        timeout_ms = CLAIM_TIMEOUT.as_millis() as u64,
+        "a claim of queued tasks gave up waiting for NATS"
+    );
+}
+
+/// The durable queue consumer of one lane (task name and priority).
+fn durable_name(name: &str, priority: crate::task::Priority) -> String {
+    format!(
+        "q{}_{}",
+        codec::priority_token(priority),
+        codec::lane_token(name)
     )
 }
 
@@ -146,6 +183,7 @@ impl Link {
             locks: Mutex::new(HashMap::new()),
             entry: Mutex::new(None),
             started_at: SystemTime::now(),
+            reconnects: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -180,7 +218,9 @@ impl Link {
                 info,
             } => self.propose(record, expected, info).await,
             Effect::Claim { executor, lanes, n } => {
+                tracing::trace!(?executor, n, lanes = lanes.len(), "a claim starts");
                 let tasks = self.claim(&lanes, n).await;
+                tracing::trace!(?executor, n, got = tasks.len(), "a claim ends");
                 self.input(Input::Claimed { executor, n, tasks }).await;
             }
             Effect::Settle { task_id, settle } => self.settle(task_id, settle).await,
@@ -523,7 +563,7 @@ impl Link {
     ) -> Option<consumer::PullConsumer> {
         let lane = codec::lane_token(name);
         let p = codec::priority_token(priority);
-        let durable = format!("q{p}_{lane}");
+        let durable = durable_name(name, priority);
         if let Some(found) = self
             .consumers
             .lock()
@@ -573,22 +613,61 @@ impl Link {
             return Vec::new();
         };
         let mut got = Vec::new();
-        for (name, priority) in lanes {
+        // A fetch whose request or answer is lost (its server restarted or
+        // died) is never answered: without a bound the claim, and the
+        // executor's free slots with it, would wait for ever. It gives up at
+        // a deadline, or at once when the connection is replaced. A message
+        // the server delivers after that is redelivered when its lease (the
+        // consumer's ack wait) runs out.
+        let deadline = Instant::now() + CLAIM_TIMEOUT;
+        let mut reconnected = self.reconnects.subscribe();
+        reconnected.mark_unchanged();
+        'lanes: for (name, priority) in lanes {
             if got.len() >= n {
                 break;
             }
-            let Some(consumer) = self.consumer(ready, name, *priority).await else {
-                continue;
+            let found = within(
+                deadline,
+                &mut reconnected,
+                self.consumer(ready, name, *priority),
+            );
+            let consumer = match found.await {
+                Ok(Some(consumer)) => consumer,
+                Ok(None) => continue,
+                Err(why) => {
+                    gave_up(name, why);
+                    break;
+                }
             };
             let asked = Instant::now();
-            let batch = consumer
-                .fetch()
-                .max_messages(n - got.len())
-                .messages()
-                .await;
-            let Ok(mut batch) = batch else { continue };
-            while let Some(message) = batch.next().await {
-                let Ok(message) = message else { break };
+            let fetch = consumer.fetch().max_messages(n - got.len()).messages();
+            let mut batch = match within(deadline, &mut reconnected, fetch).await {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, lane = %name, "a claim's fetch failed");
+                    self.forget_consumer(name, *priority);
+                    continue;
+                }
+                Err(why) => {
+                    gave_up(name, why);
+                    self.forget_consumer(name, *priority);
+                    break;
+                }
+            };
+            loop {
+                let message = match within(deadline, &mut reconnected, batch.next()).await {
+                    Ok(Some(Ok(message))) => message,
+                    Ok(Some(Err(e))) => {
+                        tracing::debug!(error = %e, lane = %name, "a claim's fetch ended");
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(why) => {
+                        gave_up(name, why);
+                        self.forget_consumer(name, *priority);
+                        break 'lanes;
+                    }
+                };
                 let delivered = message.info().map_or(1, |i| i.delivered.max(1) as u64);
                 let spec = match codec::decode_queued(&message.payload) {
                     Ok(spec) => spec,
@@ -621,7 +700,18 @@ impl Link {
                 got.push(ClaimedTask { spec, delivered });
             }
         }
+        tracing::debug!(asked = n, got = got.len(), "claimed");
         got
+    }
+
+    /// Drops a lane's cached consumer: the next claim looks it up again
+    /// (a server that restarted may have lost or moved it).
+    fn forget_consumer(&self, name: &str, priority: crate::task::Priority) {
+        let durable = durable_name(name, priority);
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&durable);
     }
 
     /// Takes a task's concurrency lock; false if another task holds it.

@@ -58,8 +58,6 @@ struct Shared {
     link: Arc<Link>,
     effects_done: tokio::sync::Notify,
     busy: std::sync::atomic::AtomicUsize,
-    /// Grows at every reconnection: the feed starts over from where it was.
-    reconnects: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -306,7 +304,6 @@ pub async fn start(
         link: Arc::clone(&link),
         effects_done: tokio::sync::Notify::new(),
         busy: std::sync::atomic::AtomicUsize::new(0),
-        reconnects: tokio::sync::watch::Sender::new(0),
     });
     let cluster = Cluster {
         shared: Arc::clone(&shared),
@@ -343,7 +340,7 @@ async fn set_down(shared: &Shared, why: Option<String>) {
             Some(why) => tracing::warn!(why = %why, "the cluster's queue is unreachable"),
             None => {
                 tracing::info!("the cluster's queue is reachable");
-                shared.reconnects.send_modify(|n| *n += 1);
+                shared.link.reconnects.send_modify(|n| *n += 1);
             }
         }
         let _ = shared.link.inputs.send(Input::Link(why)).await;
@@ -383,7 +380,7 @@ async fn supervise(
     link.publish_entry().await;
     tracker.spawn(feed(
         Arc::clone(&link),
-        shared.reconnects.subscribe(),
+        link.reconnects.subscribe(),
         stop.clone(),
     ));
     tracker.spawn(requests(Arc::clone(&link), stop.clone()));
@@ -436,32 +433,65 @@ async fn run_effects(
     }
 }
 
+/// How long the event feed may be silent before it checks that the stream
+/// has nothing more for it.
+const FEED_IDLE_CHECK: Duration = Duration::from_secs(2);
+
 /// Every committed event of the cluster, in stream order, to the core.
+///
+/// An ordered consumer can go silent after a NATS server restarts or a
+/// cluster member dies (the library believes it is live; the server no
+/// longer serves it). So a feed idle for [`FEED_IDLE_CHECK`] asks the stream
+/// for its last sequence and starts a fresh consumer from where it was when
+/// the stream holds something newer it has not delivered; a new connection
+/// does the same at once.
 async fn feed(
     link: Arc<Link>,
     mut reconnects: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
 ) {
-    let mut from: Option<u64> = None;
+    let Some(ready) = link.ready.get() else {
+        return;
+    };
+    // Where the feed starts: after the stream's last event when it begins
+    // (the core loads older history on demand), then after the last one
+    // delivered, so a restart never skips one.
+    let mut from = loop {
+        match ready.events.get_info().await {
+            Ok(info) => break info.state.last_sequence,
+            Err(e) => {
+                tracing::debug!(error = %e, "the event feed waits for the stream");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        }
+    };
+    // The stream's last sequence when a restart was last made for it: a
+    // feed restarted for it that still delivers nothing (those events were
+    // purged) is not restarted again until the stream grows.
+    let mut restarted_for = 0;
     loop {
-        let Some(ready) = link.ready.get() else {
-            return;
-        };
-        let deliver_policy = match from {
-            Some(seq) => consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: seq + 1,
-            },
-            None => consumer::DeliverPolicy::New,
-        };
         let config = consumer::pull::OrderedConfig {
             filter_subject: "tw.ev.*".to_owned(),
-            deliver_policy,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from + 1,
+            },
             ..Default::default()
         };
         let messages = match ready.events.create_consumer(config).await {
             Ok(consumer) => consumer.messages().await.ok(),
-            Err(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "the event feed cannot start; it tries again");
+                None
+            }
         };
+        tracing::debug!(
+            after = from,
+            running = messages.is_some(),
+            "the event feed starts"
+        );
         if let Some(mut messages) = messages {
             loop {
                 let next = tokio::select! {
@@ -470,11 +500,32 @@ async fn feed(
                     // was (the old one may be gone with a restarted server).
                     _ = reconnects.changed() => break,
                     next = messages.next() => next,
+                    () = tokio::time::sleep(FEED_IDLE_CHECK) => {
+                        match ready.events.get_info().await {
+                            Ok(info) if info.state.last_sequence > from.max(restarted_for) => {
+                                tracing::info!(
+                                    delivered = from,
+                                    last = info.state.last_sequence,
+                                    "the event feed fell silent behind the stream; it restarts"
+                                );
+                                restarted_for = info.state.last_sequence;
+                                break;
+                            }
+                            Ok(info) => {
+                                tracing::trace!(delivered = from, last = info.state.last_sequence, "the event feed is idle");
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "the event feed cannot read the stream's state");
+                                continue;
+                            }
+                        }
+                    }
                 };
                 let Some(Ok(message)) = next else { break };
                 let Ok(info) = message.info() else { continue };
                 let seq = info.stream_sequence;
-                from = Some(seq);
+                from = seq;
                 let Some(id) = message
                     .subject
                     .as_str()

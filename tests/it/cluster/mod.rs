@@ -268,7 +268,10 @@ impl Node {
             } else {
                 &["--cluster-lease-s", LEASE_S][..]
             })
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TASKWIRE_TEST_NODE_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -405,6 +408,18 @@ impl Drop for Node {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20)); // poll with a deadline
+            }
+        }
+        // A failing test shows what each of its nodes logged (the last 200
+        // lines; TASKWIRE_TEST_NODE_LOG sets RUST_LOG for more, and shows
+        // them for passing tests too).
+        if std::thread::panicking() || std::env::var_os("TASKWIRE_TEST_NODE_LOG").is_some() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!("--- node {} log (last {} lines) ---", self.name, tail.len());
+            for line in tail {
+                eprintln!("{line}");
             }
         }
     }
