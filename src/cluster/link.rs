@@ -228,6 +228,7 @@ impl Link {
                 self.drop_hold(task_id);
                 self.unlock(task_id).await;
             }
+            Effect::Reclaim { task_id, executor } => self.reclaim(task_id, executor).await,
             Effect::Lookup { task_id } => {
                 let records = self.load(task_id).await;
                 self.input(Input::Loaded { task_id, records }).await;
@@ -447,12 +448,34 @@ impl Link {
                     return;
                 }
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    let last = ready
+                        .events
+                        .direct_get_last_for_subject(event_subject(id))
+                        .await
+                        .ok()
+                        .and_then(|m| codec::decode_event(id, m.sequence, &m.payload).ok());
+                    // A try whose answer was lost went through: the event
+                    // there is this very one, by this node.
+                    if let Some(last) = &last
+                        && last.record.seq == record.seq
+                        && *last.writer == *self.node
+                    {
+                        self.input(Input::Committed {
+                            task_id: id,
+                            seq: record.seq,
+                            stream_seq: last.stream_seq,
+                        })
+                        .await;
+                        self.after_commit(ready, id, &record.event).await;
+                        return;
+                    }
                     self.input(Input::Conflict {
                         task_id: id,
                         seq: record.seq,
                     })
                     .await;
-                    self.after_conflict(ready, id).await;
+                    let finished = last.is_some_and(|a| a.record.event.is_terminal());
+                    self.after_conflict(id, finished).await;
                     return;
                 }
                 Err(e) => {
@@ -498,24 +521,13 @@ impl Link {
     }
 
     /// A proposal lost: a held message is dropped from the queue if the
-    /// task is finished, else left alone (another node has it now).
-    async fn after_conflict(&self, ready: &Ready, id: TaskId) {
-        let last = ready
-            .events
-            .direct_get_last_for_subject(event_subject(id))
-            .await;
-        let finished = last.ok().and_then(|m| {
-            codec::decode_event(id, m.sequence, &m.payload)
-                .ok()
-                .map(|a| a.record.event.is_terminal())
-        });
-        match self.take_hold(id) {
-            Some(message) if finished == Some(true) => {
-                let _ = message.ack().await;
-            }
-            _ => {}
+    /// task is finished. Otherwise the hold and the lock stay: the core
+    /// answers the conflict with an `Abandon` (let them go untouched) or a
+    /// `Reclaim` (decide again, still holding).
+    async fn after_conflict(&self, id: TaskId, finished: bool) {
+        if finished && let Some(message) = self.take_hold(id) {
+            let _ = message.ack().await;
         }
-        self.unlock(id).await;
     }
 
     /// The held message, if its hold is still good (else it is let go:
@@ -702,6 +714,44 @@ impl Link {
         }
         tracing::debug!(asked = n, got = got.len(), "claimed");
         got
+    }
+
+    /// A task adopted here whose submitter's `accepted` came first: while
+    /// this node still holds its queue message, the core gets the task
+    /// back with its history as the stream has it now.
+    async fn reclaim(&self, id: TaskId, executor: crate::exec::ExecutorId) {
+        let payload = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|held| {
+                let delivered = held.message.info().map_or(1, |i| i.delivered.max(1) as u64);
+                (held.message.payload.clone(), delivered)
+            });
+        let Some((payload, delivered)) = payload else {
+            // The hold lapsed (or the task ended): its redelivery decides.
+            self.unlock(id).await;
+            return;
+        };
+        let records = self.load(id).await;
+        match codec::decode_queued(&payload) {
+            Ok(spec) if !records.is_empty() => {
+                let claimed = ClaimedTask { spec, delivered };
+                self.input(Input::Reclaimed {
+                    executor,
+                    claimed,
+                    records,
+                })
+                .await;
+            }
+            // Its history cannot be read now: let the message go back at
+            // its lease, as before the reclaim.
+            _ => {
+                self.drop_hold(id);
+                self.unlock(id).await;
+            }
+        }
     }
 
     /// Drops a lane's cached consumer: the next claim looks it up again

@@ -197,6 +197,9 @@ impl Core {
         let id = claimed.spec.id;
         let at = SystemTime::now();
         self.mirror_new(id, info, at);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.adopted.insert(id);
+        }
         self.emit(id, TaskEvent::Accepted { position: 0 }, Vec::new());
         if let Some(task) = self.tasks.get_mut(&id) {
             task.state = TaskState::Queued;
@@ -267,6 +270,11 @@ impl Core {
     /// A proposal is in the stream: the next one goes; a committed
     /// `started` lets its attempt run.
     pub(super) fn committed(&mut self, id: TaskId, seq: u64, stream_seq: u64, now: Instant) {
+        if seq == 1
+            && let Some(cluster) = &mut self.cluster
+        {
+            cluster.adopted.remove(&id);
+        }
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
@@ -312,10 +320,18 @@ impl Core {
     /// This node no longer runs a task (another node wrote to it first, or
     /// its lease lapsed): the attempt stops, nothing more is proposed, and
     /// the task follows its stream like any other.
+    ///
+    /// A task this node adopted (its history looked empty) whose submitter's
+    /// `accepted` turned out to come first is the common case under load: the
+    /// node still holds its queue message, so instead of letting it go (the
+    /// task would wait a whole lease for its redelivery) it reads the history
+    /// again and decides once more, usually to run it at once.
     pub(super) fn abandon(&mut self, id: TaskId, now: Instant) {
+        let reclaim = self.cluster.as_mut().is_some_and(|c| c.adopted.remove(&id));
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
+        let executor = task.run.as_ref().map(|r| r.executor);
         let Some(cl) = task.cluster.as_deref_mut() else {
             return;
         };
@@ -343,11 +359,13 @@ impl Core {
             }
             let attempt = task.attempt;
             match assign {
-                // Never told to run: its slot is free at once.
+                // Never told to run: its slot is free at once, and the
+                // attempt (its `started` never committed) does not count.
                 Some(_) => {
                     if let Some(exec) = self.registry.get_mut(run.executor) {
                         exec.release(id, attempt);
                     }
+                    task.attempt = attempt.saturating_sub(1);
                 }
                 None => {
                     if let Some(exec) = self.registry.get_mut(run.executor) {
@@ -381,8 +399,16 @@ impl Core {
             };
             task.input = None;
         }
-        if was_owned {
-            self.effect(Effect::Abandon { task_id: id });
+        match executor {
+            Some(executor) if was_owned && reclaim => {
+                tracing::debug!(task_id = %id, "its submitter's accepted came first; this node decides again, still holding it");
+                self.effect(Effect::Reclaim {
+                    task_id: id,
+                    executor,
+                });
+            }
+            _ if was_owned => self.effect(Effect::Abandon { task_id: id }),
+            _ => {}
         }
         let _ = now;
         self.finish_drain_if_done();

@@ -15,7 +15,7 @@
 //! decide, with the time passed in, so the rules are unit-tested like the
 //! rest of the core (`core_tests.rs`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -68,6 +68,13 @@ pub enum Effect {
     /// The core gave a task up (another node wrote to it, or its lease
     /// lapsed): forget its queue message and lock without touching them.
     Abandon { task_id: TaskId },
+    /// A task this node adopted lost the race for its `accepted` to its
+    /// submitter: keep holding its queue message, read its history again
+    /// and hand the task back to the core to decide once more.
+    Reclaim {
+        task_id: TaskId,
+        executor: ExecutorId,
+    },
     /// Read a task's whole history.
     Lookup { task_id: TaskId },
     /// Ask the node running a task to cancel it or take an answer.
@@ -226,6 +233,13 @@ pub enum Input {
         task_id: TaskId,
         records: Vec<Applied>,
     },
+    /// The answer to a [`Effect::Reclaim`]: the task again, with its
+    /// history as the stream has it now.
+    Reclaimed {
+        executor: ExecutorId,
+        claimed: ClaimedTask,
+        records: Vec<Applied>,
+    },
     /// Another node asks this one about a task it runs.
     Forwarded {
         task_id: TaskId,
@@ -307,6 +321,8 @@ pub(crate) struct ClusterCore {
     pub(crate) parked: HashMap<TaskId, Vec<Command>>,
     /// Claimed tasks waiting for their lookup.
     pub(crate) parked_claims: HashMap<TaskId, (ClaimedTask, ExecutorId)>,
+    /// Tasks this node adopted whose `accepted` is not committed yet.
+    pub(crate) adopted: HashSet<TaskId>,
     pub(crate) forwards: HashMap<u64, PendingForward>,
     pub(crate) next_forward: u64,
     /// Claims out per executor (slots promised to the link's answers).
@@ -346,6 +362,7 @@ impl ClusterCore {
             submits: HashMap::new(),
             parked: HashMap::new(),
             parked_claims: HashMap::new(),
+            adopted: HashSet::new(),
             forwards: HashMap::new(),
             next_forward: 1,
             claiming: HashMap::new(),

@@ -115,6 +115,13 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// The effects, less the claims of free slots (probes).
+    fn effects_but_claims(&mut self) -> Vec<Effect> {
+        let mut effects = self.effects();
+        effects.retain(|e| !matches!(e, Effect::Claim { .. }));
+        effects
+    }
+
     fn input(&mut self, input: Input) {
         self.core.on_cluster(input, self.now);
     }
@@ -232,6 +239,103 @@ fn a_started_that_conflicts_frees_the_slot_and_never_runs() {
             .iter()
             .any(|e| matches!(e, Effect::Claim { .. }))
     );
+}
+
+/// A node claims a task whose history is still empty and adopts it; the
+/// submitter's `accepted` then wins. The node keeps the queue message and
+/// runs the task at once from the history it reads again, whether it first
+/// learns of the loss from its refused proposal or from the feed.
+#[test]
+fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
+    for feed_first in [false, true] {
+        let mut node = Node::new("b", true);
+        let executor = node.executor;
+        // A probe claim finds a task nobody here has heard of.
+        node.input(Input::Claimed {
+            executor,
+            n: 1,
+            tasks: vec![ClaimedTask {
+                spec: spec(1, "job"),
+                delivered: 1,
+            }],
+        });
+        let effects = node.effects_but_claims();
+        assert!(
+            matches!(&effects[..], [Effect::Lookup { task_id }] if *task_id == id(1)),
+            "{effects:?}"
+        );
+        // Its history is empty: the node writes `accepted` itself.
+        node.input(Input::Loaded {
+            task_id: id(1),
+            records: Vec::new(),
+        });
+        let effects = node.effects_but_claims();
+        assert!(
+            matches!(&effects[..], [Effect::Propose { record, expected: 0, .. }]
+                if record.seq == 1 && matches!(record.event, TaskEvent::Accepted { .. })),
+            "{effects:?}"
+        );
+        let submitters = || Applied {
+            record: Arc::new(EventRecord::new(
+                id(1),
+                1,
+                TaskEvent::Accepted { position: 0 },
+            )),
+            stream_seq: 10,
+            writer: Arc::from("a"),
+            info: Some(AcceptedInfo::of(&spec(1, "job"))),
+        };
+        if feed_first {
+            node.input(Input::Event(submitters()));
+        } else {
+            node.input(Input::Conflict {
+                task_id: id(1),
+                seq: 1,
+            });
+        }
+        let effects = node.effects_but_claims();
+        assert!(
+            matches!(&effects[..], [Effect::Reclaim { task_id, .. }] if *task_id == id(1)),
+            "the hold is kept, not abandoned: {effects:?}"
+        );
+        assert!(node.orders.try_recv().is_err(), "nothing ran yet");
+        // The refusal that arrives after the feed showed the winner is stale.
+        if feed_first {
+            node.input(Input::Conflict {
+                task_id: id(1),
+                seq: 1,
+            });
+        }
+        node.input(Input::Reclaimed {
+            executor,
+            claimed: ClaimedTask {
+                spec: spec(1, "job"),
+                delivered: 1,
+            },
+            records: vec![submitters()],
+        });
+        let effects = node.effects_but_claims();
+        let [
+            Effect::Propose {
+                record, expected, ..
+            },
+        ] = &effects[..]
+        else {
+            panic!("{effects:?}");
+        };
+        assert_eq!(*expected, 10, "fenced on the submitter's accepted");
+        assert_eq!(record.seq, 2);
+        assert!(matches!(
+            record.event,
+            TaskEvent::Started { attempt: 1, .. }
+        ));
+        node.input(Input::Committed {
+            task_id: id(1),
+            seq: 2,
+            stream_seq: 11,
+        });
+        assert!(matches!(node.orders.try_recv(), Ok(Order::Assign(a)) if a.attempt == 1));
+    }
 }
 
 #[test]

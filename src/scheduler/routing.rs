@@ -704,11 +704,36 @@ impl Core {
                 stream_seq,
             } => self.committed(task_id, seq, stream_seq, now),
             Input::Conflict { task_id, seq } => {
+                // Only a refusal of the proposal in flight counts; an older
+                // one is stale (the feed already showed who wrote that event:
+                // this node let the attempt go then, or decided again from
+                // the history since and now proposes a newer one).
+                let current = self
+                    .tasks
+                    .get(&task_id)
+                    .and_then(|t| t.cluster.as_deref())
+                    .is_some_and(|cl| {
+                        cl.in_flight && cl.proposed.saturating_sub(cl.pending.len() as u64) == seq
+                    });
+                if !current {
+                    tracing::debug!(task_id = %task_id, seq, "a stale refusal of an event is ignored");
+                    return;
+                }
                 tracing::info!(task_id = %task_id, seq, "another node wrote to the task first; this node lets it go");
                 self.abandon(task_id, now);
             }
             Input::Claimed { executor, n, tasks } => self.claimed(executor, n, tasks, now),
             Input::Loaded { task_id, records } => self.loaded(task_id, records, now),
+            Input::Reclaimed {
+                executor,
+                claimed,
+                records,
+            } => {
+                for applied in records {
+                    self.apply(applied);
+                }
+                self.decide(claimed, executor, now);
+            }
             Input::Forwarded {
                 task_id,
                 request,
