@@ -29,7 +29,7 @@ export BENCH_LOG_DIR="$out"
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p taskwire -p taskwire-bench
-TW="$root/target/release/taskwire"
+TW="${TW:-$root/target/release/taskwire}"
 BENCH="$root/target/release/taskwire-bench"
 NATS="$(scripts/nats-server.sh)"
 bullmq=yes
