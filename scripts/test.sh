@@ -21,7 +21,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts and how long the run has taken so far.
+started_at=$SECONDS
+step() { printf '\n==> [%s, %d s in] %s\n' "$(date -u +%T)" "$((SECONDS - started_at))" "$*"; }
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
