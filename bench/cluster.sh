@@ -23,6 +23,7 @@ BULLMQ_SEQ_N="${BULLMQ_SEQ_N:-4000}"
 WORKERS="${WORKERS:-64}"
 out="${BENCH_OUT:-$root/target/bench/cluster-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)" # absolute: the peers' scripts run from elsewhere
 results="$out/results.jsonl"
 : >"$results"
 export BENCH_LOG_DIR="$out"
