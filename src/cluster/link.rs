@@ -437,16 +437,7 @@ impl Link {
                 )
                 .await;
             match result {
-                Ok(ack) => {
-                    self.input(Input::Committed {
-                        task_id: id,
-                        seq: record.seq,
-                        stream_seq: ack.sequence,
-                    })
-                    .await;
-                    self.after_commit(ready, id, &record.event).await;
-                    return;
-                }
+                Ok(ack) => return self.committed(ready, &record, ack.sequence).await,
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                     let last = ready
                         .events
@@ -460,14 +451,7 @@ impl Link {
                         && last.record.seq == record.seq
                         && *last.writer == *self.node
                     {
-                        self.input(Input::Committed {
-                            task_id: id,
-                            seq: record.seq,
-                            stream_seq: last.stream_seq,
-                        })
-                        .await;
-                        self.after_commit(ready, id, &record.event).await;
-                        return;
+                        return self.committed(ready, &record, last.stream_seq).await;
                     }
                     self.input(Input::Conflict {
                         task_id: id,
@@ -487,6 +471,19 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// A proposal is in the stream at `stream_seq`: the core hears of it,
+    /// and the queue message follows.
+    async fn committed(&self, ready: &Ready, record: &EventRecord, stream_seq: u64) {
+        self.input(Input::Committed {
+            task_id: record.task_id,
+            seq: record.seq,
+            stream_seq,
+        })
+        .await;
+        self.after_commit(ready, record.task_id, &record.event)
+            .await;
     }
 
     /// The queue message of a task follows its committed events.

@@ -363,13 +363,9 @@ impl Core {
 
     /// A parked request, once its task is known (or known not to exist).
     fn unparked(&mut self, command: Command, now: Instant) {
-        let known = match &command {
-            Command::Cancel { task_id, .. }
-            | Command::Answer { task_id, .. }
-            | Command::Subscribe { task_id, .. }
-            | Command::Snapshot { task_id, .. } => self.tasks.contains_key(task_id),
-            _ => true,
-        };
+        let known = command
+            .about_task()
+            .is_none_or(|task_id| self.tasks.contains_key(&task_id));
         if known {
             self.on_command(command, now);
         } else {

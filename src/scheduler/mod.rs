@@ -195,6 +195,20 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// The task a request is about, for the requests a cluster node holds
+    /// until it knows that task (its history read from the stream).
+    pub(crate) fn about_task(&self) -> Option<TaskId> {
+        match self {
+            Command::Cancel { task_id, .. }
+            | Command::Answer { task_id, .. }
+            | Command::Subscribe { task_id, .. }
+            | Command::Snapshot { task_id, .. } => Some(*task_id),
+            _ => None,
+        }
+    }
+}
+
 /// A task as the REST snapshot and the monitoring page show it.
 #[derive(Debug, Clone)]
 pub struct TaskView {

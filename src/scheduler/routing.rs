@@ -67,6 +67,11 @@ impl Core {
 
     /// A command in cluster mode; `Some` when the local handling applies.
     pub(crate) fn cluster_command(&mut self, command: Command, now: Instant) -> Option<Command> {
+        if let Some(task_id) = command.about_task()
+            && !self.tasks.contains_key(&task_id)
+        {
+            return self.park(task_id, command);
+        }
         match command {
             Command::Submit { spec, reply } => {
                 self.cluster_submit(spec, reply);
@@ -77,25 +82,14 @@ impl Core {
                 principal,
                 reply,
             } => {
-                if !self.tasks.contains_key(&task_id) {
-                    return self.park(
-                        task_id,
-                        Command::Cancel {
-                            task_id,
-                            principal,
-                            reply,
-                        },
-                    );
-                }
-                let Some(task) = self
+                if !self
                     .tasks
                     .get(&task_id)
-                    .filter(|t| t.visible_to(&principal))
-                else {
+                    .is_some_and(|t| t.visible_to(&principal))
+                {
                     self.refuse(reply, Refusal::NotFound);
                     return None;
-                };
-                let _ = task;
+                }
                 self.cluster_cancel(task_id, reply, CancelReason::Client, now);
                 None
             }
@@ -106,25 +100,8 @@ impl Core {
                 value,
                 reply,
             } => {
-                if !self.tasks.contains_key(&task_id) {
-                    return self.park(
-                        task_id,
-                        Command::Answer {
-                            task_id,
-                            principal,
-                            question_id,
-                            value,
-                            reply,
-                        },
-                    );
-                }
                 self.cluster_answer(task_id, &principal, question_id, value, reply, now);
                 None
-            }
-            Command::Subscribe { task_id, .. } | Command::Snapshot { task_id, .. }
-                if !self.tasks.contains_key(&task_id) =>
-            {
-                self.park(task_id, command)
             }
             Command::Disconnected { mailbox, tasks } => {
                 self.watch.remove(mailbox);
