@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use tokio::sync::{OnceCell, mpsc};
 use tokio::time::Instant;
 
@@ -201,70 +202,93 @@ impl Link {
         }
     }
 
-    pub(super) async fn handle(self: Arc<Self>, effect: Effect) {
+    /// Carries out one effect. Each kind of effect is its own boxed
+    /// future: one future for all of them would be as large as the largest
+    /// (15 KB), copied at every spawn.
+    pub(super) fn handle(self: Arc<Self>, effect: Effect) -> BoxFuture<'static, ()> {
         match effect {
             Effect::Submit {
                 spec,
                 accepted,
                 info,
-            } => {
+            } => Box::pin(async move {
                 let task_id = spec.id;
                 let result = self.submit(spec, accepted, info).await;
                 self.input(Input::SubmitDone { task_id, result }).await;
-            }
+            }),
             Effect::Propose {
                 record,
                 expected,
                 info,
-            } => self.propose(record, expected, info).await,
-            Effect::Claim { executor, lanes, n } => {
-                tracing::trace!(?executor, n, lanes = lanes.len(), "a claim starts");
+            } => Box::pin(async move { self.propose(record, expected, info).await }),
+            Effect::Claim {
+                executors,
+                lanes,
+                n,
+            } => Box::pin(async move {
+                tracing::trace!(
+                    executors = executors.len(),
+                    n,
+                    lanes = lanes.len(),
+                    "a claim starts"
+                );
                 let tasks = self.claim(&lanes, n).await;
-                tracing::trace!(?executor, n, got = tasks.len(), "a claim ends");
-                self.input(Input::Claimed { executor, n, tasks }).await;
+                tracing::trace!(n, got = tasks.len(), "a claim ends");
+                self.input(Input::Claimed { executors, tasks }).await;
+            }),
+            Effect::Settle { task_id, settle } => {
+                Box::pin(async move { self.settle(task_id, settle).await })
             }
-            Effect::Settle { task_id, settle } => self.settle(task_id, settle).await,
-            Effect::Abandon { task_id } => {
+            Effect::Abandon { task_id } => Box::pin(async move {
                 self.drop_hold(task_id);
                 self.unlock(task_id).await;
+            }),
+            Effect::Reclaim { task_id, executor } => {
+                Box::pin(async move { self.reclaim(task_id, executor).await })
             }
-            Effect::Reclaim { task_id, executor } => self.reclaim(task_id, executor).await,
-            Effect::Lookup { task_id } => {
+            Effect::Lookup { task_id } => Box::pin(async move {
                 let records = self.load(task_id).await;
                 self.input(Input::Loaded { task_id, records }).await;
-            }
+            }),
             Effect::Forward {
                 id,
                 node,
                 task_id,
                 request,
-            } => {
+            } => Box::pin(async move {
                 let result = self.forward(&node, task_id, request).await;
                 self.input(Input::ForwardDone { id, result }).await;
-            }
+            }),
             Effect::Forget {
                 task_id,
                 idempotency,
-            } => {
-                let Some(ready) = self.ready.get() else {
-                    return;
-                };
-                let _ = ready.events.purge().filter(event_subject(task_id)).await;
-                if let Some((client, name, key)) = idempotency {
-                    let key = idem_key(client.as_str(), &name, &key);
-                    if let Ok(Some(entry)) = ready.idem.entry(&key).await
-                        && entry.value == task_id.hex().as_str().as_bytes()
-                    {
-                        let _ = ready
-                            .idem
-                            .delete_expect_revision(&key, Some(entry.revision))
-                            .await;
-                    }
-                }
-            }
-            Effect::Executors(entry) => {
+            } => Box::pin(async move { self.forget(task_id, idempotency).await }),
+            Effect::Executors(entry) => Box::pin(async move {
                 *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some(entry);
                 self.publish_entry().await;
+            }),
+        }
+    }
+
+    /// A finished task's history and idempotency key go.
+    async fn forget(
+        &self,
+        task_id: TaskId,
+        idempotency: Option<(crate::task::ClientId, Arc<str>, Box<str>)>,
+    ) {
+        let Some(ready) = self.ready.get() else {
+            return;
+        };
+        let _ = ready.events.purge().filter(event_subject(task_id)).await;
+        if let Some((client, name, key)) = idempotency {
+            let key = idem_key(client.as_str(), &name, &key);
+            if let Ok(Some(entry)) = ready.idem.entry(&key).await
+                && entry.value == task_id.hex().as_str().as_bytes()
+            {
+                let _ = ready
+                    .idem
+                    .delete_expect_revision(&key, Some(entry.revision))
+                    .await;
             }
         }
     }

@@ -24,41 +24,98 @@ use crate::task::{EventRecord, FailureKind, Priority, TaskEvent, TaskFailure, Ta
 
 impl Core {
     /// Claims work for every executor with free slots not yet promised.
+    ///
+    /// Executors that serve the same names (the built-in pool's one-slot
+    /// executors, or one worker's connections) claim as one group, with
+    /// one fetch for all their free slots, and a group claims again only
+    /// once its claim in flight has come back: slots that free up in the
+    /// meantime wait for it and go in the next fetch together. Under load
+    /// that turns one fetch per task into one fetch per round trip.
     pub(crate) fn cluster_dispatch(&mut self, now: Instant) {
-        let Some(cluster) = &self.cluster else { return };
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
         if self.drain.is_some() || cluster.down.is_some() {
             return;
         }
-        let probe = cluster.probe_at <= now;
         let version = cluster.queue_version;
+        // A retry whose time came, or made for an older queue, no longer
+        // holds its executor back; kept, it would wake the core at once.
+        cluster
+            .empty_at
+            .retain(|_, (v, at)| *v == version && now < *at + super::cluster::EMPTY_RETRY);
+        let cluster = &*cluster;
+        let probe = cluster.probe_at <= now;
         // No more asked for than the queue this node sees holds: with many
         // one-slot executors, one queued task is one fetch, not one per
         // executor (the others would come back empty and ask again).
         let promised_total: usize = cluster.claiming.values().sum();
         let mut budget = self.queue.len().saturating_sub(promised_total);
-        let mut claims = Vec::new();
+        // Per group (the names its executors serve): whether a claim of it
+        // is in flight, and its members with free slots (the ones whose
+        // last claim came back empty apart: they only probe).
+        let mut groups: Vec<Group<'_>> = Vec::new();
         for (id, exec) in self.registry.iter() {
+            let group = match groups
+                .iter_mut()
+                .position(|g| g.tasks == exec.tasks.as_slice())
+            {
+                Some(at) => &mut groups[at],
+                None => {
+                    groups.push(Group {
+                        tasks: exec.tasks.as_slice(),
+                        busy: false,
+                        ready: Vec::new(),
+                        probing: Vec::new(),
+                    });
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
             let promised = cluster.claiming.get(&id).copied().unwrap_or(0);
-            let mut want = exec.free().saturating_sub(promised);
+            group.busy |= promised > 0;
+            let want = exec.free().saturating_sub(promised);
             if want == 0 {
                 continue;
             }
-            let mut lanes = self.queue.lanes_for(exec.tasks.iter());
-            let stale = cluster
-                .empty_at
-                .get(&id)
-                .is_some_and(|(v, at)| *v == version && now < *at + super::cluster::EMPTY_RETRY);
-            if !lanes.is_empty() && !stale {
-                want = want.min(budget);
-                if want == 0 {
-                    continue;
-                }
-                budget -= want;
+            if cluster.empty_at.contains_key(&id) {
+                group.probing.push((id, want));
             } else {
-                if !probe {
+                group.ready.push((id, want));
+            }
+        }
+        let mut claims = Vec::new();
+        for group in groups {
+            if group.busy {
+                continue;
+            }
+            let lanes = self.queue.lanes_for(group.tasks.iter());
+            if !lanes.is_empty() && !group.ready.is_empty() {
+                if budget == 0 {
                     continue;
                 }
-                lanes = exec
+                let mut executors = Vec::new();
+                let mut n = 0;
+                for (id, want) in group.ready {
+                    let take = want.min(budget - n);
+                    if take == 0 {
+                        break;
+                    }
+                    executors.push((id, take));
+                    n += take;
+                }
+                budget -= n;
+                claims.push((executors, lanes, n));
+            } else if probe {
+                // Nothing queued here for them (or it was just found gone):
+                // every lane of their names, in case a lost node's task came
+                // back to the queue (no event announces that).
+                let mut executors = group.ready;
+                executors.extend(group.probing);
+                if executors.is_empty() {
+                    continue;
+                }
+                let lanes = group
                     .tasks
                     .iter()
                     .flat_map(|name| {
@@ -66,8 +123,9 @@ impl Core {
                             .map(|p| (Arc::clone(name), p))
                     })
                     .collect();
+                let n = executors.iter().map(|(_, want)| want).sum();
+                claims.push((executors, lanes, n));
             }
-            claims.push((id, lanes, want));
         }
         let Some(cluster) = &mut self.cluster else {
             return;
@@ -75,35 +133,49 @@ impl Core {
         if probe {
             cluster.probe_at = now + cluster.lease / 2;
         }
-        for (executor, lanes, n) in claims {
-            *cluster.claiming.entry(executor).or_default() += n;
-            cluster
-                .effects
-                .push_back(Effect::Claim { executor, lanes, n });
+        for (executors, lanes, n) in claims {
+            for (executor, take) in &executors {
+                *cluster.claiming.entry(*executor).or_default() += take;
+            }
+            cluster.effects.push_back(Effect::Claim {
+                executors,
+                lanes,
+                n,
+            });
         }
     }
 
-    /// The link's answer to a claim.
+    /// The link's answer to a claim: each task goes to the next free slot
+    /// of the executors that asked.
     pub(super) fn claimed(
         &mut self,
-        executor: ExecutorId,
-        n: usize,
+        executors: Vec<(ExecutorId, usize)>,
         tasks: Vec<ClaimedTask>,
         now: Instant,
     ) {
         if let Some(cluster) = &mut self.cluster {
-            if let Some(promised) = cluster.claiming.get_mut(&executor) {
-                *promised = promised.saturating_sub(n);
-            }
-            if tasks.is_empty() {
-                cluster
-                    .empty_at
-                    .insert(executor, (cluster.queue_version, now));
-            } else {
-                cluster.empty_at.remove(&executor);
+            for (executor, n) in &executors {
+                if let Some(promised) = cluster.claiming.get_mut(executor) {
+                    *promised = promised.saturating_sub(*n);
+                }
+                if tasks.is_empty() {
+                    cluster
+                        .empty_at
+                        .insert(*executor, (cluster.queue_version, now));
+                } else {
+                    cluster.empty_at.remove(executor);
+                }
             }
         }
+        let mut slots = executors
+            .iter()
+            .flat_map(|(executor, n)| std::iter::repeat_n(*executor, *n));
         for claimed in tasks {
+            // More tasks than slots asked for cannot come from the link;
+            // should they, the first executor's fallback finds a free one.
+            let Some(executor) = slots.next().or_else(|| executors.first().map(|e| e.0)) else {
+                break;
+            };
             self.decide(claimed, executor, now);
         }
     }
@@ -423,4 +495,15 @@ impl Core {
             && task.no_worker_at == Some(at)
             && !self.cluster_serves(&task.name)
     }
+}
+
+/// Executors serving the same names, as [`Core::cluster_dispatch`] sees them.
+struct Group<'a> {
+    tasks: &'a [Arc<str>],
+    /// A claim of one of them is in flight.
+    busy: bool,
+    /// Members with free slots (and how many).
+    ready: Vec<(ExecutorId, usize)>,
+    /// Members with free slots whose last claim came back empty just now.
+    probing: Vec<(ExecutorId, usize)>,
 }

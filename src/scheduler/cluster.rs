@@ -55,10 +55,12 @@ pub enum Effect {
         expected: u64,
         info: Option<AcceptedInfo>,
     },
-    /// Take up to `n` queued tasks for `executor` from these lanes, the
-    /// first non-empty one first.
+    /// Take up to `n` queued tasks from these lanes, the first non-empty
+    /// one first, for these executors (each with the free slots it gave:
+    /// they sum to `n`). Executors that serve the same names claim
+    /// together, in one fetch.
     Claim {
-        executor: ExecutorId,
+        executors: Vec<(ExecutorId, usize)>,
         lanes: Vec<(Arc<str>, Priority)>,
         n: usize,
     },
@@ -222,10 +224,10 @@ pub enum Input {
     },
     /// A proposal was refused: the stream moved on without this node.
     Conflict { task_id: TaskId, seq: u64 },
-    /// The answer to a claim: at most `n` tasks.
+    /// The answer to a claim: at most as many tasks as the executors gave
+    /// free slots.
     Claimed {
-        executor: ExecutorId,
-        n: usize,
+        executors: Vec<(ExecutorId, usize)>,
         tasks: Vec<ClaimedTask>,
     },
     /// A task's whole history (empty: no such task).

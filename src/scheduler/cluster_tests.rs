@@ -107,6 +107,28 @@ impl Node {
         }
     }
 
+    /// One more one-slot executor serving `job` (as each of the built-in
+    /// pool's slots is, or each connection of one worker).
+    fn register(&mut self, name: &str) -> (crate::exec::ExecutorId, mpsc::Receiver<Order>) {
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.core.on_command(
+            Command::Register {
+                spec: ExecutorSpec {
+                    name: Arc::from(name),
+                    kind: ExecutorKind::Remote {
+                        peer: "test".to_owned(),
+                    },
+                    slots: 1,
+                    tasks: vec![decl("job", true)],
+                },
+                reply,
+            },
+            self.now,
+        );
+        let registration = answer.try_recv().expect("answered").expect("registered");
+        (registration.id, registration.orders)
+    }
+
     fn effects(&mut self) -> Vec<Effect> {
         self.core.dispatch(self.now);
         self.core
@@ -163,8 +185,7 @@ fn a_claimed_task_runs_only_once_its_started_is_committed() {
         "{effects:?}"
     );
     node.input(Input::Claimed {
-        executor: node.executor,
-        n: 1,
+        executors: vec![(node.executor, 1)],
         tasks: vec![ClaimedTask {
             spec: spec(1, "job"),
             delivered: 1,
@@ -201,8 +222,7 @@ fn a_started_that_conflicts_frees_the_slot_and_never_runs() {
     accepted(&mut node, 1);
     let _ = node.effects();
     node.input(Input::Claimed {
-        executor: node.executor,
-        n: 1,
+        executors: vec![(node.executor, 1)],
         tasks: vec![ClaimedTask {
             spec: spec(1, "job"),
             delivered: 1,
@@ -252,8 +272,7 @@ fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
         let executor = node.executor;
         // A probe claim finds a task nobody here has heard of.
         node.input(Input::Claimed {
-            executor,
-            n: 1,
+            executors: vec![(executor, 1)],
             tasks: vec![ClaimedTask {
                 spec: spec(1, "job"),
                 delivered: 1,
@@ -368,8 +387,7 @@ fn a_redelivered_running_task_is_requeued_or_fails_worker_lost() {
         let mut claimed = spec(1, "job");
         claimed.retry_safe = retry_safe;
         node.input(Input::Claimed {
-            executor: node.executor,
-            n: 1,
+            executors: vec![(node.executor, 1)],
             tasks: vec![ClaimedTask {
                 spec: claimed,
                 delivered: 2,
@@ -409,8 +427,7 @@ fn a_finished_task_claimed_again_is_dropped_from_the_queue() {
     );
     let _ = node.effects();
     node.input(Input::Claimed {
-        executor: node.executor,
-        n: 1,
+        executors: vec![(node.executor, 1)],
         tasks: vec![ClaimedTask {
             spec: spec(1, "job"),
             delivered: 3,
@@ -490,8 +507,7 @@ fn finishing_reports_go_to_the_stream_not_to_subscribers() {
     accepted(&mut node, 1);
     let _ = node.effects();
     node.input(Input::Claimed {
-        executor: node.executor,
-        n: 1,
+        executors: vec![(node.executor, 1)],
         tasks: vec![ClaimedTask {
             spec: spec(1, "job"),
             delivered: 1,
@@ -546,8 +562,7 @@ fn a_subscriber_between_the_end_proposed_and_committed_gets_the_end() {
     accepted(&mut node, 1);
     let _ = node.effects();
     node.input(Input::Claimed {
-        executor: node.executor,
-        n: 1,
+        executors: vec![(node.executor, 1)],
         tasks: vec![ClaimedTask {
             spec: spec(1, "job"),
             delivered: 1,
@@ -637,4 +652,98 @@ fn a_subscriber_between_the_end_proposed_and_committed_gets_the_end() {
         }
     }
     assert_eq!(seqs, vec![1, 2, 3]);
+}
+
+#[test]
+fn executors_serving_the_same_names_claim_together_one_claim_at_a_time() {
+    let mut node = Node::new("b", true);
+    let (_, mut second) = node.register("local-2");
+    let (_, mut third) = node.register("local-3");
+    for n in 1..=3 {
+        accepted(&mut node, n);
+    }
+    let effects = node.effects();
+    let [
+        Effect::Claim {
+            executors, n: 3, ..
+        },
+    ] = &effects[..]
+    else {
+        panic!("one claim for the three free slots: {effects:?}");
+    };
+    assert_eq!(executors.len(), 3, "{executors:?}");
+    assert!(executors.iter().all(|(_, n)| *n == 1));
+    let executors = executors.clone();
+    // While it is out, a new task asks for nothing more: it goes in the
+    // next claim, with whatever slots are free by then.
+    accepted(&mut node, 4);
+    let effects = node.effects();
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Claim { .. })),
+        "{effects:?}"
+    );
+    node.input(Input::Claimed {
+        executors,
+        tasks: (1..=3)
+            .map(|n| ClaimedTask {
+                spec: spec(n, "job"),
+                delivered: 1,
+            })
+            .collect(),
+    });
+    let effects = node.effects();
+    let started = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Propose { record, .. } if matches!(record.event, TaskEvent::Started { .. })))
+        .count();
+    assert_eq!(started, 3, "{effects:?}");
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Claim { .. })),
+        "no slot is free for the fourth: {effects:?}"
+    );
+    for n in 1..=3 {
+        node.input(Input::Committed {
+            task_id: id(n),
+            seq: 2,
+            stream_seq: 10 + n as u64,
+        });
+    }
+    for orders in [&mut node.orders, &mut second, &mut third] {
+        assert!(
+            matches!(orders.try_recv(), Ok(Order::Assign(_))),
+            "every executor runs one of the three"
+        );
+    }
+}
+
+#[test]
+fn a_claim_that_came_back_empty_never_leaves_a_wake_in_the_past() {
+    let mut node = Node::new("b", true);
+    accepted(&mut node, 1);
+    let effects = node.effects();
+    let [Effect::Claim { executors, .. }] = &effects[..] else {
+        panic!("{effects:?}");
+    };
+    // Another node took it first: the claim finds nothing.
+    node.input(Input::Claimed {
+        executors: executors.clone(),
+        tasks: Vec::new(),
+    });
+    assert!(node.effects().is_empty(), "it waits before asking again");
+    let wake = node.core.next_wake().expect("a retry is due");
+    assert!(wake > node.now, "the retry is ahead");
+    node.now = wake;
+    let effects = node.effects();
+    assert!(
+        matches!(&effects[..], [Effect::Claim { .. }]),
+        "it asks again once the retry is due: {effects:?}"
+    );
+    // With that claim out, nothing is due now: a wake in the past would
+    // have the core spin until the claim comes back.
+    assert!(
+        node.core.next_wake().is_none_or(|at| at > node.now),
+        "{:?} is not after {:?}",
+        node.core.next_wake(),
+        node.now
+    );
 }

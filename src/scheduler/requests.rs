@@ -412,6 +412,11 @@ impl Core {
     }
 
     pub(crate) fn finish_drain_if_done(&mut self) {
+        // Called after every batch: nothing to look at unless draining (the
+        // cluster's idle check walks every task).
+        if self.drain.is_none() {
+            return;
+        }
         let idle = if self.cluster.is_some() {
             self.running == 0 && self.cluster_idle()
         } else {

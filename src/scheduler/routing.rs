@@ -646,6 +646,8 @@ impl Core {
     pub(crate) fn cluster_wake(&self) -> Option<Instant> {
         let cluster = self.cluster.as_ref()?;
         let entry = cluster.entry_dirty.then_some(cluster.entry_due).flatten();
+        // Only retries still ahead: `cluster_dispatch` drops the others
+        // (a wake in the past would spin the core).
         let retry = if self.queue.is_empty() {
             None
         } else {
@@ -653,12 +655,12 @@ impl Core {
                 .empty_at
                 .values()
                 .map(|(_, at)| *at + EMPTY_RETRY)
+                .filter(|at| *at > self.now)
                 .min()
         };
-        [Some(cluster.probe_at), entry, retry]
-            .into_iter()
-            .flatten()
-            .min()
+        // No claims while NATS is away or the node drains: no probe either.
+        let probe = (cluster.down.is_none() && self.drain.is_none()).then_some(cluster.probe_at);
+        [probe, entry, retry].into_iter().flatten().min()
     }
 
     pub(super) fn on_cluster(&mut self, input: Input, now: Instant) {
@@ -699,7 +701,7 @@ impl Core {
                 tracing::info!(task_id = %task_id, seq, "another node wrote to the task first; this node lets it go");
                 self.abandon(task_id, now);
             }
-            Input::Claimed { executor, n, tasks } => self.claimed(executor, n, tasks, now),
+            Input::Claimed { executors, tasks } => self.claimed(executors, tasks, now),
             Input::Loaded { task_id, records } => self.loaded(task_id, records, now),
             Input::Reclaimed {
                 executor,
