@@ -211,10 +211,19 @@ impl Link {
                 spec,
                 accepted,
                 info,
+                claim,
             } => Box::pin(async move {
                 let task_id = spec.id;
-                let result = self.submit(spec, accepted, info).await;
-                self.input(Input::SubmitDone { task_id, result }).await;
+                let mut fetched = None;
+                let fetch = claim.map(|_| &mut fetched);
+                let result = self.submit(spec, accepted, info, fetch).await;
+                let claimed = claim.map(|executor| (executor, fetched));
+                self.input(Input::SubmitDone {
+                    task_id,
+                    result,
+                    claimed,
+                })
+                .await;
             }),
             Effect::Propose {
                 record,
@@ -332,11 +341,14 @@ impl Link {
         }
     }
 
+    /// Queues a task, then writes its `accepted`. With `fetch`, a claim of
+    /// one task from its lane runs alongside that write (into `fetch`).
     async fn submit(
         &self,
         mut spec: TaskSpec,
         mut accepted: Arc<EventRecord>,
         info: crate::scheduler::cluster::AcceptedInfo,
+        fetch: Option<&mut Option<Vec<ClaimedTask>>>,
     ) -> Result<SubmitOk, Refusal> {
         let unavailable = Refusal::Unavailable {
             retry_after: RETRY_AFTER,
@@ -417,9 +429,16 @@ impl Link {
                 }
             });
         }
-        let event_ack = self
-            .publish(&ready.js, event_subject(id), event, &event_id, Some(0))
-            .await;
+        let lane = [(Arc::clone(&spec.name), spec.options.priority)];
+        let write = self.publish(&ready.js, event_subject(id), event, &event_id, Some(0));
+        let event_ack = match fetch {
+            Some(fetched) => {
+                let (ack, tasks) = tokio::join!(write, self.claim(&lane, 1));
+                *fetched = Some(tasks);
+                ack
+            }
+            None => write.await,
+        };
         let records = match event_ack {
             Ok(ack) => vec![Applied {
                 record: accepted,

@@ -145,6 +145,43 @@ impl Core {
         }
     }
 
+    /// An executor with a slot free for a task being submitted here, whose
+    /// group has no claim in flight: the submit's fetch is promised its
+    /// slot. Under load every group has a claim out, and submits leave the
+    /// claiming to `cluster_dispatch`, batched.
+    pub(super) fn claim_at_submit(&mut self, name: &Arc<str>) -> Option<ExecutorId> {
+        let cluster = self.cluster.as_ref()?;
+        if self.drain.is_some() || cluster.down.is_some() {
+            return None;
+        }
+        let promised = |id: &ExecutorId| cluster.claiming.get(id).copied().unwrap_or(0);
+        let (id, exec) = self
+            .registry
+            .iter()
+            .find(|(id, e)| e.tasks.contains(name) && e.free() > promised(id))?;
+        let busy = self
+            .registry
+            .iter()
+            .any(|(other, e)| e.tasks == exec.tasks && promised(&other) > 0);
+        if busy {
+            return None;
+        }
+        let cluster = self.cluster.as_mut()?;
+        *cluster.claiming.entry(id).or_default() += 1;
+        Some(id)
+    }
+
+    /// A promised slot whose claim was not made.
+    pub(super) fn unpromise(&mut self, executor: ExecutorId, n: usize) {
+        if let Some(promised) = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.claiming.get_mut(&executor))
+        {
+            *promised = promised.saturating_sub(n);
+        }
+    }
+
     /// The link's answer to a claim: each task goes to the next free slot
     /// of the executors that asked.
     pub(super) fn claimed(

@@ -43,10 +43,14 @@ pub(crate) const BUSY_RETRY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub enum Effect {
     /// Queue a task (idempotency, the queue bounds), then its `accepted`.
+    /// With `claim`, an executor here is free for it: once the queue has
+    /// it, the link also fetches from its lane while `accepted` is being
+    /// written (one round trip less before the task starts).
     Submit {
         spec: TaskSpec,
         accepted: Arc<EventRecord>,
         info: AcceptedInfo,
+        claim: Option<ExecutorId>,
     },
     /// Append one event to a task's stream if its last event is still the
     /// one at stream sequence `expected` (0: the task has none yet).
@@ -212,9 +216,13 @@ pub enum Input {
     Event(Applied),
     /// A submit was queued (`records`: the task's history so far, its
     /// `accepted` first) or refused.
+    /// `claimed`: for a submit with a claim, the executor and what its
+    /// fetch brought (`None`: there was no fetch, the submit was refused or
+    /// answered from an earlier one).
     SubmitDone {
         task_id: TaskId,
         result: Result<SubmitOk, Refusal>,
+        claimed: Option<(ExecutorId, Option<Vec<ClaimedTask>>)>,
     },
     /// A proposal was appended at `stream_seq`.
     Committed {

@@ -190,6 +190,7 @@ impl Core {
             1,
             TaskEvent::Accepted { position },
         ));
+        let claim = self.claim_at_submit(&spec.name);
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -205,6 +206,7 @@ impl Core {
             spec,
             accepted,
             info,
+            claim,
         });
     }
 
@@ -676,7 +678,19 @@ impl Core {
                 }
             }
             Input::Event(applied) => self.apply(applied),
-            Input::SubmitDone { task_id, result } => self.submit_done(task_id, result),
+            Input::SubmitDone {
+                task_id,
+                result,
+                claimed,
+            } => {
+                // The history first: the fetched task is then known here.
+                self.submit_done(task_id, result);
+                match claimed {
+                    Some((executor, Some(tasks))) => self.claimed(vec![(executor, 1)], tasks, now),
+                    Some((executor, None)) => self.unpromise(executor, 1),
+                    None => {}
+                }
+            }
             Input::Committed {
                 task_id,
                 seq,
