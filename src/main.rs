@@ -4,15 +4,15 @@
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use taskwire::config::{Config, KeyConfig, KeyRole, KeySource, Overrides};
+
 /// mimalloc instead of glibc's malloc: a task's trip through the server is
 /// many small, short-lived allocations across threads (frames, JSON,
 /// NATS messages and headers), where glibc's arenas cost about a sixth
 /// of the CPU in cluster mode (`BENCHMARKS.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use clap::{Parser, Subcommand};
-use taskwire::config::{Config, KeyConfig, KeyRole, KeySource, Overrides};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -429,10 +429,10 @@ impl Link {
                 }
             });
         }
-        let lane = [(Arc::clone(&spec.name), spec.options.priority)];
         let write = self.publish(&ready.js, event_subject(id), event, &event_id, Some(0));
         let event_ack = match fetch {
             Some(fetched) => {
+                let lane = [(Arc::clone(&spec.name), spec.options.priority)];
                 let (ack, tasks) = tokio::join!(write, self.claim(&lane, 1));
                 *fetched = Some(tasks);
                 ack

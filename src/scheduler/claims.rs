@@ -190,11 +190,11 @@ impl Core {
         tasks: Vec<ClaimedTask>,
         now: Instant,
     ) {
+        for (executor, n) in &executors {
+            self.unpromise(*executor, *n);
+        }
         if let Some(cluster) = &mut self.cluster {
-            for (executor, n) in &executors {
-                if let Some(promised) = cluster.claiming.get_mut(executor) {
-                    *promised = promised.saturating_sub(*n);
-                }
+            for (executor, _) in &executors {
                 if tasks.is_empty() {
                     cluster
                         .empty_at

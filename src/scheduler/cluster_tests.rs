@@ -66,6 +66,32 @@ fn spec(n: u128, name: &str) -> TaskSpec {
     }
 }
 
+/// A one-slot remote executor serving `job`.
+fn register(
+    core: &mut Core,
+    now: Instant,
+    name: &str,
+    retry_safe: bool,
+) -> (crate::exec::ExecutorId, mpsc::Receiver<Order>) {
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    core.on_command(
+        Command::Register {
+            spec: ExecutorSpec {
+                name: Arc::from(name),
+                kind: ExecutorKind::Remote {
+                    peer: "test".to_owned(),
+                },
+                slots: 1,
+                tasks: vec![decl("job", retry_safe)],
+            },
+            reply,
+        },
+        now,
+    );
+    let registration = answer.try_recv().expect("answered").expect("registered");
+    (registration.id, registration.orders)
+}
+
 impl Node {
     fn new(name: &str, retry_safe: bool) -> Node {
         let directory = Arc::new(Directory::default());
@@ -82,27 +108,12 @@ impl Node {
         core.enable_cluster(Arc::from(name), Duration::from_secs(30));
         let now = Instant::now();
         core.on_cluster(Input::Link(None), now);
-        let (reply, mut answer) = tokio::sync::oneshot::channel();
-        core.on_command(
-            Command::Register {
-                spec: ExecutorSpec {
-                    name: Arc::from("w"),
-                    kind: ExecutorKind::Remote {
-                        peer: "test".to_owned(),
-                    },
-                    slots: 1,
-                    tasks: vec![decl("job", retry_safe)],
-                },
-                reply,
-            },
-            now,
-        );
-        let registration = answer.try_recv().expect("answered").expect("registered");
+        let (executor, orders) = register(&mut core, now, "w", retry_safe);
         Node {
             core,
             now,
-            orders: registration.orders,
-            executor: registration.id,
+            orders,
+            executor,
             _reports: rx,
         }
     }
@@ -110,23 +121,7 @@ impl Node {
     /// One more one-slot executor serving `job` (as each of the built-in
     /// pool's slots is, or each connection of one worker).
     fn register(&mut self, name: &str) -> (crate::exec::ExecutorId, mpsc::Receiver<Order>) {
-        let (reply, mut answer) = tokio::sync::oneshot::channel();
-        self.core.on_command(
-            Command::Register {
-                spec: ExecutorSpec {
-                    name: Arc::from(name),
-                    kind: ExecutorKind::Remote {
-                        peer: "test".to_owned(),
-                    },
-                    slots: 1,
-                    tasks: vec![decl("job", true)],
-                },
-                reply,
-            },
-            self.now,
-        );
-        let registration = answer.try_recv().expect("answered").expect("registered");
-        (registration.id, registration.orders)
+        register(&mut self.core, self.now, name, true)
     }
 
     fn effects(&mut self) -> Vec<Effect> {
