@@ -236,6 +236,16 @@ pub(crate) struct Node {
 impl Node {
     /// Starts a node on `nats_urls` (comma-separated) with extra flags.
     pub(crate) fn start(name: &str, nats_urls: &str, extra: &[&str]) -> Node {
+        Node::start_with_config(name, nats_urls, extra, "")
+    }
+
+    /// As `start`, with `config` appended to the node's taskwire.toml.
+    pub(crate) fn start_with_config(
+        name: &str,
+        nats_urls: &str,
+        extra: &[&str],
+        config_text: &str,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("taskwire.toml");
         let digest = sha256_hex(KEY);
@@ -246,6 +256,7 @@ impl Node {
             sha256_hex(WORKER_KEY)
         )
         .unwrap();
+        writeln!(file, "{config_text}").unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_taskwire"))

@@ -1,8 +1,11 @@
 //! Three nodes on one NATS server: one service, whichever node is asked.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::{Value, json};
 
 use super::{Nats, Node, assert_one_terminal, history};
+use crate::support::eventually;
 
 /// A runs nothing itself, B runs every built-in, C only watches.
 async fn three() -> Option<(Nats, Node, Node, Node)> {
@@ -221,4 +224,97 @@ async fn file_inputs_are_refused_in_cluster_mode_with_a_clear_error() {
         .post("/v1/tasks", json!({"task": "echo", "input": {"x": 1}}))
         .await;
     assert_eq!(status, 202, "{body}");
+}
+
+/// Two nodes with the same `[[schedules]]`: each fires every occurrence, and
+/// the occurrence's idempotency key makes it one task, run once.
+#[tokio::test]
+async fn a_schedule_on_two_nodes_makes_one_task_per_occurrence() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let schedule = r#"
+[[schedules]]
+name = "every-second"
+cron = "* * * * * *"
+task = "echo"
+input = { from = "schedule" }
+key = "tester"
+"#;
+    let a = Node::start_with_config("a", &url, &["--workers", "2"], schedule);
+    let b = Node::start_with_config("b", &url, &["--workers", "2"], schedule);
+    a.ready().await;
+    b.ready().await;
+    // occurrence → task id, as each node recorded its runs.
+    async fn runs(node: &Node) -> BTreeMap<String, String> {
+        let (status, body) = node.get("/v1/schedules").await;
+        assert_eq!(status, 200, "{body}");
+        body["schedules"][0]["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["trigger"] == "timer")
+            .filter_map(|r| {
+                Some((
+                    r["occurrence"].as_str()?.to_owned(),
+                    r["task_id"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+    // (occurrence, task id on A, task id on B) for what both nodes fired.
+    async fn fired_by_both(a: &Node, b: &Node) -> Vec<(String, String, String)> {
+        let (on_a, on_b) = (runs(a).await, runs(b).await);
+        on_a.into_iter()
+            .filter_map(|(at, id)| {
+                let other = on_b.get(&at)?.clone();
+                Some((at, id, other))
+            })
+            .collect()
+    }
+    eventually("three occurrences fired by both nodes", || async {
+        fired_by_both(&a, &b).await.len() >= 3
+    })
+    .await;
+    let both = fired_by_both(&a, &b).await;
+    for (at, on_a, on_b) in &both {
+        assert_eq!(on_a, on_b, "occurrence {at} made two tasks");
+    }
+    let ids: BTreeSet<&String> = both.iter().map(|(_, id, _)| id).collect();
+    assert_eq!(
+        ids.len(),
+        both.len(),
+        "two occurrences share a task: {both:?}"
+    );
+    // Both nodes follow the run to its end, whichever node ran it.
+    for node in [&a, &b] {
+        eventually(
+            &format!("{} shows the runs completed", node.name),
+            || async {
+                let (_, body) = node.get("/v1/schedules").await;
+                let done: BTreeSet<String> = body["schedules"][0]["runs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["state"] == "completed")
+                    .filter_map(|r| Some(r["occurrence"].as_str()?.to_owned()))
+                    .collect();
+                both.iter().all(|(at, _, _)| done.contains(at))
+            },
+        )
+        .await;
+    }
+    for id in ids {
+        let events = history(&b, id).await;
+        assert_one_terminal(&events);
+        let started = events.iter().filter(|e| e["type"] == "started").count();
+        assert_eq!(started, 1, "{events:?}");
+        assert_eq!(
+            events.last().map(|e| e["result"].clone()),
+            Some(json!({"from": "schedule"})),
+            "{events:?}"
+        );
+    }
 }
