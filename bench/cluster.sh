@@ -9,6 +9,10 @@
 # held while its `started` is committed, so slots are the pipeline depth.
 #
 #   bench/cluster.sh                      # RUNS=3, CL_N=20000, SEQ_N=2000
+#   PIN_CPU=0 bench/cluster.sh            # servers (nodes, NATS, Redis) on cpu 0
+# With PIN_CPU the servers share one core and the clients run where the
+# kernel puts them: on a small VM that takes the cross-core wake-ups out of
+# the sequential latency (see BENCHMARKS.md), at the cost of throughput.
 # Results: target/bench/cluster-<time>/results.jsonl and the logs; the
 # Markdown table of BENCHMARKS.md is printed at the end
 # (bench/cluster_report.py).
@@ -37,6 +41,9 @@ bullmq=yes
 "$root/bench/peers/install.sh" || { log "the peers did not install: BullMQ is left out of this run"; bullmq=""; }
 TASKWIRE_API_KEY="bench-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export TASKWIRE_API_KEY
+
+pin=()
+[ -z "${PIN_CPU:-}" ] || pin=(taskset -c "$PIN_CPU")
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pids=()
@@ -68,7 +75,7 @@ wait_ready() {
 # start_node PORT [flags...]: a node (cluster flags given by the caller).
 start_node() {
     local port="$1"; shift
-    "$TW" serve --listen "127.0.0.1:$port" --workers "$WORKERS" "$@" >>"$out/taskwire.log" 2>&1 &
+    "${pin[@]}" "$TW" serve --listen "127.0.0.1:$port" --workers "$WORKERS" "$@" >>"$out/taskwire.log" 2>&1 &
     pids+=($!)
     wait_ready "$port"
 }
@@ -97,7 +104,7 @@ for round in $(seq "$RUNS"); do
     for nodes in 1 3; do
         nats_port="$(free_port)"
         rm -rf "$out/nats"; mkdir -p "$out/nats"
-        "$NATS" -js -a 127.0.0.1 -p "$nats_port" -sd "$out/nats" >>"$out/nats.log" 2>&1 &
+        "${pin[@]}" "$NATS" -js -a 127.0.0.1 -p "$nats_port" -sd "$out/nats" >>"$out/nats.log" 2>&1 &
         pids+=($!)
         for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.05; done
         ports=()
@@ -117,7 +124,7 @@ for round in $(seq "$RUNS"); do
     done
     [ -n "$bullmq" ] || continue
     redis_port="$(free_port)"
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
+    "${pin[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
     before="$(ticks_all)"
