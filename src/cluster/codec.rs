@@ -145,6 +145,11 @@ pub(crate) fn decode_queued(bytes: &[u8]) -> Result<TaskSpec, DecodeError> {
     let input = spec
         .input
         .ok_or_else(|| DecodeError("no input".to_owned()))?;
+    // URL inputs are read back from the input (the node running the task
+    // fetches them); uploads never reach the shared queue (refused at
+    // submit in cluster mode).
+    let inputs = crate::inputs::url_inputs(&input)
+        .ok_or_else(|| DecodeError("an upload reference in a queued task".to_owned()))?;
     Ok(TaskSpec {
         id,
         name: info.name,
@@ -161,9 +166,7 @@ pub(crate) fn decode_queued(bytes: &[u8]) -> Result<TaskSpec, DecodeError> {
         owner: info.owner,
         retry_safe: info.retry_safe,
         tag: spec.tag.map(|t| Arc::from(t.as_str())),
-        // Tasks with file inputs never reach the shared queue (refused at
-        // submit in cluster mode).
-        inputs: crate::inputs::TaskInputs::default(),
+        inputs,
     })
 }
 
@@ -709,6 +712,49 @@ mod tests {
             TaskEvent::Failed(f) => assert_eq!(f.kind, FailureKind::WorkerLost),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn queued(input: &str) -> TaskSpec {
+        TaskSpec {
+            id: id(),
+            name: Arc::from("pdf_check"),
+            input: RawValue::from_string(input.to_owned()).expect("json"),
+            options: TaskOptions {
+                timeout: Duration::from_secs(60),
+                priority: Priority::Normal,
+                idempotency_key: None,
+                concurrency_key: None,
+                delivery: Delivery::Link,
+                cancel_on_disconnect: false,
+                interactive: false,
+            },
+            owner: Owner {
+                client: ClientId::new("c"),
+                token: None,
+            },
+            retry_safe: false,
+            inputs: crate::inputs::TaskInputs::default(),
+            tag: None,
+        }
+    }
+
+    #[test]
+    fn a_queued_task_brings_its_url_inputs_and_never_an_upload() {
+        let spec = queued(
+            r#"{"files": [{"$url": "https://example.org/a.pdf", "headers": {"Authorization": "Bearer x"}}, {"url": "plain"}]}"#,
+        );
+        let back = decode_queued(&encode_queued(&spec)).expect("decodes");
+        let paths: Vec<&str> = back.inputs.iter().map(|s| s.json_path()).collect();
+        assert_eq!(paths.len(), 1, "{paths:?}");
+        assert!(paths[0].contains("files"), "{paths:?}");
+        assert!(matches!(
+            back.inputs.iter().next(),
+            Some(crate::inputs::InputSource::Url { .. })
+        ));
+        let plain = decode_queued(&encode_queued(&queued(r#"{"x": 1}"#))).expect("decodes");
+        assert!(plain.inputs.is_empty());
+        let upload = queued(r#"{"files": [{"$upload": "up_0123456789abcdef0123456789abcdef"}]}"#);
+        assert!(decode_queued(&encode_queued(&upload)).is_err());
     }
 
     #[test]

@@ -203,6 +203,25 @@ impl TaskInputs {
     }
 }
 
+/// The URL inputs of a task read back from its input, on a node other than
+/// the one that admitted it (cluster mode: the reference is the request,
+/// so the node that runs the task fetches it). `None` if the input holds
+/// an upload reference, whose bytes are on the admitting node only.
+pub fn url_inputs(input: &serde_json::value::RawValue) -> Option<TaskInputs> {
+    let references = find_references(input).ok()?;
+    let mut sources = Vec::with_capacity(references.len());
+    for reference in references {
+        match reference {
+            Reference::Url { json_path, request } => sources.push(InputSource::Url {
+                json_path,
+                request: Arc::new(request),
+            }),
+            Reference::Upload { .. } => return None,
+        }
+    }
+    Some(TaskInputs::new(sources))
+}
+
 /// An input file ready for a running task: its place in the input, its
 /// name, and its bytes on disk.
 #[derive(Clone, Debug)]

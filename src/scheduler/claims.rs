@@ -293,6 +293,7 @@ impl Core {
             return;
         };
         task.input = Some(spec.input);
+        task.inputs = spec.inputs;
         if let Some(cl) = task.cluster.as_deref_mut() {
             cl.owned = true;
         }

@@ -101,9 +101,10 @@ pub enum Refusal {
     /// Cluster mode, between nodes: this node does not run the task.
     #[error("the task is not run by this node")]
     NotOwner,
-    /// Cluster mode: uploads and fetched URLs live in one node's temporary
-    /// area, so a task with file inputs cannot go on the shared queue yet.
-    #[error("file inputs ($upload, $url) are not available in cluster mode yet")]
+    /// Cluster mode: an upload lives in one node's temporary area, so a
+    /// task with an upload input cannot go on the shared queue yet (URL
+    /// inputs can: the node that runs the task fetches them).
+    #[error("uploads ($upload) are not available in cluster mode yet; $url inputs are")]
     InputsNotShared,
 }
 

@@ -239,7 +239,7 @@ impl Node {
         Node::start_with_config(name, nats_urls, extra, "")
     }
 
-    /// As `start`, with `config` appended to the node's taskwire.toml.
+    /// As `start`, with `config_text` at the top of the node's taskwire.toml.
     pub(crate) fn start_with_config(
         name: &str,
         nats_urls: &str,
@@ -250,13 +250,14 @@ impl Node {
         let config = dir.path().join("taskwire.toml");
         let digest = sha256_hex(KEY);
         let mut file = std::fs::File::create(&config).unwrap();
+        // First: top-level keys in it must come before the tables below.
+        writeln!(file, "{config_text}").unwrap();
         writeln!(
             file,
             "[[api_keys]]\nname = \"tester\"\nsha256 = \"{digest}\"\nadmin = true\n\n[[api_keys]]\nname = \"pool\"\nsha256 = \"{}\"\nrole = \"worker\"",
             sha256_hex(WORKER_KEY)
         )
         .unwrap();
-        writeln!(file, "{config_text}").unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_taskwire"))

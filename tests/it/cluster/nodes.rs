@@ -199,16 +199,62 @@ async fn the_monitor_shows_every_node_and_its_workers() {
     .await;
 }
 
+/// A `$url` input travels in the task's input and is fetched by the node
+/// that runs the task; an upload (in one node's temp area) is refused with a
+/// clear error, and the node carries on.
 #[tokio::test]
-async fn file_inputs_are_refused_in_cluster_mode_with_a_clear_error() {
+async fn a_url_input_is_fetched_by_the_node_that_runs_the_task_and_uploads_are_refused() {
     let Some(nats) = Nats::start() else { return };
     nats.listening().await;
-    let node = Node::start("solo", &nats.url(), &["--workers", "1"]);
-    node.ready().await;
-    let (status, body) = node
+    let origin = crate::inputs::Origin::start().await;
+    let url = nats.url();
+    let allow = r#"fetch_allow = ["127.0.0.1/32"]"#;
+    let a = Node::start_with_config("a", &url, &["--cluster-pool-tasks", "none"], allow);
+    let b = Node::start_with_config("b", &url, &["--workers", "1"], allow);
+    a.ready().await;
+    b.ready().await;
+    a.sees_workers("b").await;
+    let input = json!({
+        "page_size": "A4",
+        "files": [{"$url": origin.url("/pdf/good.pdf")}],
+    });
+    let mut ws = a.ws().await;
+    let id = ws.submit_ok("pdf_check", input).await;
+    let events = ws.events_until_end(&id).await;
+    let started = events.iter().find(|e| e["type"] == "started").unwrap();
+    assert!(
+        started["worker"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("b/")),
+        "{started}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "progress" && e["message"] == "fetching input 1 of 1"),
+        "{events:?}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "completed", "{done}");
+    let report = &done["result"]["files"][0];
+    assert_eq!(report["status"], "ok", "{report}");
+    assert_eq!(report["pages"], 3, "{report}");
+    assert_one_terminal(&history(&a, &id).await);
+
+    // An upload is on A only: a submit that refers to it is refused.
+    let response = reqwest::Client::new()
+        .post(a.url("/v1/uploads?name=paper.pdf"))
+        .bearer_auth(super::KEY)
+        .body(b"%PDF-1.7 not really".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let upload: Value = response.json().await.unwrap();
+    let (status, body) = a
         .post(
             "/v1/tasks",
-            json!({"task": "echo", "input": {"paper": {"$url": "https://example.org/paper.pdf"}}}),
+            json!({"task": "pdf_check", "input": {"page_size": "A4", "files": [{"$upload": upload["upload_id"]}]}}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
@@ -220,7 +266,7 @@ async fn file_inputs_are_refused_in_cluster_mode_with_a_clear_error() {
         "{body}"
     );
     // The node carries on: a plain submit still runs.
-    let (status, body) = node
+    let (status, body) = a
         .post("/v1/tasks", json!({"task": "echo", "input": {"x": 1}}))
         .await;
     assert_eq!(status, 202, "{body}");
