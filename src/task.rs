@@ -190,6 +190,35 @@ pub struct TaskSpec {
     pub tag: Option<Arc<str>>,
 }
 
+#[cfg(test)]
+impl TaskSpec {
+    /// A spec for unit tests: client `c`, normal priority, 60 s, link
+    /// delivery, interactive, not retry-safe, no keys, no file inputs.
+    pub(crate) fn for_test(id: TaskId, name: &str, input: &str) -> TaskSpec {
+        TaskSpec {
+            id,
+            name: Arc::from(name),
+            input: RawValue::from_string(input.to_owned()).expect("json"),
+            options: TaskOptions {
+                timeout: Duration::from_secs(60),
+                priority: Priority::Normal,
+                idempotency_key: None,
+                concurrency_key: None,
+                delivery: Delivery::Link,
+                cancel_on_disconnect: false,
+                interactive: true,
+            },
+            owner: Owner {
+                client: ClientId::new("c"),
+                token: None,
+            },
+            retry_safe: false,
+            inputs: crate::inputs::TaskInputs::default(),
+            tag: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TaskOptions {
     /// Running time allowed, already capped by `max_timeout_s`.

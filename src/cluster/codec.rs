@@ -715,27 +715,7 @@ mod tests {
     }
 
     fn queued(input: &str) -> TaskSpec {
-        TaskSpec {
-            id: id(),
-            name: Arc::from("pdf_check"),
-            input: RawValue::from_string(input.to_owned()).expect("json"),
-            options: TaskOptions {
-                timeout: Duration::from_secs(60),
-                priority: Priority::Normal,
-                idempotency_key: None,
-                concurrency_key: None,
-                delivery: Delivery::Link,
-                cancel_on_disconnect: false,
-                interactive: false,
-            },
-            owner: Owner {
-                client: ClientId::new("c"),
-                token: None,
-            },
-            retry_safe: false,
-            inputs: crate::inputs::TaskInputs::default(),
-            tag: None,
-        }
+        TaskSpec::for_test(id(), "pdf_check", input)
     }
 
     #[test]

@@ -15,9 +15,7 @@ use super::{Command, Mailbox, Outbound};
 use crate::config::Config;
 use crate::directory::{Directory, Source};
 use crate::exec::{ExecutorKind, ExecutorSpec, Order, Outcome, Report, Tagged, TaskDecl};
-use crate::task::{
-    ClientId, Delivery, EventRecord, Owner, Priority, TaskEvent, TaskId, TaskOptions, TaskSpec,
-};
+use crate::task::{ClientId, EventRecord, TaskEvent, TaskId, TaskSpec};
 use crate::telemetry::Metrics;
 
 struct Node {
@@ -44,25 +42,8 @@ fn id(n: u128) -> TaskId {
 
 fn spec(n: u128, name: &str) -> TaskSpec {
     TaskSpec {
-        id: id(n),
-        name: Arc::from(name),
-        input: RawValue::from_string("{}".to_owned()).expect("json"),
-        options: TaskOptions {
-            timeout: Duration::from_secs(60),
-            priority: Priority::Normal,
-            idempotency_key: None,
-            concurrency_key: None,
-            delivery: Delivery::Link,
-            cancel_on_disconnect: false,
-            interactive: true,
-        },
-        owner: Owner {
-            client: ClientId::new("c"),
-            token: None,
-        },
         retry_safe: true,
-        inputs: crate::inputs::TaskInputs::default(),
-        tag: None,
+        ..TaskSpec::for_test(id(n), name, "{}")
     }
 }
 
