@@ -70,7 +70,7 @@ def cell(values: dict[int, float] | list[float]) -> str:
 
 
 def ratio(a: dict[int, float], b: dict[int, float]) -> list[float]:
-    return [a[r] / b[r] for r in a if r in b and b[r]]
+    return [a[r] / b[r] for r in a if b.get(r)]
 
 
 def main(path: str) -> None:

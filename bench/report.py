@@ -11,11 +11,12 @@ from collections import defaultdict
 
 def load(path):
     runs = defaultdict(dict)  # name -> round -> result
-    for line in open(path):
-        line = line.strip()
-        if line:
-            row = json.loads(line)
-            runs[row["name"]][row["round"]] = row["result"]
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                row = json.loads(line)
+                runs[row["name"]][row["round"]] = row["result"]
     return runs
 
 
@@ -76,7 +77,8 @@ def main():
     n_rounds = max((len(v) for v in runs.values()), default=0)
     print(f"Medians of {n_rounds} rounds, (min–max) across rounds.\n")
     if len(sys.argv) > 2:
-        print("```\n" + open(sys.argv[2]).read().strip() + "\n```\n")
+        with open(sys.argv[2]) as f:
+            print("```\n" + f.read().strip() + "\n```\n")
     loads = values(runs, "loadavg", "load1")
     if loads:
         print("1-minute load average at the start of each round (the machine is shared): "
@@ -141,8 +143,9 @@ def main():
     for name in sorted((n for n in runs if n.startswith("taskwire_booklet_")), key=lambda n: int(n.rsplit("_", 1)[1])):
         c = name.rsplit("_", 1)[1]
         mb = values(runs, name, "input_bytes")[:1]
-        rows.append([f"`abstract_booklet`, {c} contributions ({fmt(mb[0] / 1e6) if mb else '?'} MB JSON), "
-                     "submit → link, s", cell(values(runs, name, "seconds.median"))])
+        label = (f"`abstract_booklet`, {c} contributions ({fmt(mb[0] / 1e6) if mb else '?'} MB JSON), "
+                 "submit → link, s")
+        rows.append([label, cell(values(runs, name, "seconds.median"))])
     if "booklet_probe" in runs:
         probe = next(iter(runs["booklet_probe"].values()))
         why = probe.get("first_error") or probe.get("error") or "?"
