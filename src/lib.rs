@@ -143,6 +143,7 @@ pub async fn serve_with(
             )
             .await?;
             artifacts.share_with(Arc::new(cluster.clone()));
+            inputs.share_with(Arc::new(cluster.clone()));
             tracing::info!(
                 node = settings.node,
                 "cluster mode: this node shares its queue on NATS"

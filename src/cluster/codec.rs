@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::exec::{ExecutorId, ExecutorKind, TaskDecl};
+use crate::inputs::StoredUpload;
 use crate::scheduler::cluster::{AcceptedInfo, Applied, NodeEntry};
 use crate::scheduler::{WorkerState, WorkerView};
 use crate::task::{
@@ -73,6 +74,9 @@ struct Spec<I> {
     /// The schedule that submitted it (queue messages only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tag: Option<String>,
+    /// Its uploads, copied into the cluster's store (queue messages only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    uploads: Vec<StoredUpload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     input: Option<I>,
 }
@@ -94,6 +98,7 @@ fn spec_of<'a>(id: &str, info: &AcceptedInfo, input: Option<&'a RawValue>) -> Sp
         retry_safe: info.retry_safe,
         input_bytes: info.input_bytes,
         tag: None,
+        uploads: Vec::new(),
         input,
     }
 }
@@ -122,11 +127,12 @@ fn info_of<I>(spec: &Spec<I>) -> AcceptedInfo {
 }
 
 /// The queue message of a task.
-pub(crate) fn encode_queued(spec: &TaskSpec) -> Vec<u8> {
+pub(crate) fn encode_queued(spec: &TaskSpec, uploads: Vec<StoredUpload>) -> Vec<u8> {
     let id = spec.id.hex();
     let info = AcceptedInfo::of(spec);
     let mut queued = spec_of(id.as_str(), &info, Some(&spec.input));
     queued.tag = spec.tag.as_deref().map(str::to_owned);
+    queued.uploads = uploads;
     serde_json::to_vec(&queued).unwrap_or_default()
 }
 
@@ -145,11 +151,10 @@ pub(crate) fn decode_queued(bytes: &[u8]) -> Result<TaskSpec, DecodeError> {
     let input = spec
         .input
         .ok_or_else(|| DecodeError("no input".to_owned()))?;
-    // URL inputs are read back from the input (the node running the task
-    // fetches them); uploads never reach the shared queue (refused at
-    // submit in cluster mode).
-    let inputs = crate::inputs::url_inputs(&input)
-        .ok_or_else(|| DecodeError("an upload reference in a queued task".to_owned()))?;
+    // File inputs are read back from the input (URL references) and the
+    // stored uploads; the node running the task fetches them.
+    let inputs = crate::inputs::queued_inputs(&input, &spec.uploads)
+        .ok_or_else(|| DecodeError("an upload reference without its stored copy".to_owned()))?;
     Ok(TaskSpec {
         id,
         name: info.name,
@@ -719,11 +724,11 @@ mod tests {
     }
 
     #[test]
-    fn a_queued_task_brings_its_url_inputs_and_never_an_upload() {
+    fn a_queued_task_brings_its_url_inputs_and_stored_uploads() {
         let spec = queued(
             r#"{"files": [{"$url": "https://example.org/a.pdf", "headers": {"Authorization": "Bearer x"}}, {"url": "plain"}]}"#,
         );
-        let back = decode_queued(&encode_queued(&spec)).expect("decodes");
+        let back = decode_queued(&encode_queued(&spec, Vec::new())).expect("decodes");
         let paths: Vec<&str> = back.inputs.iter().map(|s| s.json_path()).collect();
         assert_eq!(paths.len(), 1, "{paths:?}");
         assert!(paths[0].contains("files"), "{paths:?}");
@@ -731,10 +736,34 @@ mod tests {
             back.inputs.iter().next(),
             Some(crate::inputs::InputSource::Url { .. })
         ));
-        let plain = decode_queued(&encode_queued(&queued(r#"{"x": 1}"#))).expect("decodes");
+        let plain = decode_queued(&encode_queued(&queued(r#"{"x": 1}"#), Vec::new())).expect("ok");
         assert!(plain.inputs.is_empty());
+        // An upload comes with its stored copy, or the message is unusable.
         let upload = queued(r#"{"files": [{"$upload": "up_0123456789abcdef0123456789abcdef"}]}"#);
-        assert!(decode_queued(&encode_queued(&upload)).is_err());
+        assert!(decode_queued(&encode_queued(&upload, Vec::new())).is_err());
+        let path = match crate::inputs::find_references(&upload.input)
+            .expect("refs")
+            .pop()
+        {
+            Some(crate::inputs::Reference::Upload { json_path, .. }) => json_path,
+            other => panic!("{other:?}"),
+        };
+        let stored = StoredUpload {
+            path,
+            object: "in-x-0".to_owned(),
+            name: "paper.pdf".to_owned(),
+            size: 3,
+            sha256: "ab".to_owned(),
+            content_type: "application/pdf".to_owned(),
+        };
+        let back = decode_queued(&encode_queued(&upload, vec![stored])).expect("decodes");
+        match back.inputs.iter().next() {
+            Some(crate::inputs::InputSource::Stored { upload, .. }) => {
+                assert_eq!(upload.object, "in-x-0");
+                assert_eq!(upload.size, 3);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

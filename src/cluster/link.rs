@@ -29,6 +29,7 @@ pub(super) const LOCK_BUCKET: &str = "tw_locks";
 pub(super) const NODE_BUCKET: &str = "tw_nodes";
 pub(super) const TOKEN_BUCKET: &str = "tw_tokens";
 pub(super) const FILE_BUCKET: &str = "tw_files";
+pub(super) const INPUT_BUCKET: &str = "tw_inputs";
 
 /// How long a refused-for-now submit tells the client to wait.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
@@ -52,6 +53,9 @@ pub(super) struct Ready {
     pub(super) tokens: kv::Store,
     /// Published files, by download token (age limit: 2 × `file_ttl_s`).
     pub(super) files: jetstream::object_store::ObjectStore,
+    /// Uploads of tasks not ended yet, `in-<task id>-<n>` (deleted when
+    /// the task ends; the events' age limit is the backstop).
+    pub(super) inputs: jetstream::object_store::ObjectStore,
 }
 
 /// A queue message this node holds for a task it claimed.
@@ -78,6 +82,9 @@ pub(super) struct Link {
     consumers: Mutex<HashMap<String, consumer::PullConsumer>>,
     held: Mutex<HashMap<TaskId, Held>>,
     locks: Mutex<HashMap<TaskId, Lock>>,
+    /// The stored uploads of tasks this node queued or took, deleted from
+    /// the store when their terminal event is committed here.
+    stored: Mutex<HashMap<TaskId, Vec<String>>>,
     /// This node's latest registry entry.
     pub(super) entry: Mutex<Option<NodeEntry>>,
     pub(super) started_at: SystemTime,
@@ -182,6 +189,7 @@ impl Link {
             consumers: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            stored: Mutex::new(HashMap::new()),
             entry: Mutex::new(None),
             started_at: SystemTime::now(),
             reconnects: tokio::sync::watch::Sender::new(0),
@@ -302,6 +310,85 @@ impl Link {
         }
     }
 
+    /// Copies a task's uploads into the cluster's store, `in-<id>-<n>`.
+    async fn store_uploads(
+        &self,
+        ready: &Ready,
+        spec: &TaskSpec,
+    ) -> Result<Vec<crate::inputs::StoredUpload>, String> {
+        let mut stored = Vec::new();
+        for source in spec.inputs.iter() {
+            let crate::inputs::InputSource::Upload {
+                json_path,
+                name,
+                file,
+            } = source
+            else {
+                continue;
+            };
+            let object = format!("in-{}-{}", spec.id.hex().as_str(), stored.len());
+            self.remember_stored(spec.id, &object);
+            let mut reader = tokio::fs::File::open(file.disk_path())
+                .await
+                .map_err(|e| e.to_string())?;
+            ready
+                .inputs
+                .put(object.as_str(), &mut reader)
+                .await
+                .map_err(|e| e.to_string())?;
+            stored.push(crate::inputs::StoredUpload {
+                path: json_path.clone(),
+                object,
+                name: name.clone(),
+                size: file.size(),
+                sha256: file.sha256().to_owned(),
+                content_type: file.content_type().to_owned(),
+            });
+        }
+        Ok(stored)
+    }
+
+    fn remember_stored(&self, id: TaskId, object: &str) {
+        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        let objects = stored.entry(id).or_default();
+        if !objects.iter().any(|o| o == object) {
+            objects.push(object.to_owned());
+        }
+    }
+
+    /// A task's terminal event came through the feed: the uploads this node
+    /// stored or took for it go (whichever node wrote the end).
+    pub(super) fn task_ended(self: &Arc<Self>, id: TaskId) {
+        let known = self
+            .stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id);
+        if !known {
+            return;
+        }
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Some(ready) = link.ready.get() {
+                link.delete_stored(ready, id).await;
+            }
+        });
+    }
+
+    /// Deletes the stored uploads of a task this node queued or took.
+    async fn delete_stored(&self, ready: &Ready, id: TaskId) {
+        let objects = self
+            .stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        for object in objects.into_iter().flatten() {
+            if let Err(e) = ready.inputs.delete(object.as_str()).await {
+                tracing::debug!(error = %e, task_id = %id, "a stored upload was not deleted; the store's age limit will");
+            }
+        }
+    }
+
     /// Publishes with a message id, trying again when the answer is lost.
     async fn publish(
         &self,
@@ -402,7 +489,20 @@ impl Link {
         }
         let id = spec.id;
         let hex = id.hex();
-        let queued = Bytes::from(codec::encode_queued(&spec));
+        // Its uploads go to the store first: the node that takes the task
+        // reads them from there.
+        let uploads = match self.store_uploads(ready, &spec).await {
+            Ok(uploads) => uploads,
+            Err(e) => {
+                tracing::warn!(error = %e, task_id = %id, "storing a task's uploads on NATS failed");
+                if let Some(key) = made_key {
+                    let _ = ready.idem.delete(&key).await;
+                }
+                self.delete_stored(ready, id).await;
+                return Err(unavailable);
+            }
+        };
+        let queued = Bytes::from(codec::encode_queued(&spec, uploads));
         let event = Bytes::from(codec::encode_event(&accepted, &self.node, Some(&info)));
         let event_id = format!("{}-1", hex.as_str());
         // The queue first: once a node sees `accepted`, it can claim it.
@@ -413,6 +513,7 @@ impl Link {
             if let Some(key) = made_key {
                 let _ = ready.idem.delete(&key).await;
             }
+            self.delete_stored(ready, id).await;
             let retry_after = RETRY_AFTER;
             return Err(match bound_hit(&e) {
                 Some("queue_capacity") => Refusal::QueueFull {
@@ -535,6 +636,9 @@ impl Link {
         let requeued = matches!(event, TaskEvent::Requeued { .. });
         if !terminal && !requeued {
             return;
+        }
+        if terminal {
+            self.delete_stored(ready, id).await;
         }
         let held = self.take_hold(id);
         match held {
@@ -749,6 +853,11 @@ impl Link {
                             renewed: asked,
                         },
                     );
+                for source in spec.inputs.iter() {
+                    if let crate::inputs::InputSource::Stored { upload, .. } = source {
+                        self.remember_stored(spec.id, &upload.object);
+                    }
+                }
                 got.push(ClaimedTask { spec, delivered });
             }
         }

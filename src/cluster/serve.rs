@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 use super::codec;
 use super::config::{ClusterConfig, NatsAuth};
 use super::link::{
-    EVENTS_STREAM, FILE_BUCKET, IDEM_BUCKET, LOCK_BUCKET, Link, NODE_BUCKET, QUEUE_STREAM, Ready,
-    TOKEN_BUCKET,
+    EVENTS_STREAM, FILE_BUCKET, IDEM_BUCKET, INPUT_BUCKET, LOCK_BUCKET, Link, NODE_BUCKET,
+    QUEUE_STREAM, Ready, TOKEN_BUCKET,
 };
 use crate::config::Limits;
 use crate::scheduler::cluster::{Forwarded, Input, NodeState, NodeView};
@@ -209,7 +209,17 @@ async fn set_up(
         .create_or_update_key_value(bucket(TOKEN_BUCKET, shares.token_ttl))
         .await
         .map_err(|e| text(&e))?;
-    let files = open_files(js, config, shares).await?;
+    let files = open_store(
+        js,
+        config,
+        FILE_BUCKET,
+        shares.file_ttl * 2,
+        shares.file_bytes,
+    )
+    .await?;
+    // Uploads of queued and running tasks: deleted when their task ends;
+    // the events' age limit is the backstop.
+    let inputs = open_store(js, config, INPUT_BUCKET, max_age, shares.file_bytes).await?;
     Ok(Ready {
         js: js.clone(),
         queue,
@@ -219,23 +229,25 @@ async fn set_up(
         nodes,
         tokens,
         files,
+        inputs,
     })
 }
 
-/// The file store: created if missing, its limits brought up to date.
-async fn open_files(
+/// An object store: created if missing, its limits brought up to date.
+async fn open_store(
     js: &jetstream::Context,
     config: &ClusterConfig,
-    shares: &Shares,
+    bucket: &str,
+    max_age: Duration,
+    max_bytes: u64,
 ) -> Result<jetstream::object_store::ObjectStore, String> {
     let text = |e: &dyn std::fmt::Display| e.to_string();
-    let max_age = shares.file_ttl * 2;
-    let max_bytes = i64::try_from(shares.file_bytes).unwrap_or(i64::MAX);
-    match js.get_object_store(FILE_BUCKET).await {
+    let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    match js.get_object_store(bucket).await {
         Ok(store) => {
             // The store is a stream `OBJ_<bucket>`: its limits follow the
             // configuration like the other streams'.
-            let name = format!("OBJ_{FILE_BUCKET}");
+            let name = format!("OBJ_{bucket}");
             if let Ok(stream) = js.get_stream(&name).await {
                 let mut wanted = stream.cached_info().config.clone();
                 if wanted.max_age != max_age
@@ -244,7 +256,7 @@ async fn open_files(
                     wanted.max_age = max_age;
                     wanted.max_bytes = max_bytes;
                     if let Err(e) = js.update_stream(wanted).await {
-                        tracing::warn!(error = %e, "the shared file store keeps its old limits");
+                        tracing::warn!(error = %e, bucket, "a shared object store keeps its old limits");
                     }
                 }
             }
@@ -252,7 +264,7 @@ async fn open_files(
         }
         Err(_) => {
             let store = |max_bytes| jetstream::object_store::Config {
-                bucket: FILE_BUCKET.to_owned(),
+                bucket: bucket.to_owned(),
                 max_age,
                 max_bytes,
                 storage: stream::StorageType::File,
@@ -266,7 +278,8 @@ async fn open_files(
                 // bounded by JetStream's own storage limit and its age.
                 Err(e) if e.to_string().contains("insufficient storage") => {
                     tracing::warn!(
-                        "NATS cannot reserve max_temp_bytes for the shared file store; it is bounded by JetStream's storage limit instead"
+                        bucket,
+                        "NATS cannot reserve max_temp_bytes for a shared object store; it is bounded by JetStream's storage limit instead"
                     );
                     js.create_object_store(store(-1))
                         .await
@@ -536,6 +549,9 @@ async fn feed(
                 };
                 match codec::decode_event(id, seq, &message.payload) {
                     Ok(applied) => {
+                        if applied.record.event.is_terminal() {
+                            link.task_ended(id);
+                        }
                         if link.inputs.send(Input::Event(applied)).await.is_err() {
                             return;
                         }

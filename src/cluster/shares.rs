@@ -1,6 +1,7 @@
 //! What the nodes share besides tasks: browser tokens' grants (KV
-//! `tw_tokens`, by the token's digest) and published files (object store
-//! `tw_files`, by the digest of the download token).
+//! `tw_tokens`, by the token's digest), published files (object store
+//! `tw_files`, by the digest of the download token) and the uploads of
+//! queued tasks (object store `tw_inputs`, written by `Link::submit`).
 //!
 //! A grant is written before `POST /v1/tokens` answers and every node
 //! follows the bucket, so a token minted on one node is accepted on all;
@@ -176,6 +177,23 @@ impl FileShare for Cluster {
             }
             match ready.files.get(&name).await {
                 Ok(object) => Ok(Some((file, Some(Box::new(object) as SharedReader)))),
+                Err(e) if e.kind() == GetErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+impl crate::inputs::InputShare for Cluster {
+    fn get(&self, object: String) -> BoxFuture<'static, Result<Option<SharedReader>, String>> {
+        use async_nats::jetstream::object_store::GetErrorKind;
+        let link = self.link();
+        Box::pin(async move {
+            let Some(ready) = link.ready.get() else {
+                return Err("the cluster is not reachable".to_owned());
+            };
+            match ready.inputs.get(&object).await {
+                Ok(object) => Ok(Some(Box::new(object) as SharedReader)),
                 Err(e) if e.kind() == GetErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e.to_string()),
             }

@@ -223,6 +223,30 @@ impl Fetcher {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok()),
         );
+        let body = response.bytes_stream().map(|c| c.map_err(network_error));
+        self.store_stream(body, content_type, self.max_bytes).await
+    }
+
+    /// Copies `reader` (an upload kept in the cluster's store) into a new
+    /// file of the area, at most `max` bytes.
+    pub(super) async fn store_reader(
+        &self,
+        reader: crate::artifacts::SharedReader,
+        content_type: String,
+        max: u64,
+    ) -> Result<HeldFile, FetchError> {
+        let body = tokio_util::io::ReaderStream::new(reader).map(|c| c.map_err(FetchError::Io));
+        self.store_stream(body, content_type, max).await
+    }
+
+    /// Writes `body` into a new file of the area: charged to the quota as
+    /// it arrives, hashed on the way, at most `max` bytes.
+    async fn store_stream(
+        &self,
+        body: impl futures::Stream<Item = Result<bytes::Bytes, FetchError>>,
+        content_type: String,
+        max: u64,
+    ) -> Result<HeldFile, FetchError> {
         let storage_full = || FetchError::StorageFull {
             max: self.quota.max(),
         };
@@ -244,14 +268,12 @@ impl Fetcher {
         partial.path = Some(path);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut body = response.bytes_stream();
+        let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(network_error)?;
+            let chunk = chunk?;
             size += chunk.len() as u64;
-            if size > self.max_bytes {
-                return Err(FetchError::TooLarge {
-                    max: self.max_bytes,
-                });
+            if size > max {
+                return Err(FetchError::TooLarge { max });
             }
             if size > partial.charged {
                 let more = size - partial.charged;

@@ -15,7 +15,10 @@
 //! 2. **Before the attempt runs** ([`Inputs::prepare`], called by whoever
 //!    runs it: the built-in pool, a worker session), URL inputs are fetched
 //!    into `temp_dir/inputs/`, with progress events saying so. A fetch that
-//!    fails fails the task with `input_fetch_failed`.
+//!    fails fails the task with `input_fetch_failed`. In a cluster, the node
+//!    that admitted the task has copied its uploads into the cluster's
+//!    store, and the node that runs it copies them back here the same way
+//!    ([`InputSource::Stored`], through the [`InputShare`]).
 //! 3. **The task** sees every input as an [`InputFile`]: its JSON path in the
 //!    input, name, size, sha256, and a file on disk (built-in tasks through
 //!    `TaskCtx`; external workers through a per-attempt download link,
@@ -165,12 +168,45 @@ pub enum InputSource {
         json_path: String,
         request: Arc<UrlRequest>,
     },
+    /// Cluster mode: an upload made on the node that admitted the task,
+    /// copied into the cluster's store; the node that runs the task copies
+    /// it back into its own area before the attempt.
+    Stored {
+        json_path: String,
+        upload: StoredUpload,
+    },
+}
+
+/// An upload as the cluster's store keeps it for one task.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StoredUpload {
+    /// Where the reference is in the input.
+    pub path: String,
+    /// Its object in the store.
+    pub object: String,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: String,
+}
+
+/// Where uploads are kept so that the node running a task can read them
+/// (cluster mode: the cluster's object store). Without one, uploads are
+/// on this node only.
+pub trait InputShare: Send + Sync + fmt::Debug {
+    /// Reads a stored upload; `None`: it is not (or no longer) there.
+    fn get(
+        &self,
+        object: String,
+    ) -> futures::future::BoxFuture<'static, Result<Option<crate::artifacts::SharedReader>, String>>;
 }
 
 impl InputSource {
     pub fn json_path(&self) -> &str {
         match self {
-            InputSource::Upload { json_path, .. } | InputSource::Url { json_path, .. } => json_path,
+            InputSource::Upload { json_path, .. }
+            | InputSource::Url { json_path, .. }
+            | InputSource::Stored { json_path, .. } => json_path,
         }
     }
 }
@@ -203,11 +239,15 @@ impl TaskInputs {
     }
 }
 
-/// The URL inputs of a task read back from its input, on a node other than
-/// the one that admitted it (cluster mode: the reference is the request,
-/// so the node that runs the task fetches it). `None` if the input holds
-/// an upload reference, whose bytes are on the admitting node only.
-pub fn url_inputs(input: &serde_json::value::RawValue) -> Option<TaskInputs> {
+/// The file inputs of a task read back from its queued input, on whichever
+/// node takes it (cluster mode): a URL reference is the request itself, so
+/// the node that runs the task fetches it; an upload is found in `stored`
+/// (copied into the cluster's store by the node that admitted it). `None`
+/// if an upload reference has no stored copy.
+pub fn queued_inputs(
+    input: &serde_json::value::RawValue,
+    stored: &[StoredUpload],
+) -> Option<TaskInputs> {
     let references = find_references(input).ok()?;
     let mut sources = Vec::with_capacity(references.len());
     for reference in references {
@@ -216,7 +256,10 @@ pub fn url_inputs(input: &serde_json::value::RawValue) -> Option<TaskInputs> {
                 json_path,
                 request: Arc::new(request),
             }),
-            Reference::Upload { .. } => return None,
+            Reference::Upload { json_path, .. } => {
+                let upload = stored.iter().find(|u| u.path == json_path)?.clone();
+                sources.push(InputSource::Stored { json_path, upload });
+            }
         }
     }
     Some(TaskInputs::new(sources))
@@ -299,6 +342,9 @@ struct Inner {
     quota: Arc<Quota>,
     /// Per-attempt download links of input files for external workers.
     links: DashMap<[u8; 16], Shared>,
+    /// Cluster mode: where uploads of tasks admitted elsewhere are read.
+    share: std::sync::OnceLock<Arc<dyn InputShare>>,
+    max_upload_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -340,8 +386,16 @@ impl Inputs {
                 dir: artifacts.inputs_dir().to_owned(),
                 quota: artifacts.quota(),
                 links: DashMap::new(),
+                share: std::sync::OnceLock::new(),
+                max_upload_bytes: config.max_upload_bytes,
             }),
         })
+    }
+
+    /// Cluster mode: uploads of tasks admitted on other nodes are read
+    /// from `share`. Set once; later calls change nothing.
+    pub fn share_with(&self, share: Arc<dyn InputShare>) {
+        let _ = self.inner.share.set(share);
     }
 
     pub fn uploads(&self) -> &Uploads {
@@ -382,7 +436,8 @@ impl Inputs {
     }
 
     /// Before an attempt runs: every input as a file, fetching URL inputs
-    /// now (each announced by a progress event). A fetch that fails fails
+    /// and copying uploads stored by another node now (each announced by a
+    /// progress event). A fetch that fails fails
     /// the task: `input_fetch_failed` with `details: {path, status?,
     /// reason}`, or `storage_full`.
     pub async fn prepare(
@@ -392,13 +447,30 @@ impl Inputs {
         inputs: &TaskInputs,
         reporter: &Reporter,
     ) -> Result<Vec<InputFile>, TaskFailure> {
-        let urls = inputs
+        let to_fetch = inputs
             .iter()
-            .filter(|s| matches!(s, InputSource::Url { .. }))
+            .filter(|s| !matches!(s, InputSource::Upload { .. }))
             .count();
         let mut files = Vec::with_capacity(inputs.len());
         let mut fetched = 0;
         for source in inputs.iter() {
+            if !matches!(source, InputSource::Upload { .. }) {
+                fetched += 1;
+                let progress = Progress {
+                    fraction: None,
+                    message: Some(format!("fetching input {fetched} of {to_fetch}")),
+                    data: serde_json::value::to_raw_value(
+                        &serde_json::json!({"input": source.json_path(), "phase": "fetch"}),
+                    )
+                    .ok(),
+                };
+                let report = Report::Progress {
+                    task_id,
+                    attempt,
+                    progress,
+                };
+                let _ = reporter.send(report).await;
+            }
             match source {
                 InputSource::Upload {
                     json_path,
@@ -410,22 +482,6 @@ impl Inputs {
                     file: Arc::clone(file),
                 }),
                 InputSource::Url { json_path, request } => {
-                    fetched += 1;
-                    let progress = Progress {
-                        fraction: None,
-                        message: Some(format!("fetching input {fetched} of {urls}")),
-                        data: serde_json::value::to_raw_value(
-                            &serde_json::json!({"input": json_path, "phase": "fetch"}),
-                        )
-                        .ok(),
-                    };
-                    let _ = reporter
-                        .send(Report::Progress {
-                            task_id,
-                            attempt,
-                            progress,
-                        })
-                        .await;
                     let file = self
                         .inner
                         .fetcher
@@ -434,9 +490,60 @@ impl Inputs {
                         .map_err(|e| e.failure(json_path))?;
                     files.push(file);
                 }
+                InputSource::Stored { json_path, upload } => {
+                    files.push(self.copy_stored(json_path, upload).await?);
+                }
             }
         }
         Ok(files)
+    }
+
+    /// An upload from the cluster's store into this node's area, checked
+    /// against the size and digest it had when it was admitted.
+    async fn copy_stored(
+        &self,
+        json_path: &str,
+        upload: &StoredUpload,
+    ) -> Result<InputFile, TaskFailure> {
+        let failed =
+            |reason: String| fetch_failure(json_path, None, &reason, FailureKind::InputFetchFailed);
+        let Some(share) = self.inner.share.get() else {
+            return Err(failed("uploads are not shared on this node".to_owned()));
+        };
+        let reader = match share.get(upload.object.clone()).await {
+            Ok(Some(reader)) => reader,
+            Ok(None) => {
+                return Err(failed(
+                    "the upload is no longer in the cluster's store".to_owned(),
+                ));
+            }
+            Err(e) => return Err(failed(format!("the cluster's store cannot be read: {e}"))),
+        };
+        let file = self
+            .inner
+            .fetcher
+            .store_reader(
+                reader,
+                upload.content_type.clone(),
+                self.inner.max_upload_bytes,
+            )
+            .await
+            .map_err(|e| match e {
+                FetchError::StorageFull { .. } => {
+                    fetch_failure(json_path, None, &e.to_string(), FailureKind::StorageFull)
+                }
+                other => failed(other.to_string()),
+            })?;
+        if file.size() != upload.size || file.sha256() != upload.sha256 {
+            return Err(failed(
+                "the stored upload does not match the one submitted".to_owned(),
+            ));
+        }
+        Ok(InputFile {
+            json_path: json_path.to_owned(),
+            name: upload.name.clone(),
+            file: Arc::new(file),
+        })
     }
 
     /// Unpacks a zip input into a fresh directory of the area, under

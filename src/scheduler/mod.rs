@@ -101,11 +101,6 @@ pub enum Refusal {
     /// Cluster mode, between nodes: this node does not run the task.
     #[error("the task is not run by this node")]
     NotOwner,
-    /// Cluster mode: an upload lives in one node's temporary area, so a
-    /// task with an upload input cannot go on the shared queue yet (URL
-    /// inputs can: the node that runs the task fetches them).
-    #[error("uploads ($upload) are not available in cluster mode yet; $url inputs are")]
-    InputsNotShared,
 }
 
 /// A submit's answer.

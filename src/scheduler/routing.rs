@@ -147,15 +147,6 @@ impl Core {
         if self.drain.is_some() {
             return self.reject(reply, Refusal::ShuttingDown);
         }
-        // URL inputs travel in the input and are fetched where the task
-        // runs; an upload's bytes are in this node's temp area only.
-        if spec
-            .inputs
-            .iter()
-            .any(|s| matches!(s, crate::inputs::InputSource::Upload { .. }))
-        {
-            return self.reject(reply, Refusal::InputsNotShared);
-        }
         let retry_after = self.retry_after();
         if cluster.down.is_some() {
             return self.reject(reply, Refusal::Unavailable { retry_after });

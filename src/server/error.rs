@@ -148,7 +148,6 @@ fn refusal_wire(refusal: &Refusal, message: String) -> WireError {
             error.retry_after_ms = Some(100);
             error
         }
-        Refusal::InputsNotShared => WireError::new(ErrorCode::BadMessage, message),
     }
 }
 

@@ -199,11 +199,12 @@ async fn the_monitor_shows_every_node_and_its_workers() {
     .await;
 }
 
-/// A `$url` input travels in the task's input and is fetched by the node
-/// that runs the task; an upload (in one node's temp area) is refused with a
-/// clear error, and the node carries on.
+/// File inputs on a cluster: a `$url` input travels in the task's input and
+/// is fetched by the node that runs the task; an upload made on the node
+/// that receives the submit is copied into the cluster's store and read
+/// back by the node that runs the task.
 #[tokio::test]
-async fn a_url_input_is_fetched_by_the_node_that_runs_the_task_and_uploads_are_refused() {
+async fn url_inputs_and_uploads_reach_the_node_that_runs_the_task() {
     let Some(nats) = Nats::start() else { return };
     nats.listening().await;
     let origin = crate::inputs::Origin::start().await;
@@ -214,9 +215,22 @@ async fn a_url_input_is_fetched_by_the_node_that_runs_the_task_and_uploads_are_r
     a.ready().await;
     b.ready().await;
     a.sees_workers("b").await;
+
+    // An upload on A (where the submit goes).
+    let response = reqwest::Client::new()
+        .post(a.url("/v1/uploads?name=paper.pdf"))
+        .bearer_auth(super::KEY)
+        .header("content-type", "application/pdf")
+        .body(crate::inputs::pdf::fixture("good").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let upload: Value = response.json().await.unwrap();
+
     let input = json!({
         "page_size": "A4",
-        "files": [{"$url": origin.url("/pdf/good.pdf")}],
+        "files": [{"$url": origin.url("/pdf/good.pdf")}, {"$upload": upload["upload_id"]}],
     });
     let mut ws = a.ws().await;
     let id = ws.submit_ok("pdf_check", input).await;
@@ -228,48 +242,44 @@ async fn a_url_input_is_fetched_by_the_node_that_runs_the_task_and_uploads_are_r
             .is_some_and(|w| w.starts_with("b/")),
         "{started}"
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "progress" && e["message"] == "fetching input 1 of 1"),
-        "{events:?}"
-    );
+    for message in ["fetching input 1 of 2", "fetching input 2 of 2"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["type"] == "progress" && e["message"] == message),
+            "{message}: {events:?}"
+        );
+    }
     let done = events.last().unwrap();
     assert_eq!(done["type"], "completed", "{done}");
-    let report = &done["result"]["files"][0];
-    assert_eq!(report["status"], "ok", "{report}");
-    assert_eq!(report["pages"], 3, "{report}");
+    let reports = done["result"]["files"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{done}");
+    for report in reports {
+        assert_eq!(report["status"], "ok", "{report}");
+        assert_eq!(report["pages"], 3, "{report}");
+    }
+    assert!(
+        reports.iter().any(|r| r["name"] == "paper.pdf"),
+        "the upload keeps its name: {reports:?}"
+    );
     assert_one_terminal(&history(&a, &id).await);
-
-    // An upload is on A only: a submit that refers to it is refused.
-    let response = reqwest::Client::new()
-        .post(a.url("/v1/uploads?name=paper.pdf"))
-        .bearer_auth(super::KEY)
-        .body(b"%PDF-1.7 not really".to_vec())
-        .send()
+    // The stored copy goes with the task's end.
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let store = async_nats::jetstream::new(client)
+        .get_object_store("tw_inputs")
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let upload: Value = response.json().await.unwrap();
-    let (status, body) = a
-        .post(
-            "/v1/tasks",
-            json!({"task": "pdf_check", "input": {"page_size": "A4", "files": [{"$upload": upload["upload_id"]}]}}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "bad_message", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("cluster mode")),
-        "{body}"
-    );
-    // The node carries on: a plain submit still runs.
-    let (status, body) = a
-        .post("/v1/tasks", json!({"task": "echo", "input": {"x": 1}}))
-        .await;
-    assert_eq!(status, 202, "{body}");
+    eventually("the stored upload is deleted", || async {
+        let mut list = store.list().await.unwrap();
+        let mut left = 0;
+        while let Some(Ok(info)) = futures::StreamExt::next(&mut list).await {
+            if !info.deleted {
+                left += 1;
+            }
+        }
+        left == 0
+    })
+    .await;
 }
 
 /// Two nodes with the same `[[schedules]]`: each fires every occurrence, and

@@ -6,7 +6,7 @@
 
 mod archives;
 mod fetch;
-mod pdf;
+pub(crate) mod pdf;
 mod sync;
 mod uploads;
 mod workers;
