@@ -6,24 +6,13 @@ ratios taken within each round (then their median).
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
-from collections import defaultdict
 from typing import Any
 
+from report import load  # the same results.jsonl format: name -> round -> result
+
 Runs = dict[str, dict[int, Any]]
-
-
-def load(path: str) -> Runs:
-    runs: Runs = defaultdict(dict)  # name -> round -> result
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                row = json.loads(line)
-                runs[row["name"]][row["round"]] = row["result"]
-    return runs
 
 
 def get(result: Any, path: str) -> float | None:

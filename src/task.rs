@@ -192,22 +192,14 @@ pub struct TaskSpec {
 
 #[cfg(test)]
 impl TaskSpec {
-    /// A spec for unit tests: client `c`, normal priority, 60 s, link
-    /// delivery, interactive, not retry-safe, no keys, no file inputs.
+    /// A spec for unit tests: client `c`, [`TaskOptions::for_test`], not
+    /// retry-safe, no file inputs.
     pub(crate) fn for_test(id: TaskId, name: &str, input: &str) -> TaskSpec {
         TaskSpec {
             id,
             name: Arc::from(name),
             input: RawValue::from_string(input.to_owned()).expect("json"),
-            options: TaskOptions {
-                timeout: Duration::from_secs(60),
-                priority: Priority::Normal,
-                idempotency_key: None,
-                concurrency_key: None,
-                delivery: Delivery::Link,
-                cancel_on_disconnect: false,
-                interactive: true,
-            },
+            options: TaskOptions::for_test(),
             owner: Owner {
                 client: ClientId::new("c"),
                 token: None,
@@ -215,6 +207,23 @@ impl TaskSpec {
             retry_safe: false,
             inputs: crate::inputs::TaskInputs::default(),
             tag: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl TaskOptions {
+    /// Options for unit tests: normal priority, 60 s, link delivery,
+    /// interactive, no keys.
+    pub(crate) fn for_test() -> TaskOptions {
+        TaskOptions {
+            timeout: Duration::from_secs(60),
+            priority: Priority::Normal,
+            idempotency_key: None,
+            concurrency_key: None,
+            delivery: Delivery::Link,
+            cancel_on_disconnect: false,
+            interactive: true,
         }
     }
 }

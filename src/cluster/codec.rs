@@ -758,7 +758,7 @@ mod tests {
         };
         let back = decode_queued(&encode_queued(&upload, vec![stored])).expect("decodes");
         match back.inputs.iter().next() {
-            Some(crate::inputs::InputSource::Stored { upload, .. }) => {
+            Some(crate::inputs::InputSource::Stored(upload)) => {
                 assert_eq!(upload.object, "in-x-0");
                 assert_eq!(upload.size, 3);
             }

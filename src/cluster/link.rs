@@ -83,7 +83,7 @@ pub(super) struct Link {
     held: Mutex<HashMap<TaskId, Held>>,
     locks: Mutex<HashMap<TaskId, Lock>>,
     /// The stored uploads of tasks this node queued or took, deleted from
-    /// the store when their terminal event is committed here.
+    /// the store when their terminal event comes through the feed.
     stored: Mutex<HashMap<TaskId, Vec<String>>>,
     /// This node's latest registry entry.
     pub(super) entry: Mutex<Option<NodeEntry>>,
@@ -637,9 +637,6 @@ impl Link {
         if !terminal && !requeued {
             return;
         }
-        if terminal {
-            self.delete_stored(ready, id).await;
-        }
         let held = self.take_hold(id);
         match held {
             Some(message) => {
@@ -854,7 +851,7 @@ impl Link {
                         },
                     );
                 for source in spec.inputs.iter() {
-                    if let crate::inputs::InputSource::Stored { upload, .. } = source {
+                    if let crate::inputs::InputSource::Stored(upload) = source {
                         self.remember_stored(spec.id, &upload.object);
                     }
                 }

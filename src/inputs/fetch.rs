@@ -228,7 +228,7 @@ impl Fetcher {
     }
 
     /// Copies `reader` (an upload kept in the cluster's store) into a new
-    /// file of the area, at most `max` bytes.
+    /// file of the area, at most `max` bytes (past it: `TooLarge`).
     pub(super) async fn store_reader(
         &self,
         reader: crate::artifacts::SharedReader,

@@ -171,10 +171,7 @@ pub enum InputSource {
     /// Cluster mode: an upload made on the node that admitted the task,
     /// copied into the cluster's store; the node that runs the task copies
     /// it back into its own area before the attempt.
-    Stored {
-        json_path: String,
-        upload: StoredUpload,
-    },
+    Stored(StoredUpload),
 }
 
 /// An upload as the cluster's store keeps it for one task.
@@ -204,9 +201,8 @@ pub trait InputShare: Send + Sync + fmt::Debug {
 impl InputSource {
     pub fn json_path(&self) -> &str {
         match self {
-            InputSource::Upload { json_path, .. }
-            | InputSource::Url { json_path, .. }
-            | InputSource::Stored { json_path, .. } => json_path,
+            InputSource::Upload { json_path, .. } | InputSource::Url { json_path, .. } => json_path,
+            InputSource::Stored(upload) => &upload.path,
         }
     }
 }
@@ -257,8 +253,8 @@ pub fn queued_inputs(
                 request: Arc::new(request),
             }),
             Reference::Upload { json_path, .. } => {
-                let upload = stored.iter().find(|u| u.path == json_path)?.clone();
-                sources.push(InputSource::Stored { json_path, upload });
+                let upload = stored.iter().find(|u| u.path == json_path)?;
+                sources.push(InputSource::Stored(upload.clone()));
             }
         }
     }
@@ -344,7 +340,6 @@ struct Inner {
     links: DashMap<[u8; 16], Shared>,
     /// Cluster mode: where uploads of tasks admitted elsewhere are read.
     share: std::sync::OnceLock<Arc<dyn InputShare>>,
-    max_upload_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -387,7 +382,6 @@ impl Inputs {
                 quota: artifacts.quota(),
                 links: DashMap::new(),
                 share: std::sync::OnceLock::new(),
-                max_upload_bytes: config.max_upload_bytes,
             }),
         })
     }
@@ -490,57 +484,45 @@ impl Inputs {
                         .map_err(|e| e.failure(json_path))?;
                     files.push(file);
                 }
-                InputSource::Stored { json_path, upload } => {
-                    files.push(self.copy_stored(json_path, upload).await?);
-                }
+                InputSource::Stored(upload) => files.push(self.copy_stored(upload).await?),
             }
         }
         Ok(files)
     }
 
     /// An upload from the cluster's store into this node's area, checked
-    /// against the size and digest it had when it was admitted.
-    async fn copy_stored(
-        &self,
-        json_path: &str,
-        upload: &StoredUpload,
-    ) -> Result<InputFile, TaskFailure> {
+    /// against the size and digest it had when it was admitted (never
+    /// more bytes than that size).
+    async fn copy_stored(&self, upload: &StoredUpload) -> Result<InputFile, TaskFailure> {
+        let json_path = upload.path.as_str();
         let failed =
-            |reason: String| fetch_failure(json_path, None, &reason, FailureKind::InputFetchFailed);
+            |reason: &str| fetch_failure(json_path, None, reason, FailureKind::InputFetchFailed);
+        let mismatch = "the stored upload does not match the one submitted";
         let Some(share) = self.inner.share.get() else {
-            return Err(failed("uploads are not shared on this node".to_owned()));
+            return Err(failed("uploads are not shared on this node"));
         };
         let reader = match share.get(upload.object.clone()).await {
             Ok(Some(reader)) => reader,
-            Ok(None) => {
-                return Err(failed(
-                    "the upload is no longer in the cluster's store".to_owned(),
-                ));
-            }
-            Err(e) => return Err(failed(format!("the cluster's store cannot be read: {e}"))),
+            Ok(None) => return Err(failed("the upload is no longer in the cluster's store")),
+            Err(e) => return Err(failed(&format!("the cluster's store cannot be read: {e}"))),
         };
         let file = self
             .inner
             .fetcher
-            .store_reader(
-                reader,
-                upload.content_type.clone(),
-                self.inner.max_upload_bytes,
-            )
+            .store_reader(reader, upload.content_type.clone(), upload.size)
             .await
             .map_err(|e| match e {
                 FetchError::StorageFull { .. } => {
                     fetch_failure(json_path, None, &e.to_string(), FailureKind::StorageFull)
                 }
-                other => failed(other.to_string()),
+                FetchError::TooLarge { .. } => failed(mismatch),
+                other => failed(&other.to_string()),
             })?;
         if file.size() != upload.size || file.sha256() != upload.sha256 {
-            return Err(failed(
-                "the stored upload does not match the one submitted".to_owned(),
-            ));
+            return Err(failed(mismatch));
         }
         Ok(InputFile {
-            json_path: json_path.to_owned(),
+            json_path: upload.path.clone(),
             name: upload.name.clone(),
             file: Arc::new(file),
         })

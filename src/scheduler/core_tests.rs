@@ -18,7 +18,7 @@ use crate::exec::{
     ExecutorId, ExecutorKind, ExecutorSpec, LostCause, Order, Outcome, Report, Tagged, TaskDecl,
 };
 use crate::task::{
-    Choice, ClientId, Delivery, Priority, Progress, QuestionSpec, TaskEvent, TaskFailure, TaskId,
+    Choice, ClientId, Priority, Progress, QuestionSpec, TaskEvent, TaskFailure, TaskId,
     TaskOptions, TaskSpec,
 };
 use crate::telemetry::Metrics;
@@ -77,15 +77,7 @@ fn token(client: &str, id: u64, scope: TokenScope) -> Principal {
 }
 
 fn options() -> TaskOptions {
-    TaskOptions {
-        timeout: 60 * SEC,
-        priority: Priority::Normal,
-        idempotency_key: None,
-        concurrency_key: None,
-        delivery: Delivery::Link,
-        cancel_on_disconnect: false,
-        interactive: true,
-    }
+    TaskOptions::for_test()
 }
 
 /// What a mailbox received, as `type` names (replays flattened).

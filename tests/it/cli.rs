@@ -525,7 +525,7 @@ async fn top_shows_a_running_task_in_a_terminal() {
             tokio::time::Instant::now() < deadline,
             "top never showed the running task; the screen:\n{last}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll the tmux screen with a deadline
         last = screen();
     }
     assert!(
@@ -540,7 +540,7 @@ async fn top_shows_a_running_task_in_a_terminal() {
             tokio::time::Instant::now() < deadline,
             "top did not quit on q"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll with a deadline
     }
     drop(guard);
     tw(&server, ALICE, &["cancel", &id]).await;
