@@ -96,6 +96,15 @@ impl Principal {
         }
     }
 
+    /// The one browser token whose tasks and uploads this caller sees, if
+    /// it sees only its own (`None`: every one of its client's).
+    pub fn only_token(&self) -> Option<u64> {
+        self.token
+            .as_ref()
+            .filter(|own| own.scope != TokenScope::Key)
+            .map(|own| own.id)
+    }
+
     pub fn via_token(&self) -> bool {
         self.token.is_some()
     }

@@ -180,6 +180,7 @@ pub async fn serve_with(
     let tokens = Tokens::start(config.security.max_token_ttl, &background, stop.clone());
     if let Some(cluster) = &cluster {
         cluster.follow_tokens(Arc::clone(&tokens), &background, stop.clone());
+        cluster.serve_uploads(inputs.uploads().clone(), &background, stop.clone());
     }
     let workers = workers::Workers::new(
         &config,

@@ -126,6 +126,57 @@ fn info_of<I>(spec: &Spec<I>) -> AcceptedInfo {
     }
 }
 
+/// A node's ask about an upload another node may have (subject
+/// `tw.node.<node>.upload`), for a caller known by its client and the one
+/// browser token it is limited to, if any.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct UploadAsk {
+    pub upload: String,
+    pub client: String,
+    pub only_token: Option<u64>,
+    #[serde(flatten)]
+    pub op: UploadOp,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(super) enum UploadOp {
+    /// Store it in `tw_inputs` as `object` (a submit received elsewhere).
+    Store { object: String },
+    /// What it is (`GET /v1/uploads/{id}` received elsewhere).
+    Info,
+    /// Forget it (`DELETE /v1/uploads/{id}` received elsewhere).
+    Delete,
+}
+
+/// The answer to an [`UploadAsk`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub(super) enum UploadAnswer {
+    /// Stored as asked, or (`Info`) what it is.
+    Found {
+        name: String,
+        size: u64,
+        sha256: String,
+        content_type: String,
+        expires_ms: u64,
+    },
+    Deleted,
+    /// Not here, or not the caller's.
+    Absent,
+    /// Here, but it could not be stored.
+    Failed {
+        reason: String,
+    },
+}
+
+/// Object names an [`UploadAsk`] may ask for: the uploads of tasks only.
+pub(super) fn is_input_object(name: &str) -> bool {
+    name.starts_with("in-")
+        && name.len() <= 96
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// The queue message of a task.
 pub(crate) fn encode_queued(spec: &TaskSpec, uploads: Vec<StoredUpload>) -> Vec<u8> {
     let id = spec.id.hex();

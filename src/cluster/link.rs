@@ -35,6 +35,9 @@ pub(super) const INPUT_BUCKET: &str = "tw_inputs";
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How long one request between nodes may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the node that has an upload may take to store it for a submit
+/// received elsewhere (it copies the whole upload into `tw_inputs` first).
+const UPLOAD_ASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one claim (its fetches, lane after lane) may wait for NATS.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts at a publish whose answer did not come (same message id: a
@@ -85,6 +88,9 @@ pub(super) struct Link {
     /// The stored uploads of tasks this node queued or took, deleted from
     /// the store when their terminal event comes through the feed.
     stored: Mutex<HashMap<TaskId, Vec<String>>>,
+    /// The other nodes not gone, from the registry: asked for uploads this
+    /// node does not have.
+    pub(super) peers: Mutex<Vec<Arc<str>>>,
     /// This node's latest registry entry.
     pub(super) entry: Mutex<Option<NodeEntry>>,
     pub(super) started_at: SystemTime,
@@ -99,6 +105,16 @@ impl std::fmt::Debug for Link {
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
+}
+
+/// Why a task's uploads could not be stored before it is queued.
+#[derive(Debug)]
+enum StoreError {
+    /// No node has an upload of that id that is the caller's (its path in
+    /// the input).
+    NoSuchUpload(String),
+    /// NATS, the disk or a node failed: the answer is unknown.
+    Failed(String),
 }
 
 pub(super) fn event_subject(id: TaskId) -> String {
@@ -190,6 +206,7 @@ impl Link {
             held: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             stored: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Vec::new()),
             entry: Mutex::new(None),
             started_at: SystemTime::now(),
             reconnects: tokio::sync::watch::Sender::new(0),
@@ -310,42 +327,130 @@ impl Link {
         }
     }
 
-    /// Copies a task's uploads into the cluster's store, `in-<id>-<n>`.
+    /// Copies a task's uploads into the cluster's store, as
+    /// `in-<id>-<n>-<nonce>` (the nonce: a re-submit under the id of a
+    /// first submit that died half-way never overwrites that one's
+    /// objects). An upload made on another node is stored by that node,
+    /// asked first.
     async fn store_uploads(
         &self,
         ready: &Ready,
         spec: &TaskSpec,
-    ) -> Result<Vec<crate::inputs::StoredUpload>, String> {
+    ) -> Result<Vec<crate::inputs::StoredUpload>, StoreError> {
+        use crate::inputs::{InputSource, StoredUpload};
         let mut stored = Vec::new();
+        let nonce = crate::auth::random_bytes::<4>()
+            .map(|b| crate::auth::hex(&b))
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
         for source in spec.inputs.iter() {
-            let crate::inputs::InputSource::Upload {
-                json_path,
-                name,
-                file,
-            } = source
-            else {
-                continue;
-            };
-            let object = format!("in-{}-{}", spec.id.hex().as_str(), stored.len());
-            self.remember_stored(spec.id, &object);
-            let mut reader = tokio::fs::File::open(file.disk_path())
-                .await
-                .map_err(|e| e.to_string())?;
-            ready
-                .inputs
-                .put(object.as_str(), &mut reader)
-                .await
-                .map_err(|e| e.to_string())?;
-            stored.push(crate::inputs::StoredUpload {
-                path: json_path.clone(),
-                object,
-                name: name.clone(),
-                size: file.size(),
-                sha256: file.sha256().to_owned(),
-                content_type: file.content_type().to_owned(),
-            });
+            let object = format!("in-{}-{}-{nonce}", spec.id.hex().as_str(), stored.len());
+            match source {
+                InputSource::Upload {
+                    json_path,
+                    name,
+                    file,
+                } => {
+                    self.remember_stored(spec.id, &object);
+                    let mut reader = tokio::fs::File::open(file.disk_path())
+                        .await
+                        .map_err(|e| StoreError::Failed(e.to_string()))?;
+                    ready
+                        .inputs
+                        .put(object.as_str(), &mut reader)
+                        .await
+                        .map_err(|e| StoreError::Failed(e.to_string()))?;
+                    stored.push(StoredUpload {
+                        path: json_path.clone(),
+                        object,
+                        name: name.clone(),
+                        size: file.size(),
+                        sha256: file.sha256().to_owned(),
+                        content_type: file.content_type().to_owned(),
+                    });
+                }
+                InputSource::Remote {
+                    json_path,
+                    id,
+                    only_token,
+                } => {
+                    self.remember_stored(spec.id, &object);
+                    let ask = codec::UploadAsk {
+                        upload: id.to_text(),
+                        client: spec.owner.client.as_str().to_owned(),
+                        only_token: *only_token,
+                        op: codec::UploadOp::Store {
+                            object: object.clone(),
+                        },
+                    };
+                    let found = self.ask_peers(&ask).await.map_err(StoreError::Failed)?;
+                    let Some(codec::UploadAnswer::Found {
+                        name,
+                        size,
+                        sha256,
+                        content_type,
+                        ..
+                    }) = found
+                    else {
+                        return Err(StoreError::NoSuchUpload(json_path.clone()));
+                    };
+                    stored.push(StoredUpload {
+                        path: json_path.clone(),
+                        object,
+                        name,
+                        size,
+                        sha256,
+                        content_type,
+                    });
+                }
+                InputSource::Url { .. } | InputSource::Stored(_) => {}
+            }
         }
         Ok(stored)
+    }
+
+    /// Asks every other node at once about an upload; the first answer
+    /// other than `Absent` is the one (only the node that has it, and finds
+    /// it the caller's, acts on it). `None`: every node answered that it
+    /// has none such (a node with nothing listening, dead or not up yet,
+    /// has none). A node that does not answer in time, or fails, makes the
+    /// answer unknown.
+    pub(super) async fn ask_peers(
+        &self,
+        ask: &codec::UploadAsk,
+    ) -> Result<Option<codec::UploadAnswer>, String> {
+        use async_nats::client::RequestErrorKind;
+        use futures::stream::FuturesUnordered;
+        let peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let payload = Bytes::from(serde_json::to_vec(ask).map_err(|e| e.to_string())?);
+        let mut answers: FuturesUnordered<_> = peers
+            .iter()
+            .map(|peer| {
+                let request = async_nats::Request::new()
+                    .payload(payload.clone())
+                    .timeout(Some(UPLOAD_ASK_TIMEOUT));
+                self.client
+                    .send_request(format!("tw.node.{peer}.upload"), request)
+            })
+            .collect();
+        let mut unknown = None;
+        while let Some(answer) = answers.next().await {
+            match answer.map(|m| serde_json::from_slice::<codec::UploadAnswer>(&m.payload)) {
+                Ok(Ok(codec::UploadAnswer::Absent)) => {}
+                Ok(Ok(codec::UploadAnswer::Failed { reason })) => unknown = Some(reason),
+                Ok(Ok(answer)) => return Ok(Some(answer)),
+                Err(e) if e.kind() == RequestErrorKind::NoResponders => {}
+                Ok(Err(e)) => unknown = Some(e.to_string()),
+                Err(e) => unknown = Some(e.to_string()),
+            }
+        }
+        match unknown {
+            Some(reason) => Err(reason),
+            None => Ok(None),
+        }
     }
 
     fn remember_stored(&self, id: TaskId, object: &str) {
@@ -494,12 +599,17 @@ impl Link {
         let uploads = match self.store_uploads(ready, &spec).await {
             Ok(uploads) => uploads,
             Err(e) => {
-                tracing::warn!(error = %e, task_id = %id, "storing a task's uploads on NATS failed");
                 if let Some(key) = made_key {
                     let _ = ready.idem.delete(&key).await;
                 }
                 self.delete_stored(ready, id).await;
-                return Err(unavailable);
+                return Err(match e {
+                    StoreError::NoSuchUpload(path) => Refusal::NoSuchUpload { path },
+                    StoreError::Failed(e) => {
+                        tracing::warn!(error = %e, task_id = %id, "storing a task's uploads on NATS failed");
+                        unavailable
+                    }
+                });
             }
         };
         let queued = Bytes::from(codec::encode_queued(&spec, uploads));

@@ -718,7 +718,7 @@ async fn registry(link: Arc<Link>, stop: CancellationToken) {
         known.retain(|_, (_, seen, _)| {
             now.duration_since(*seen).unwrap_or_default() < Duration::from_secs(3600)
         });
-        let views = known
+        let views: Vec<NodeView> = known
             .values()
             .map(|(entry, seen, left)| {
                 let silent = now.duration_since(*seen).unwrap_or_default() > link.lease;
@@ -738,6 +738,12 @@ async fn registry(link: Arc<Link>, stop: CancellationToken) {
                 }
             })
             .collect();
+        let peers = views
+            .iter()
+            .filter(|view| view.state != NodeState::Gone && view.name != link.node)
+            .map(|view| Arc::clone(&view.name))
+            .collect();
+        *link.peers.lock().unwrap_or_else(PoisonError::into_inner) = peers;
         if link.inputs.send(Input::Nodes(views)).await.is_err() {
             return;
         }

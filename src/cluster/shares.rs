@@ -1,7 +1,10 @@
 //! What the nodes share besides tasks: browser tokens' grants (KV
 //! `tw_tokens`, by the token's digest), published files (object store
 //! `tw_files`, by the digest of the download token) and the uploads of
-//! queued tasks (object store `tw_inputs`, written by `Link::submit`).
+//! queued tasks (object store `tw_inputs`, written by `Link::submit`, or
+//! here for a submit another node received that names an upload of this
+//! node's: the asks on `tw.node.<node>.upload`, which also answer `GET` and
+//! `DELETE` of an upload received elsewhere).
 //!
 //! A grant is written before `POST /v1/tokens` answers and every node
 //! follows the bucket, so a token minted on one node is accepted on all;
@@ -21,10 +24,12 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use super::codec::{UploadAnswer, UploadAsk, UploadOp, is_input_object};
 use super::link::Link;
 use super::serve::Cluster;
 use crate::artifacts::{FileShare, SharedFile, SharedFound, SharedReader};
 use crate::auth::{SharedGrant, Tokens};
+use crate::inputs::{RemoteUpload, UploadId, Uploads};
 use crate::task::PublishedFile;
 
 /// How long one read or write of a grant may take before the caller is
@@ -68,6 +73,17 @@ impl Cluster {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Answers other nodes' asks for this node's uploads (a submit received
+    /// elsewhere that names one) until `stop`.
+    pub fn serve_uploads(
+        &self,
+        uploads: Uploads,
+        tracker: &tokio_util::task::TaskTracker,
+        stop: CancellationToken,
+    ) {
+        tracker.spawn(answer_upload_asks(self.link(), uploads, stop));
+    }
+
     /// Follows the grants of every node into `tokens` until `stop`.
     pub fn follow_tokens(
         &self,
@@ -107,6 +123,119 @@ async fn follow(link: Arc<Link>, tokens: Arc<Tokens>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Uploads stored for other nodes at once; further asks wait their turn.
+const UPLOAD_COPIES: usize = 8;
+
+async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => return,
+        _ = link.ready() => {}
+    }
+    let copies = Arc::new(tokio::sync::Semaphore::new(UPLOAD_COPIES));
+    loop {
+        let subject = format!("tw.node.{}.upload", link.node);
+        if let Ok(mut asks) = link.client.subscribe(subject).await {
+            loop {
+                let ask = tokio::select! {
+                    () = stop.cancelled() => return,
+                    ask = asks.next() => ask,
+                };
+                let Some(ask) = ask else { break };
+                let Some(reply_to) = ask.reply.clone() else {
+                    continue;
+                };
+                let (link, uploads, copies) =
+                    (Arc::clone(&link), uploads.clone(), Arc::clone(&copies));
+                tokio::spawn(async move {
+                    let answer = match copies.acquire().await {
+                        Ok(_permit) => answer_ask(link.ready().await, &uploads, &ask.payload).await,
+                        Err(_) => UploadAnswer::Failed {
+                            reason: "shutting down".to_owned(),
+                        },
+                    };
+                    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+                    let _ = link.client.publish(reply_to, Bytes::from(bytes)).await;
+                });
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Answers another node's ask about one of this node's uploads: stores it
+/// in `tw_inputs` for a submit received there, or tells what it is, or
+/// forgets it; `Absent` unless it is here and the caller's.
+async fn answer_ask(ready: &super::link::Ready, uploads: &Uploads, ask: &[u8]) -> UploadAnswer {
+    let Ok(ask) = serde_json::from_slice::<UploadAsk>(ask) else {
+        return UploadAnswer::Failed {
+            reason: "unreadable ask".to_owned(),
+        };
+    };
+    let Some(id) = UploadId::parse(&ask.upload) else {
+        return UploadAnswer::Absent;
+    };
+    let client = crate::task::ClientId::new(&ask.client);
+    let object = match ask.op {
+        UploadOp::Store { object } if is_input_object(&object) => object,
+        UploadOp::Store { .. } => {
+            return UploadAnswer::Failed {
+                reason: "not an input object".to_owned(),
+            };
+        }
+        UploadOp::Info => {
+            return match uploads.info_for(id, &client, ask.only_token) {
+                Some(info) => UploadAnswer::Found {
+                    name: info.name,
+                    size: info.size,
+                    sha256: info.sha256,
+                    content_type: info.content_type,
+                    expires_ms: super::codec::ms(info.expires_at),
+                },
+                None => UploadAnswer::Absent,
+            };
+        }
+        UploadOp::Delete => {
+            return if uploads.delete_for(id, &client, ask.only_token) {
+                UploadAnswer::Deleted
+            } else {
+                UploadAnswer::Absent
+            };
+        }
+    };
+    let (Some(info), Some((_, file))) = (
+        uploads.info_for(id, &client, ask.only_token),
+        uploads.pin_for(id, &client, ask.only_token),
+    ) else {
+        return UploadAnswer::Absent;
+    };
+    let stored = async {
+        let mut reader = tokio::fs::File::open(file.disk_path())
+            .await
+            .map_err(|e| e.to_string())?;
+        ready
+            .inputs
+            .put(object.as_str(), &mut reader)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match stored.await {
+        Ok(_) => UploadAnswer::Found {
+            name: info.name,
+            size: file.size(),
+            sha256: file.sha256().to_owned(),
+            content_type: file.content_type().to_owned(),
+            expires_ms: super::codec::ms(info.expires_at),
+        },
+        Err(reason) => {
+            tracing::warn!(error = %reason, "an upload could not be stored for another node");
+            UploadAnswer::Failed { reason }
         }
     }
 }
@@ -185,6 +314,46 @@ impl FileShare for Cluster {
 }
 
 impl crate::inputs::InputShare for Cluster {
+    fn ask_upload(
+        &self,
+        id: UploadId,
+        client: crate::task::ClientId,
+        only_token: Option<u64>,
+        delete: bool,
+    ) -> BoxFuture<'static, Result<Option<RemoteUpload>, String>> {
+        let link = self.link();
+        Box::pin(async move {
+            let ask = UploadAsk {
+                upload: id.to_text(),
+                client: client.as_str().to_owned(),
+                only_token,
+                op: if delete {
+                    UploadOp::Delete
+                } else {
+                    UploadOp::Info
+                },
+            };
+            Ok(match link.ask_peers(&ask).await? {
+                Some(UploadAnswer::Found {
+                    name,
+                    size,
+                    sha256,
+                    content_type,
+                    expires_ms,
+                }) => Some(RemoteUpload::Found(crate::inputs::UploadInfo {
+                    id,
+                    name,
+                    size,
+                    sha256,
+                    content_type,
+                    expires_at: super::codec::time(expires_ms),
+                })),
+                Some(UploadAnswer::Deleted) => Some(RemoteUpload::Deleted),
+                _ => None,
+            })
+        })
+    }
+
     fn get(&self, object: String) -> BoxFuture<'static, Result<Option<SharedReader>, String>> {
         use async_nats::jetstream::object_store::GetErrorKind;
         let link = self.link();

@@ -11,13 +11,15 @@
 //!    ([`refs`]), checks each upload belongs to the caller and pins it: the
 //!    task holds the upload's [`HeldFile`] from then on, so the upload's
 //!    expiry cannot take the bytes from under it. URL references are checked
-//!    for form only (scheme, headers).
+//!    for form only (scheme, headers). In a cluster, an upload this node
+//!    does not have becomes [`InputSource::Remote`]: the submit asks the
+//!    other nodes for it before the task is queued.
 //! 2. **Before the attempt runs** ([`Inputs::prepare`], called by whoever
 //!    runs it: the built-in pool, a worker session), URL inputs are fetched
 //!    into `temp_dir/inputs/`, with progress events saying so. A fetch that
 //!    fails fails the task with `input_fetch_failed`. In a cluster, the node
-//!    that admitted the task has copied its uploads into the cluster's
-//!    store, and the node that runs it copies them back here the same way
+//!    that admitted the task (or, for a remote upload, the node that has it)
+//!    has copied its uploads into the cluster's store, and the node that runs it copies them back here the same way
 //!    ([`InputSource::Stored`], through the [`InputShare`]).
 //! 3. **The task** sees every input as an [`InputFile`]: its JSON path in the
 //!    input, name, size, sha256, and a file on disk (built-in tasks through
@@ -172,6 +174,18 @@ pub enum InputSource {
     /// copied into the cluster's store; the node that runs the task copies
     /// it back into its own area before the attempt.
     Stored(StoredUpload),
+    /// Cluster mode, at admission: an upload this node does not have,
+    /// perhaps made on another node. The submit asks the other nodes for
+    /// it before the task is queued (the one that has it, and finds it the
+    /// caller's, stores it: it becomes [`InputSource::Stored`]), or is
+    /// refused `not_found` like any unknown upload.
+    Remote {
+        json_path: String,
+        id: UploadId,
+        /// The one browser token whose uploads the caller may use, if it
+        /// is limited to its own ([`Principal::only_token`]).
+        only_token: Option<u64>,
+    },
 }
 
 /// An upload as the cluster's store keeps it for one task.
@@ -187,10 +201,28 @@ pub struct StoredUpload {
     pub content_type: String,
 }
 
+/// What another node answered about one of its uploads.
+#[derive(Debug)]
+pub enum RemoteUpload {
+    Found(UploadInfo),
+    Deleted,
+}
+
 /// Where uploads are kept so that the node running a task can read them
 /// (cluster mode: the cluster's object store). Without one, uploads are
 /// on this node only.
 pub trait InputShare: Send + Sync + fmt::Debug {
+    /// An upload another node has, if it is the caller's (`GET` of it), or
+    /// (`delete`) forgotten there (`DELETE`). `Err`: the answer is unknown
+    /// (a node did not answer).
+    fn ask_upload(
+        &self,
+        id: UploadId,
+        client: crate::task::ClientId,
+        only_token: Option<u64>,
+        delete: bool,
+    ) -> futures::future::BoxFuture<'static, Result<Option<RemoteUpload>, String>>;
+
     /// Reads a stored upload; `None`: it is not (or no longer) there.
     fn get(
         &self,
@@ -201,7 +233,9 @@ pub trait InputShare: Send + Sync + fmt::Debug {
 impl InputSource {
     pub fn json_path(&self) -> &str {
         match self {
-            InputSource::Upload { json_path, .. } | InputSource::Url { json_path, .. } => json_path,
+            InputSource::Upload { json_path, .. }
+            | InputSource::Url { json_path, .. }
+            | InputSource::Remote { json_path, .. } => json_path,
             InputSource::Stored(upload) => &upload.path,
         }
     }
@@ -396,6 +430,50 @@ impl Inputs {
         &self.inner.uploads
     }
 
+    /// `GET /v1/uploads/{id}`: the upload, here or (cluster mode) on
+    /// another node. `Err`: unknown (a node did not answer).
+    pub async fn upload_info(
+        &self,
+        id: &str,
+        principal: &Principal,
+    ) -> Result<Option<UploadInfo>, String> {
+        if let Some(info) = self.inner.uploads.info(id, principal) {
+            return Ok(Some(info));
+        }
+        Ok(match self.ask_others(id, principal, false).await? {
+            Some(RemoteUpload::Found(info)) => Some(info),
+            _ => None,
+        })
+    }
+
+    /// `DELETE /v1/uploads/{id}`: forgets the upload, here or (cluster
+    /// mode) on the node that has it. `Err`: unknown.
+    pub async fn delete_upload(&self, id: &str, principal: &Principal) -> Result<bool, String> {
+        if self.inner.uploads.delete(id, principal) {
+            return Ok(true);
+        }
+        Ok(matches!(
+            self.ask_others(id, principal, true).await?,
+            Some(RemoteUpload::Deleted)
+        ))
+    }
+
+    async fn ask_others(
+        &self,
+        id: &str,
+        principal: &Principal,
+        delete: bool,
+    ) -> Result<Option<RemoteUpload>, String> {
+        match (UploadId::parse(id), self.inner.share.get()) {
+            (Some(id), Some(share)) => {
+                share
+                    .ask_upload(id, principal.client.clone(), principal.only_token(), delete)
+                    .await
+            }
+            _ => Ok(None),
+        }
+    }
+
     pub fn fetcher(&self) -> &Fetcher {
         &self.inner.fetcher
     }
@@ -411,14 +489,23 @@ impl Inputs {
         for reference in references {
             match reference {
                 Reference::Upload { json_path, id } => {
-                    let Some((name, file)) = self.inner.uploads.pin(&id, principal) else {
-                        return Err(ResolveError::NoSuchUpload { path: json_path });
-                    };
-                    sources.push(InputSource::Upload {
-                        json_path,
-                        name,
-                        file,
-                    });
+                    if let Some((name, file)) = self.inner.uploads.pin(&id, principal) {
+                        sources.push(InputSource::Upload {
+                            json_path,
+                            name,
+                            file,
+                        });
+                        continue;
+                    }
+                    // Cluster mode: another node may have it.
+                    match (UploadId::parse(&id), self.inner.share.get()) {
+                        (Some(id), Some(_)) => sources.push(InputSource::Remote {
+                            json_path,
+                            id,
+                            only_token: principal.only_token(),
+                        }),
+                        _ => return Err(ResolveError::NoSuchUpload { path: json_path }),
+                    }
                 }
                 Reference::Url { json_path, request } => sources.push(InputSource::Url {
                     json_path,
@@ -485,6 +572,16 @@ impl Inputs {
                     files.push(file);
                 }
                 InputSource::Stored(upload) => files.push(self.copy_stored(upload).await?),
+                // Resolved into `Stored` before the task is queued; a task
+                // never runs from its admission's spec in cluster mode.
+                InputSource::Remote { json_path, .. } => {
+                    return Err(fetch_failure(
+                        json_path,
+                        None,
+                        "the upload was not found on any node",
+                        FailureKind::InputFetchFailed,
+                    ));
+                }
             }
         }
         Ok(files)

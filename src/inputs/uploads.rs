@@ -30,7 +30,7 @@ use super::{HeldFile, disk_name};
 use crate::artifacts::{MIN_FILE_CHARGE, Quota, clean_name};
 use crate::auth::{Principal, hex, random_bytes};
 use crate::config::InputsConfig;
-use crate::task::Owner;
+use crate::task::{ClientId, Owner};
 
 /// An upload's id: `up_` and 32 lowercase hex digits (128 random bits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,27 +202,54 @@ impl Uploads {
     /// The upload `id` names, if `principal` may use it.
     pub fn info(&self, id: &str, principal: &Principal) -> Option<UploadInfo> {
         let id = UploadId::parse(id)?;
-        let entry = self.inner.entries.get(&id)?;
-        (visible(&entry, principal) && entry.expires > Instant::now()).then(|| info(id, &entry))
+        self.info_for(id, &principal.client, principal.only_token())
     }
 
     /// Pins an upload for a task: its name and its bytes, which stay until
     /// the task lets go, whatever the upload's expiry.
     pub(crate) fn pin(&self, id: &str, principal: &Principal) -> Option<(String, Arc<HeldFile>)> {
         let id = UploadId::parse(id)?;
-        let entry = self.inner.entries.get(&id)?;
-        (visible(&entry, principal) && entry.expires > Instant::now())
-            .then(|| (entry.name.clone(), Arc::clone(&entry.file)))
+        self.pin_for(id, &principal.client, principal.only_token())
     }
 
     /// Deletes an upload now (tasks that pinned it keep their copy).
     pub fn delete(&self, id: &str, principal: &Principal) -> bool {
-        let Some(id) = UploadId::parse(id) else {
-            return false;
-        };
+        UploadId::parse(id)
+            .is_some_and(|id| self.delete_for(id, &principal.client, principal.only_token()))
+    }
+
+    // The same three for a caller known by its client and the one browser
+    // token it is limited to, if any (a request received by another node).
+
+    pub(crate) fn info_for(
+        &self,
+        id: UploadId,
+        client: &ClientId,
+        only_token: Option<u64>,
+    ) -> Option<UploadInfo> {
+        let entry = self.inner.entries.get(&id)?;
+        usable(&entry, client, only_token).then(|| info(id, &entry))
+    }
+
+    pub(crate) fn pin_for(
+        &self,
+        id: UploadId,
+        client: &ClientId,
+        only_token: Option<u64>,
+    ) -> Option<(String, Arc<HeldFile>)> {
+        let entry = self.inner.entries.get(&id)?;
+        usable(&entry, client, only_token).then(|| (entry.name.clone(), Arc::clone(&entry.file)))
+    }
+
+    pub(crate) fn delete_for(
+        &self,
+        id: UploadId,
+        client: &ClientId,
+        only_token: Option<u64>,
+    ) -> bool {
         self.inner
             .entries
-            .remove_if(&id, |_, entry| visible(entry, principal))
+            .remove_if(&id, |_, entry| visible(entry, client, only_token))
             .is_some()
     }
 
@@ -236,8 +263,14 @@ impl Uploads {
     }
 }
 
-fn visible(entry: &Entry, principal: &Principal) -> bool {
-    entry.owner.client == principal.client && principal.sees(entry.owner.token)
+fn visible(entry: &Entry, client: &ClientId, only_token: Option<u64>) -> bool {
+    entry.owner.client == *client && only_token.is_none_or(|t| entry.owner.token == Some(t))
+}
+
+/// Visible, and not expired (an expired id is refused from its deadline on,
+/// even before the expiry loop has forgotten it).
+fn usable(entry: &Entry, client: &ClientId, only_token: Option<u64>) -> bool {
+    visible(entry, client, only_token) && entry.expires > Instant::now()
 }
 
 fn info(id: UploadId, entry: &Entry) -> UploadInfo {

@@ -101,6 +101,10 @@ pub enum Refusal {
     /// Cluster mode, between nodes: this node does not run the task.
     #[error("the task is not run by this node")]
     NotOwner,
+    /// Cluster mode: no node has an upload of that id that the caller may
+    /// use (the same answer as admission's on one node).
+    #[error("{path}: no such upload")]
+    NoSuchUpload { path: String },
 }
 
 /// A submit's answer.

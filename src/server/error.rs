@@ -148,6 +148,8 @@ fn refusal_wire(refusal: &Refusal, message: String) -> WireError {
             error.retry_after_ms = Some(100);
             error
         }
+        Refusal::NoSuchUpload { path } => WireError::new(ErrorCode::NotFound, message)
+            .with_details(serde_json::json!({ "path": path })),
     }
 }
 

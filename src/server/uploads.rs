@@ -150,8 +150,9 @@ async fn info(
 ) -> Result<Response, ApiError> {
     let info = state
         .inputs
-        .uploads()
-        .info(&upload_id, &principal)
+        .upload_info(&upload_id, &principal)
+        .await
+        .map_err(unknown)?
         .ok_or(ApiError::NoSuchThing("no such upload"))?;
     Ok(json(StatusCode::OK, upload_json(&info)))
 }
@@ -161,11 +162,24 @@ async fn delete(
     Caller(principal): Caller,
     Path(upload_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if state.inputs.uploads().delete(&upload_id, &principal) {
+    if state
+        .inputs
+        .delete_upload(&upload_id, &principal)
+        .await
+        .map_err(unknown)?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NoSuchThing("no such upload"))
     }
+}
+
+/// Cluster mode: another node did not answer about an upload.
+fn unknown(reason: String) -> ApiError {
+    tracing::debug!(error = %reason, "no answer about an upload from every node");
+    ApiError::Refused(crate::scheduler::Refusal::Unavailable {
+        retry_after: std::time::Duration::from_millis(500),
+    })
 }
 
 /// An input file of a worker's running attempt; the token is the

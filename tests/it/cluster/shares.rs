@@ -189,3 +189,140 @@ async fn a_file_made_on_b_downloads_from_a_and_outlives_b() {
     .await;
     assert_eq!(reqwest::get(a.url(&link)).await.unwrap().status(), 410);
 }
+
+/// An upload made on A is used by a REST submit received by C (a client
+/// behind a load balancer), and the task runs on B: C asks the other nodes
+/// and A stores the upload for the task. Another token's upload and an
+/// unknown id are `not_found`, as on one node.
+#[tokio::test]
+async fn an_upload_made_on_a_is_used_by_a_submit_on_c() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let none = ["--cluster-pool-tasks", "none"];
+    let a = Node::start("a", &url, &none);
+    let b = Node::start("b", &url, &["--workers", "1"]);
+    let c = Node::start("c", &url, &none);
+    for node in [&a, &b, &c] {
+        node.ready().await;
+    }
+    c.sees_workers("b").await;
+    eventually("C lists A up", || async {
+        let (_, nodes) = c.get("/v1/admin/nodes").await;
+        nodes["nodes"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|n| n["name"] == "a" && n["state"] == "up"))
+    })
+    .await;
+    let mint = |node: &Node| {
+        let node_url = node.url("/v1/tokens");
+        async move {
+            let minted: Value = reqwest::Client::new()
+                .post(node_url)
+                .bearer_auth(KEY)
+                .json(&json!({"tasks": ["pdf_check"], "ttl_s": 600}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            minted["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (mine, other) = (mint(&a).await, mint(&a).await);
+    let response = reqwest::Client::new()
+        .post(a.url("/v1/uploads?name=paper.pdf"))
+        .bearer_auth(&mine)
+        .header("content-type", "application/pdf")
+        .body(crate::inputs::pdf::fixture("good").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let upload: Value = response.json().await.unwrap();
+    let submit = |upload_id: &Value| json!({"task": "pdf_check", "input": {"page_size": "A4", "files": [{"$upload": upload_id}]}});
+
+    // Not the other token's (scope "own"), on C as on A.
+    for node in [&c, &a] {
+        let (status, body) = post_as(node, &other, "/v1/tasks", submit(&upload["upload_id"])).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+        assert_eq!(body["error"]["details"]["path"], "$.files[0]", "{body}");
+    }
+    // No such upload anywhere.
+    let unknown = json!(format!("up_{}", "0".repeat(32)));
+    let (status, body) = c.post("/v1/tasks", submit(&unknown)).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["details"]["path"], "$.files[0]", "{body}");
+
+    // Its own token's, and the key's (which sees its tokens' uploads), on C.
+    for secret in [mine.as_str(), KEY] {
+        let (status, body) = post_as(&c, secret, "/v1/tasks", submit(&upload["upload_id"])).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["task_id"].as_str().unwrap().to_owned();
+        let events = super::history(&c, &id).await;
+        super::assert_one_terminal(&events);
+        let started = events.iter().find(|e| e["type"] == "started").unwrap();
+        assert!(
+            started["worker"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("b/")),
+            "{started}"
+        );
+        let done = events.last().unwrap();
+        assert_eq!(done["type"], "completed", "{done}");
+        let report = &done["result"]["files"][0];
+        assert_eq!(report["status"], "ok", "{done}");
+        assert_eq!(report["name"], "paper.pdf", "{done}");
+    }
+    // `GET` and `DELETE` of it on other nodes: its own, not another token's.
+    let path = format!("/v1/uploads/{}", upload["upload_id"].as_str().unwrap());
+    let response = reqwest::Client::new()
+        .get(c.url(&path))
+        .bearer_auth(&mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let seen: Value = response.json().await.unwrap();
+    for field in ["upload_id", "name", "size", "sha256", "content_type"] {
+        assert_eq!(
+            seen[field], upload[field],
+            "{field}: {seen} against {upload}"
+        );
+    }
+    assert_eq!(get_as(&c, &other, &path).await, 404);
+    let delete = |node: &Node, secret: &str| {
+        reqwest::Client::new()
+            .delete(node.url(&path))
+            .bearer_auth(secret)
+            .send()
+    };
+    assert_eq!(delete(&b, &other).await.unwrap().status().as_u16(), 404);
+    assert_eq!(delete(&b, &mine).await.unwrap().status().as_u16(), 204);
+    assert_eq!(get_as(&a, &mine, &path).await, 404, "forgotten on A");
+    assert_eq!(get_as(&c, &mine, &path).await, 404);
+    let (status, body) = post_as(&c, &mine, "/v1/tasks", submit(&upload["upload_id"])).await;
+    assert_eq!(status, 404, "{body}");
+
+    // The copies stored for the two tasks go with their ends.
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let store = async_nats::jetstream::new(client)
+        .get_object_store("tw_inputs")
+        .await
+        .unwrap();
+    eventually("the stored uploads are deleted", || async {
+        let mut list = store.list().await.unwrap();
+        let mut left = 0;
+        while let Some(Ok(info)) = futures::StreamExt::next(&mut list).await {
+            if !info.deleted {
+                left += 1;
+            }
+        }
+        left == 0
+    })
+    .await;
+}
