@@ -444,6 +444,20 @@ async fn tasks_lists_and_filters_for_admins() {
     let not_admin = tw(&server, ALICE, &["tasks"]).await;
     assert_eq!(not_admin.code, REFUSED);
     tw(&server, ALICE, &["cancel", &long]).await;
+
+    // `nodes` outside a cluster: none, and it says why (a cluster's are
+    // listed in the cluster tests).
+    let nodes = tw(&server, ADMIN, &["nodes"]).await;
+    assert_eq!(nodes.code, COMPLETED, "{}", nodes.stderr);
+    assert!(nodes.stdout.is_empty(), "{}", nodes.stdout);
+    assert!(nodes.stderr.contains("local mode"), "{}", nodes.stderr);
+    assert!(
+        tw(&server, ADMIN, &["nodes", "--json"])
+            .await
+            .stdout
+            .is_empty()
+    );
+    assert_eq!(tw(&server, ALICE, &["nodes"]).await.code, REFUSED);
     server.stop().await;
 }
 

@@ -78,8 +78,8 @@ use std::time::Duration;
 pub use reqwest::Url;
 pub use taskwire_protocol::client::{Delivery, Priority};
 pub use taskwire_protocol::incoming::{
-    AdminList, AdminWorkers, AnswerReply, Event, EventKind, File, Question, Schedule, ScheduleRun,
-    ScheduleStarted, Snapshot, Stats, Submitted, Summary, TaskId, Worker,
+    AdminList, AdminNodes, AdminWorkers, AnswerReply, Event, EventKind, File, Node, Question,
+    Schedule, ScheduleRun, ScheduleStarted, Snapshot, Stats, Submitted, Summary, TaskId, Worker,
 };
 pub use taskwire_protocol::{ErrorCode, WireError};
 

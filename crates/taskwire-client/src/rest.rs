@@ -11,7 +11,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskwire_protocol::incoming::{
-    self, AdminList, AdminWorkers, AnswerReply, Event, Message, Schedule, ScheduleList,
+    self, AdminList, AdminNodes, AdminWorkers, AnswerReply, Event, Message, Schedule, ScheduleList,
     ScheduleStarted, Snapshot, Submitted, TaskId,
 };
 use taskwire_protocol::outgoing;
@@ -128,6 +128,17 @@ impl Client {
     pub async fn admin_workers(&self) -> Result<AdminWorkers> {
         let response = self
             .request(reqwest::Method::GET, "/v1/admin/workers")
+            .send()
+            .await
+            .map_err(transport)?;
+        json(response).await
+    }
+
+    /// Admin: `GET /v1/admin/nodes`: every node of the cluster and its
+    /// state (empty outside a cluster).
+    pub async fn admin_nodes(&self) -> Result<AdminNodes> {
+        let response = self
+            .request(reqwest::Method::GET, "/v1/admin/nodes")
             .send()
             .await
             .map_err(transport)?;

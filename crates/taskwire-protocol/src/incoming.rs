@@ -519,6 +519,30 @@ pub struct AdminWorkers {
     pub workers: Vec<Worker>,
 }
 
+/// Admin: `GET /v1/admin/nodes`: every node of the cluster (empty outside
+/// a cluster).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminNodes {
+    pub nodes: Vec<Node>,
+}
+
+/// Admin: a node of the cluster, as the answering node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    /// `up`, `draining` or `gone`.
+    pub state: String,
+    /// The node that answered.
+    #[serde(default)]
+    pub this: bool,
+    pub started_at: String,
+    /// When its registry entry was last renewed.
+    pub seen_at: String,
+    pub workers: u64,
+    pub slots: u64,
+    pub busy: u64,
+}
+
 /// `POST /v1/tasks/{id}/questions/{qid}/answer` → `200`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnswerReply {

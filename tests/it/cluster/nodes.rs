@@ -165,6 +165,44 @@ async fn the_monitor_shows_every_node_and_its_workers() {
     let Some((_nats, a, _b, c)) = three().await else {
         return;
     };
+    // `taskwire nodes` (the CLI) on C: three nodes, C the one answering.
+    let cli = |json: bool| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskwire"));
+        command
+            .arg("nodes")
+            .env("TASKWIRE_URL", c.url(""))
+            .env("TASKWIRE_KEY", super::KEY)
+            .env_remove("TASKWIRE_API_KEY")
+            .kill_on_drop(true);
+        if json {
+            command.arg("--json");
+        }
+        async move {
+            let output = command.output().await.unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    eventually("`taskwire nodes` lists three nodes up", || async {
+        let lines = cli(true).await;
+        let nodes: Vec<Value> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        nodes.len() == 3 && nodes.iter().all(|n| n["state"] == "up")
+    })
+    .await;
+    let lines = cli(true).await;
+    let this: Vec<String> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|n| n["this"] == true)
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(this, ["c"], "{lines}");
+    let table = cli(false).await;
+    assert_eq!(table.lines().count(), 4, "a header and three rows: {table}");
+    assert!(table.lines().any(|l| l.starts_with("c *")), "{table}");
     let (status, body) = c.get("/v1/admin/workers").await;
     assert_eq!(status, 200);
     let names: Vec<&str> = body["workers"]

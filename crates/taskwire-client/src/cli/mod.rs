@@ -10,6 +10,7 @@
 //! lines when piped, one JSON object per line with `--json`. Exit codes
 //! are [`exit`]'s.
 
+mod nodes;
 mod output;
 mod schedules;
 mod tasks;
@@ -107,6 +108,11 @@ pub enum Command {
     Tasks(tasks::TasksArgs),
     /// Admin: lists schedules; `schedules run NAME` runs one now.
     Schedules(schedules::SchedulesArgs),
+    /// Admin: lists the cluster's nodes (up, draining, gone) and their slots.
+    Nodes {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Admin: a live view of running, queued and failed tasks and the workers.
     Top {
         /// Finished tasks shown (most recent first).
@@ -200,6 +206,7 @@ pub fn run(command: Command) -> ExitCode {
             } => work::answer(&id, &question_id, &value, &target).await,
             Command::Tasks(args) => tasks::run(args).await,
             Command::Schedules(args) => schedules::run(args).await,
+            Command::Nodes { target } => nodes::run(&target).await,
             Command::Top { recent, target } => top::run(&target, recent).await,
         }
     });
