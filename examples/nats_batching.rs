@@ -1,0 +1,155 @@
+//! What carrying several tasks in one JetStream message would save NATS:
+//! the operations a cluster node makes per task, with 1, 8 and 64 tasks'
+//! worth of payload per message, and nats-server's own CPU per task.
+//!
+//! `cargo run --release --example nats_batching -- NATS_URL NATS_PID [TASKS]`
+//! against a nats-server started with JetStream (`-js`) and nothing else
+//! on it. For each batch size B it makes, for TASKS tasks (default 12,800):
+//!
+//! - `events`: three fenced appends per task's worth of events (accepted,
+//!   started, completed), each message B events of 200 bytes on its own
+//!   subject, the first with `Nats-Expected-Last-Subject-Sequence: 0`, up to
+//!   256 publishes awaiting their acknowledgement at once;
+//! - `queue`: one publish per B tasks to a work-queue stream, then a pull
+//!   consumer fetching them 64 at a time and acknowledging each.
+//!
+//! and prints NATS's user + system CPU (`/proc/NATS_PID/stat`) and the wall
+//! time, both divided by TASKS. It measures NATS alone: what a node's code
+//! would cost in such a layout is not in it.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark tool: it prints, and any failure is fatal"
+)]
+
+use std::time::Instant;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+const EVENT_BYTES: usize = 200;
+const IN_FLIGHT: usize = 256;
+
+/// User + system CPU seconds of a process.
+fn cpu_s(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("NATS_PID is running");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(url), Some(pid)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: nats_batching NATS_URL NATS_PID [TASKS]");
+        std::process::exit(2);
+    };
+    let tasks: usize = args.get(3).map_or(12_800, |n| n.parse().expect("TASKS"));
+    let js = jetstream::new(async_nats::connect(url).await.expect("NATS_URL"));
+    for name in ["NB_EVENTS", "NB_QUEUE"] {
+        let _ = js.delete_stream(name).await;
+    }
+    js.create_stream(stream::Config {
+        name: "NB_EVENTS".into(),
+        subjects: vec!["nb.ev.>".into()],
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let queue = js
+        .create_stream(stream::Config {
+            name: "NB_QUEUE".into(),
+            subjects: vec!["nb.q.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let per_task = |cpu0: f64, t0: Instant| {
+        (
+            (cpu_s(pid) - cpu0) * 1e6 / tasks as f64,
+            t0.elapsed().as_secs_f64() * 1e6 / tasks as f64,
+        )
+    };
+    for batch in [1usize, 8, 64] {
+        let messages = tasks / batch;
+        let payload = Bytes::from(vec![b'x'; EVENT_BYTES * batch]);
+        let mut acks = FuturesUnordered::new();
+
+        let (cpu0, t0) = (cpu_s(pid), Instant::now());
+        for step in 0..3 {
+            for i in 0..messages {
+                let mut headers = async_nats::HeaderMap::new();
+                if step == 0 {
+                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                }
+                let ack = js
+                    .publish_with_headers(format!("nb.ev.{batch}.{i}"), headers, payload.clone())
+                    .await
+                    .unwrap();
+                acks.push(ack.into_future());
+                if acks.len() >= IN_FLIGHT {
+                    acks.next().await.unwrap().unwrap();
+                }
+            }
+            while let Some(ack) = acks.next().await {
+                ack.unwrap();
+            }
+        }
+        let (cpu, wall) = per_task(cpu0, t0);
+        println!(
+            r#"{{"phase": "events", "batch": {batch}, "messages": {}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#,
+            messages * 3
+        );
+
+        let (cpu0, t0) = (cpu_s(pid), Instant::now());
+        for i in 0..messages {
+            let ack = js
+                .publish(format!("nb.q.{batch}.{i}"), payload.clone())
+                .await
+                .unwrap();
+            acks.push(ack.into_future());
+            if acks.len() >= IN_FLIGHT {
+                acks.next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(ack) = acks.next().await {
+            ack.unwrap();
+        }
+        let lane = queue
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(format!("nb{batch}")),
+                filter_subject: format!("nb.q.{batch}.>"),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut taken = 0;
+        while taken < messages {
+            let mut fetched = lane.fetch().max_messages(64).messages().await.unwrap();
+            while let Some(message) = fetched.next().await {
+                message.unwrap().ack().await.unwrap();
+                taken += 1;
+            }
+        }
+        let (cpu, wall) = per_task(cpu0, t0);
+        println!(
+            r#"{{"phase": "queue", "batch": {batch}, "messages": {messages}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#
+        );
+    }
+    for name in ["NB_EVENTS", "NB_QUEUE"] {
+        let _ = js.delete_stream(name).await;
+    }
+}
