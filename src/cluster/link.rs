@@ -36,8 +36,9 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How long one request between nodes may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the node that has an upload may take to store it for a submit
-/// received elsewhere (it copies the whole upload into `tw_inputs` first).
-const UPLOAD_ASK_TIMEOUT: Duration = Duration::from_secs(60);
+/// received elsewhere (it copies the whole upload into `tw_inputs` first);
+/// asks that copy nothing (`GET`, `DELETE`) wait `FORWARD_TIMEOUT`.
+const UPLOAD_STORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one claim (its fetches, lane after lane) may wait for NATS.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts at a publish whose answer did not come (same message id: a
@@ -426,12 +427,16 @@ impl Link {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let payload = Bytes::from(serde_json::to_vec(ask).map_err(|e| e.to_string())?);
+        let timeout = match ask.op {
+            codec::UploadOp::Store { .. } => UPLOAD_STORE_TIMEOUT,
+            codec::UploadOp::Info | codec::UploadOp::Delete => FORWARD_TIMEOUT,
+        };
         let mut answers: FuturesUnordered<_> = peers
             .iter()
             .map(|peer| {
                 let request = async_nats::Request::new()
                     .payload(payload.clone())
-                    .timeout(Some(UPLOAD_ASK_TIMEOUT));
+                    .timeout(Some(timeout));
                 self.client
                     .send_request(format!("tw.node.{peer}.upload"), request)
             })

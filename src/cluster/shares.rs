@@ -129,6 +129,9 @@ async fn follow(link: Arc<Link>, tokens: Arc<Tokens>, stop: CancellationToken) {
 
 /// Uploads stored for other nodes at once; further asks wait their turn.
 const UPLOAD_COPIES: usize = 8;
+/// Asks answered or waiting at once; one more is answered `Failed` (the
+/// asking node refuses its submit `unavailable`, with `retry_after_ms`).
+const UPLOAD_ASKS: usize = 256;
 
 async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: CancellationToken) {
     tokio::select! {
@@ -136,6 +139,7 @@ async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: Cancellatio
         _ = link.ready() => {}
     }
     let copies = Arc::new(tokio::sync::Semaphore::new(UPLOAD_COPIES));
+    let open = Arc::new(tokio::sync::Semaphore::new(UPLOAD_ASKS));
     loop {
         let subject = format!("tw.node.{}.upload", link.node);
         if let Ok(mut asks) = link.client.subscribe(subject).await {
@@ -148,15 +152,20 @@ async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: Cancellatio
                 let Some(reply_to) = ask.reply.clone() else {
                     continue;
                 };
+                let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
+                    let busy = UploadAnswer::Failed {
+                        reason: "too many asks about uploads at once".to_owned(),
+                    };
+                    let bytes = serde_json::to_vec(&busy).unwrap_or_default();
+                    let _ = link.client.publish(reply_to, Bytes::from(bytes)).await;
+                    continue;
+                };
                 let (link, uploads, copies) =
                     (Arc::clone(&link), uploads.clone(), Arc::clone(&copies));
                 tokio::spawn(async move {
-                    let answer = match copies.acquire().await {
-                        Ok(_permit) => answer_ask(link.ready().await, &uploads, &ask.payload).await,
-                        Err(_) => UploadAnswer::Failed {
-                            reason: "shutting down".to_owned(),
-                        },
-                    };
+                    let answer =
+                        answer_ask(link.ready().await, &uploads, &copies, &ask.payload).await;
+                    drop(slot);
                     let bytes = serde_json::to_vec(&answer).unwrap_or_default();
                     let _ = link.client.publish(reply_to, Bytes::from(bytes)).await;
                 });
@@ -172,7 +181,12 @@ async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: Cancellatio
 /// Answers another node's ask about one of this node's uploads: stores it
 /// in `tw_inputs` for a submit received there, or tells what it is, or
 /// forgets it; `Absent` unless it is here and the caller's.
-async fn answer_ask(ready: &super::link::Ready, uploads: &Uploads, ask: &[u8]) -> UploadAnswer {
+async fn answer_ask(
+    ready: &super::link::Ready,
+    uploads: &Uploads,
+    copies: &tokio::sync::Semaphore,
+    ask: &[u8],
+) -> UploadAnswer {
     let Ok(ask) = serde_json::from_slice::<UploadAsk>(ask) else {
         return UploadAnswer::Failed {
             reason: "unreadable ask".to_owned(),
@@ -214,6 +228,11 @@ async fn answer_ask(ready: &super::link::Ready, uploads: &Uploads, ask: &[u8]) -
         uploads.pin_for(id, &client, ask.only_token),
     ) else {
         return UploadAnswer::Absent;
+    };
+    let Ok(_copy) = copies.acquire().await else {
+        return UploadAnswer::Failed {
+            reason: "shutting down".to_owned(),
+        };
     };
     let stored = async {
         let mut reader = tokio::fs::File::open(file.disk_path())
