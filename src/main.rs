@@ -55,6 +55,14 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// Waits for a managed worker to die, then kills its process group
+    /// (started by `worker-exec`; not for direct use).
+    #[command(hide = true)]
+    WorkerReap {
+        /// The worker's pid, which is also its process group's id.
+        #[arg(long)]
+        worker: u32,
+    },
     #[command(flatten)]
     Client(taskwire_client::cli::Command),
 }
@@ -75,6 +83,10 @@ fn main() -> ExitCode {
             let error = taskwire::workers::supervisor::exec_worker(parent, &command);
             eprintln!("taskwire worker-exec: {error}");
             ExitCode::from(127)
+        }
+        Command::WorkerReap { worker } => {
+            taskwire::workers::supervisor::reap_worker_group(worker);
+            ExitCode::SUCCESS
         }
         Command::Client(command) => taskwire_client::cli::run(command),
     }

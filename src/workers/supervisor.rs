@@ -5,8 +5,12 @@
 //! whatever it starts), with `kill_on_drop`, and — when the launcher is
 //! known (`taskwire`'s own binary) — started through `taskwire
 //! worker-exec`, which sets the Linux parent-death signal (SIGKILL) on
-//! itself and then `exec`s the worker: if `serve` dies, even by SIGKILL,
-//! the worker dies with it. (The signal is tied to the thread that spawned
+//! itself, starts the worker's group reaper (`taskwire worker-reap`) and
+//! then `exec`s the worker: if `serve` dies, even by SIGKILL, the worker
+//! dies with it, and when the worker dies (that way or any other) the
+//! reaper kills the worker's process group, so what the worker started dies
+//! too (a descendant that leaves the group, with `setsid` or `setpgid`, is
+//! beyond it). (The signal is tied to the thread that spawned
 //! the child; instances spawn from the runtime's worker threads, which live
 //! as long as `serve`.) Every start, exit (code or signal) and restart is
 //! logged under the worker's name; restarts back off exponentially
@@ -320,7 +324,106 @@ pub fn exec_worker(parent: u32, argv: &[std::ffi::OsString]) -> std::io::Error {
     let Some((program, args)) = argv.split_first() else {
         return std::io::Error::other("no worker command");
     };
+    if let Err(e) = start_group_reaper() {
+        // The worker still runs and still dies with `serve`; only what it
+        // starts could outlive it.
+        eprintln!(
+            "taskwire worker-exec: no group reaper ({e}); the worker's children may outlive it"
+        );
+    }
     std::process::Command::new(program).args(args).exec()
+}
+
+/// Starts the worker's **group reaper** (`taskwire worker-reap`), and
+/// returns once it watches this process (the worker-to-be: the `exec` that
+/// follows keeps the pid). It shares the worker's process group.
+fn start_group_reaper() -> std::io::Result<()> {
+    use std::io::Read;
+    let mut reaper = std::process::Command::new(std::env::current_exe()?)
+        .arg("worker-reap")
+        .arg("--worker")
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // One byte once it holds a pidfd of this process (no pid reuse can
+    // fool it after that); the pipe is close-on-exec, the worker never
+    // sees it.
+    let mut watching = [0u8; 1];
+    let read = match reaper.stdout.take() {
+        Some(mut out) => out.read(&mut watching)?,
+        None => 0,
+    };
+    if read == 1 {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("the reaper did not start"))
+    }
+}
+
+/// `taskwire worker-reap --worker <pid>`: waits for the managed worker
+/// `pid` to die, however it dies (its own exit, a crash, or the SIGKILL
+/// of its parent-death signal when `serve` dies), then kills its process
+/// group, so that whatever the worker started (a shell's children, a pool
+/// of subprocesses) dies with it: the worker's parent-death signal covers
+/// the worker, the reaper its descendants. Signals sent to the group
+/// (`serve`'s SIGTERM at shutdown, a terminal's Ctrl-C) are the worker's
+/// business, and the reaper ignores them.
+pub fn reap_worker_group(worker: u32) {
+    use std::io::Write;
+    let Some(pid) = i32::try_from(worker)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    // Handled (so not fatal), never acted on: tokio's handlers only note
+    // them. The runtime is kept for that; nothing runs on it.
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let _ignored: Vec<_> = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _entered = runtime.enter();
+        [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+        ]
+        .into_iter()
+        .filter_map(|kind| signal(kind).ok())
+        .collect()
+    };
+    let watch = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => Some(fd),
+        // Dead already: its group goes now.
+        Err(rustix::io::Errno::SRCH) => None,
+        // Cannot watch it (a kernel before 5.3): do nothing rather than
+        // kill a live group.
+        Err(_) => return,
+    };
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"1").and_then(|()| out.flush());
+    if let Some(fd) = watch {
+        use rustix::event::{PollFd, PollFlags, poll};
+        // A pidfd turns readable when its process has exited; a signal
+        // interrupts the wait, which goes on.
+        loop {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            match poll(&mut fds, None) {
+                Err(rustix::io::Errno::INTR) => {}
+                // Unknown whether it lives: leave the group alone.
+                Err(_) => return,
+                Ok(_) if fds[0].revents().is_empty() => {}
+                Ok(_) => break,
+            }
+        }
+    }
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 // A test worker over stdio (managed) whose misbehaviour the test chooses.
 // Environment: BEHAVE_PIDFILE (append our pid), BEHAVE_HELLO=never|exit,
 // BEHAVE_SLOTS, BEHAVE_PREFIX (task name prefix, default "w_"),
-// BEHAVE_STDERR (a line written to stderr at start), BEHAVE_STUBBORN=1
+// BEHAVE_STDERR (a line written to stderr at start), BEHAVE_CHILD_PIDFILE (starts
+// `sleep 600` and appends its pid), BEHAVE_STUBBORN=1
 // (ignores SIGTERM and the end of its stdin: only SIGKILL ends it).
 // Tasks (input fields): sleep {ms, steps, retry_ms (later attempts)}, file {name, text}, crash {signal?,
 // code?}, hang {}, garbage {lines}, ignore_cancel {}, echo (result = input).
+import { spawn } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
@@ -12,6 +14,12 @@ import { join } from "node:path";
 const env = process.env;
 const send = (m) => process.stdout.write(JSON.stringify(m) + "\n");
 if (env.BEHAVE_PIDFILE) appendFileSync(env.BEHAVE_PIDFILE, `${process.pid}\n`);
+if (env.BEHAVE_CHILD_PIDFILE) {
+  // A child of our own (as a worker's subprocess pool would be).
+  const child = spawn("sleep", ["600"], { stdio: "ignore" });
+  child.unref();
+  appendFileSync(env.BEHAVE_CHILD_PIDFILE, `${child.pid}\n`);
+}
 if (env.BEHAVE_STDERR) console.error(env.BEHAVE_STDERR);
 if (env.BEHAVE_HELLO === "exit") process.exit(3);
 const stubborn = env.BEHAVE_STUBBORN === "1";

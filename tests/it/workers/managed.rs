@@ -104,6 +104,7 @@ async fn sigkill_of_serve_takes_its_workers_along() {
     let Some(node) = node() else { return };
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pids");
+    let children = dir.path().join("children");
     let config = group(
         "orphan",
         &node,
@@ -111,17 +112,28 @@ async fn sigkill_of_serve_takes_its_workers_along() {
             ("BEHAVE_HELLO", "never".to_owned()),
             ("BEHAVE_STUBBORN", "1".to_owned()),
             ("BEHAVE_PIDFILE", pidfile.to_string_lossy().into_owned()),
+            (
+                "BEHAVE_CHILD_PIDFILE",
+                children.to_string_lossy().into_owned(),
+            ),
         ],
         "instances = 2\nstartup_timeout_s = 600",
     );
     let mut serve = Serve::start(&config);
     eventually("both processes run", || async { pids(&pidfile).len() == 2 }).await;
-    let workers = pids(&pidfile);
-    assert!(workers.iter().all(|pid| alive(*pid)));
+    eventually("both started a child", || async {
+        pids(&children).len() == 2
+    })
+    .await;
+    let (workers, children) = (pids(&pidfile), pids(&children));
+    assert!(workers.iter().chain(&children).all(|pid| alive(*pid)));
     serve.signal("KILL");
     serve.exited().await;
     for pid in workers {
         gone(pid, "a worker of a SIGKILLed serve dies too").await;
+    }
+    for pid in children {
+        gone(pid, "what a worker started dies with it").await;
     }
 }
 
