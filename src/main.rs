@@ -128,6 +128,12 @@ fn keygen(name: &str, admin: bool, role: Option<&str>) -> ExitCode {
 }
 
 fn serve(overrides: &Overrides) -> ExitCode {
+    // No transparent huge pages for `serve`: under load, memory the
+    // allocator takes fresh or gives back and takes again was faulted in
+    // 2 MiB at a time, and the kernel's zeroing of it was ~10 % of a
+    // cluster node's CPU (BENCHMARKS.md, "Huge pages off"). Managed
+    // workers get the system's default back (`worker-exec`).
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let mut config = match load(overrides) {
         Ok(config) => config,
         Err(code) => return code,

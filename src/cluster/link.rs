@@ -576,7 +576,7 @@ impl Link {
                         return Err(unavailable);
                     };
                     duplicate = true;
-                    let records = self.load(existing).await;
+                    let records = Box::pin(self.load(existing)).await;
                     if !records.is_empty() {
                         return Ok(SubmitOk {
                             task_id: existing,
@@ -601,7 +601,14 @@ impl Link {
         let hex = id.hex();
         // Its uploads go to the store first: the node that takes the task
         // reads them from there.
-        let uploads = match self.store_uploads(ready, &spec).await {
+        // Boxed, and only for a task with file inputs: most have none, and
+        // kept inline it would make every submit's future that large.
+        let stored = if spec.inputs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Box::pin(self.store_uploads(ready, &spec)).await
+        };
+        let uploads = match stored {
             Ok(uploads) => uploads,
             Err(e) => {
                 if let Some(key) = made_key {
@@ -649,7 +656,7 @@ impl Link {
         let event_ack = match fetch {
             Some(fetched) => {
                 let lane = [(Arc::clone(&spec.name), spec.options.priority)];
-                let (ack, tasks) = tokio::join!(write, self.claim(&lane, 1));
+                let (ack, tasks) = tokio::join!(write, Box::pin(self.claim(&lane, 1)));
                 *fetched = Some(tasks);
                 ack
             }
@@ -664,7 +671,7 @@ impl Link {
             }],
             // Written by the node that took it from the queue first, or
             // unknown: read it back.
-            Err(_) => self.load(id).await,
+            Err(_) => Box::pin(self.load(id)).await,
         };
         Ok(SubmitOk {
             task_id: id,
@@ -823,6 +830,19 @@ impl Link {
         self.unlock(id).await;
     }
 
+    /// The lane's consumer if this node has set it up already.
+    fn cached_consumer(
+        &self,
+        name: &str,
+        priority: crate::task::Priority,
+    ) -> Option<consumer::PullConsumer> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&durable_name(name, priority))
+            .cloned()
+    }
+
     async fn consumer(
         &self,
         ready: &Ready,
@@ -894,12 +914,21 @@ impl Link {
             if got.len() >= n {
                 break;
             }
-            let found = within(
-                deadline,
-                &mut reconnected,
-                self.consumer(ready, name, *priority),
-            );
-            let consumer = match found.await {
+            // Boxed: setting a consumer up is rare and its future large
+            // (kept inline, it would make every claim's future that large).
+            let cached = self.cached_consumer(name, *priority);
+            let found = match cached {
+                Some(consumer) => Ok(Some(consumer)),
+                None => {
+                    within(
+                        deadline,
+                        &mut reconnected,
+                        Box::pin(self.consumer(ready, name, *priority)),
+                    )
+                    .await
+                }
+            };
+            let consumer = match found {
                 Ok(Some(consumer)) => consumer,
                 Ok(None) => continue,
                 Err(why) => {
@@ -908,7 +937,7 @@ impl Link {
                 }
             };
             let asked = Instant::now();
-            let fetch = consumer.fetch().max_messages(n - got.len()).messages();
+            let fetch = Box::pin(consumer.fetch().max_messages(n - got.len()).messages());
             let mut batch = match within(deadline, &mut reconnected, fetch).await {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(e)) => {
@@ -941,18 +970,15 @@ impl Link {
                     Ok(spec) => spec,
                     Err(e) => {
                         tracing::error!(error = %e, "a queue message cannot be read; it is dropped");
-                        let _ = message.ack_with(AckKind::Term).await;
+                        let _ = Box::pin(message.ack_with(AckKind::Term)).await;
                         continue;
                     }
                 };
                 if let Some(key) = &spec.options.concurrency_key
-                    && !self
-                        .lock(ready, spec.id, spec.owner.client.as_str(), key)
-                        .await
+                    && !Box::pin(self.lock(ready, spec.id, spec.owner.client.as_str(), key)).await
                 {
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(crate::scheduler::cluster::BUSY_RETRY)))
-                        .await;
+                    let busy = AckKind::Nak(Some(crate::scheduler::cluster::BUSY_RETRY));
+                    let _ = Box::pin(message.ack_with(busy)).await;
                     continue;
                 }
                 self.held

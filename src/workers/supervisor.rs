@@ -324,6 +324,9 @@ pub fn exec_worker(parent: u32, argv: &[std::ffi::OsString]) -> std::io::Error {
     let Some((program, args)) = argv.split_first() else {
         return std::io::Error::other("no worker command");
     };
+    // `serve` runs without transparent huge pages; the worker runs with
+    // the system's default (the setting is inherited across exec).
+    let _ = rustix::thread::disable_transparent_huge_pages(false);
     if let Err(e) = start_group_reaper() {
         // The worker still runs and still dies with `serve`; only what it
         // starts could outlive it.
