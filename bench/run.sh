@@ -130,7 +130,7 @@ for round in $(seq "$RUNS"); do
         --connections 1 --in-flight 1 --count "$TW_SEQ_N" --task echo --input '{}' --server-pid "$server_pid"
     stop_server
 
-    start_server "" --max-connections $((CONNS_N + 100))
+    start_server "" --max-connections $((CONNS_N + 100)) --max-connections-per-ip $((CONNS_N + 100))
     record taskwire_conns "$round" "$BENCH" conns --url "$(ws)" --count "$CONNS_N" --server-pid "$server_pid"
     stop_server
 
