@@ -47,6 +47,30 @@ fn cpu_s(pid: &str) -> f64 {
     ticks / 100.0
 }
 
+/// Publishes `n` messages made by `message(i)`, at most `IN_FLIGHT`
+/// awaiting their acknowledgement at once, and waits for every one.
+async fn publish_all(
+    js: &jetstream::Context,
+    n: usize,
+    message: impl Fn(usize) -> (String, async_nats::HeaderMap, Bytes),
+) {
+    let mut acks = FuturesUnordered::new();
+    for i in 0..n {
+        let (subject, headers, payload) = message(i);
+        let ack = js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .unwrap();
+        acks.push(ack.into_future());
+        if acks.len() >= IN_FLIGHT {
+            acks.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.unwrap();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -85,27 +109,17 @@ async fn main() {
     for batch in [1usize, 8, 64] {
         let messages = tasks / batch;
         let payload = Bytes::from(vec![b'x'; EVENT_BYTES * batch]);
-        let mut acks = FuturesUnordered::new();
 
         let (cpu0, t0) = (cpu_s(pid), Instant::now());
         for step in 0..3 {
-            for i in 0..messages {
+            publish_all(&js, messages, |i| {
                 let mut headers = async_nats::HeaderMap::new();
                 if step == 0 {
                     headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
                 }
-                let ack = js
-                    .publish_with_headers(format!("nb.ev.{batch}.{i}"), headers, payload.clone())
-                    .await
-                    .unwrap();
-                acks.push(ack.into_future());
-                if acks.len() >= IN_FLIGHT {
-                    acks.next().await.unwrap().unwrap();
-                }
-            }
-            while let Some(ack) = acks.next().await {
-                ack.unwrap();
-            }
+                (format!("nb.ev.{batch}.{i}"), headers, payload.clone())
+            })
+            .await;
         }
         let (cpu, wall) = per_task(cpu0, t0);
         println!(
@@ -114,19 +128,11 @@ async fn main() {
         );
 
         let (cpu0, t0) = (cpu_s(pid), Instant::now());
-        for i in 0..messages {
-            let ack = js
-                .publish(format!("nb.q.{batch}.{i}"), payload.clone())
-                .await
-                .unwrap();
-            acks.push(ack.into_future());
-            if acks.len() >= IN_FLIGHT {
-                acks.next().await.unwrap().unwrap();
-            }
-        }
-        while let Some(ack) = acks.next().await {
-            ack.unwrap();
-        }
+        publish_all(&js, messages, |i| {
+            let headers = async_nats::HeaderMap::new();
+            (format!("nb.q.{batch}.{i}"), headers, payload.clone())
+        })
+        .await;
         let lane = queue
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(format!("nb{batch}")),

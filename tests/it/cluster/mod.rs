@@ -465,3 +465,24 @@ pub(crate) fn assert_one_terminal(events: &[Value]) {
         .count();
     assert_eq!(terminal, 1, "{events:?}");
 }
+
+/// Waits until the cluster's store of task uploads (`tw_inputs`) holds
+/// nothing: every stored copy was deleted with its task's end.
+pub(crate) async fn stored_uploads_all_deleted(nats_url: &str) {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let store = async_nats::jetstream::new(client)
+        .get_object_store("tw_inputs")
+        .await
+        .unwrap();
+    crate::support::eventually("the stored uploads are deleted", || async {
+        let mut list = store.list().await.unwrap();
+        let mut left = 0;
+        while let Some(Ok(info)) = futures::StreamExt::next(&mut list).await {
+            if !info.deleted {
+                left += 1;
+            }
+        }
+        left == 0
+    })
+    .await;
+}

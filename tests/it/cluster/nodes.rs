@@ -302,22 +302,7 @@ async fn url_inputs_and_uploads_reach_the_node_that_runs_the_task() {
     );
     assert_one_terminal(&history(&a, &id).await);
     // The stored copy goes with the task's end.
-    let client = async_nats::connect(url.as_str()).await.unwrap();
-    let store = async_nats::jetstream::new(client)
-        .get_object_store("tw_inputs")
-        .await
-        .unwrap();
-    eventually("the stored upload is deleted", || async {
-        let mut list = store.list().await.unwrap();
-        let mut left = 0;
-        while let Some(Ok(info)) = futures::StreamExt::next(&mut list).await {
-            if !info.deleted {
-                left += 1;
-            }
-        }
-        left == 0
-    })
-    .await;
+    super::stored_uploads_all_deleted(&url).await;
 }
 
 /// Two nodes with the same `[[schedules]]`: each fires every occurrence, and

@@ -309,20 +309,5 @@ async fn an_upload_made_on_a_is_used_by_a_submit_on_c() {
     assert_eq!(status, 404, "{body}");
 
     // The copies stored for the two tasks go with their ends.
-    let client = async_nats::connect(url.as_str()).await.unwrap();
-    let store = async_nats::jetstream::new(client)
-        .get_object_store("tw_inputs")
-        .await
-        .unwrap();
-    eventually("the stored uploads are deleted", || async {
-        let mut list = store.list().await.unwrap();
-        let mut left = 0;
-        while let Some(Ok(info)) = futures::StreamExt::next(&mut list).await {
-            if !info.deleted {
-                left += 1;
-            }
-        }
-        left == 0
-    })
-    .await;
+    super::stored_uploads_all_deleted(&url).await;
 }
