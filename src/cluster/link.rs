@@ -57,8 +57,8 @@ pub(super) struct Ready {
     pub(super) tokens: kv::Store,
     /// Published files, by download token (age limit: 2 × `file_ttl_s`).
     pub(super) files: jetstream::object_store::ObjectStore,
-    /// Uploads of tasks not ended yet, `in-<task id>-<n>` (deleted when
-    /// the task ends; the events' age limit is the backstop).
+    /// Uploads of tasks not ended yet, `in-<task id>-<n>-<nonce>` (deleted
+    /// when the task ends; the events' age limit is the backstop).
     pub(super) inputs: jetstream::object_store::ObjectStore,
 }
 
@@ -343,14 +343,16 @@ impl Link {
         let nonce = crate::auth::random_bytes::<4>()
             .map(|b| crate::auth::hex(&b))
             .map_err(|e| StoreError::Failed(e.to_string()))?;
+        let hex = spec.id.hex();
         for source in spec.inputs.iter() {
-            let object = format!("in-{}-{}-{nonce}", spec.id.hex().as_str(), stored.len());
+            let object = || format!("in-{}-{}-{nonce}", hex.as_str(), stored.len());
             match source {
                 InputSource::Upload {
                     json_path,
                     name,
                     file,
                 } => {
+                    let object = object();
                     self.remember_stored(spec.id, &object);
                     let mut reader = tokio::fs::File::open(file.disk_path())
                         .await
@@ -374,6 +376,7 @@ impl Link {
                     id,
                     only_token,
                 } => {
+                    let object = object();
                     self.remember_stored(spec.id, &object);
                     let ask = codec::UploadAsk {
                         upload: id.to_text(),
@@ -600,9 +603,9 @@ impl Link {
         let id = spec.id;
         let hex = id.hex();
         // Its uploads go to the store first: the node that takes the task
-        // reads them from there.
-        // Boxed, and only for a task with file inputs: most have none, and
-        // kept inline it would make every submit's future that large.
+        // reads them from there. Boxed, and only for a task with file
+        // inputs (most have none): inline, it would make every submit's
+        // future that large.
         let stored = if spec.inputs.is_empty() {
             Ok(Vec::new())
         } else {
@@ -852,13 +855,8 @@ impl Link {
         let lane = codec::lane_token(name);
         let p = codec::priority_token(priority);
         let durable = durable_name(name, priority);
-        if let Some(found) = self
-            .consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&durable)
-        {
-            return Some(found.clone());
+        if let Some(found) = self.cached_consumer(name, priority) {
+            return Some(found);
         }
         let config = consumer::pull::Config {
             durable_name: Some(durable.clone()),

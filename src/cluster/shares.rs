@@ -156,8 +156,7 @@ async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: Cancellatio
                     let busy = UploadAnswer::Failed {
                         reason: "too many asks about uploads at once".to_owned(),
                     };
-                    let bytes = serde_json::to_vec(&busy).unwrap_or_default();
-                    let _ = link.client.publish(reply_to, Bytes::from(bytes)).await;
+                    reply(&link, reply_to, &busy).await;
                     continue;
                 };
                 let (link, uploads, copies) =
@@ -166,8 +165,7 @@ async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: Cancellatio
                     let answer =
                         answer_ask(link.ready().await, &uploads, &copies, &ask.payload).await;
                     drop(slot);
-                    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
-                    let _ = link.client.publish(reply_to, Bytes::from(bytes)).await;
+                    reply(&link, reply_to, &answer).await;
                 });
             }
         }
@@ -176,6 +174,11 @@ async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: Cancellatio
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+async fn reply(link: &Link, to: async_nats::Subject, answer: &UploadAnswer) {
+    let bytes = serde_json::to_vec(answer).unwrap_or_default();
+    let _ = link.client.publish(to, Bytes::from(bytes)).await;
 }
 
 /// Answers another node's ask about one of this node's uploads: stores it
@@ -204,16 +207,9 @@ async fn answer_ask(
             };
         }
         UploadOp::Info => {
-            return match uploads.info_for(id, &client, ask.only_token) {
-                Some(info) => UploadAnswer::Found {
-                    name: info.name,
-                    size: info.size,
-                    sha256: info.sha256,
-                    content_type: info.content_type,
-                    expires_ms: super::codec::ms(info.expires_at),
-                },
-                None => UploadAnswer::Absent,
-            };
+            return uploads
+                .info_for(id, &client, ask.only_token)
+                .map_or(UploadAnswer::Absent, found);
         }
         UploadOp::Delete => {
             return if uploads.delete_for(id, &client, ask.only_token) {
@@ -223,10 +219,7 @@ async fn answer_ask(
             };
         }
     };
-    let (Some(info), Some((_, file))) = (
-        uploads.info_for(id, &client, ask.only_token),
-        uploads.pin_for(id, &client, ask.only_token),
-    ) else {
+    let Some((info, file)) = uploads.pin_for(id, &client, ask.only_token) else {
         return UploadAnswer::Absent;
     };
     let Ok(_copy) = copies.acquire().await else {
@@ -245,17 +238,21 @@ async fn answer_ask(
             .map_err(|e| e.to_string())
     };
     match stored.await {
-        Ok(_) => UploadAnswer::Found {
-            name: info.name,
-            size: file.size(),
-            sha256: file.sha256().to_owned(),
-            content_type: file.content_type().to_owned(),
-            expires_ms: super::codec::ms(info.expires_at),
-        },
+        Ok(_) => found(info),
         Err(reason) => {
             tracing::warn!(error = %reason, "an upload could not be stored for another node");
             UploadAnswer::Failed { reason }
         }
+    }
+}
+
+fn found(info: crate::inputs::UploadInfo) -> UploadAnswer {
+    UploadAnswer::Found {
+        name: info.name,
+        size: info.size,
+        sha256: info.sha256,
+        content_type: info.content_type,
+        expires_ms: super::codec::ms(info.expires_at),
     }
 }
 

@@ -210,6 +210,7 @@ impl Uploads {
     pub(crate) fn pin(&self, id: &str, principal: &Principal) -> Option<(String, Arc<HeldFile>)> {
         let id = UploadId::parse(id)?;
         self.pin_for(id, &principal.client, principal.only_token())
+            .map(|(info, file)| (info.name, file))
     }
 
     /// Deletes an upload now (tasks that pinned it keep their copy).
@@ -236,9 +237,9 @@ impl Uploads {
         id: UploadId,
         client: &ClientId,
         only_token: Option<u64>,
-    ) -> Option<(String, Arc<HeldFile>)> {
+    ) -> Option<(UploadInfo, Arc<HeldFile>)> {
         let entry = self.inner.entries.get(&id)?;
-        usable(&entry, client, only_token).then(|| (entry.name.clone(), Arc::clone(&entry.file)))
+        usable(&entry, client, only_token).then(|| (info(id, &entry), Arc::clone(&entry.file)))
     }
 
     pub(crate) fn delete_for(

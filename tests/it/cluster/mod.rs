@@ -486,3 +486,18 @@ pub(crate) async fn stored_uploads_all_deleted(nats_url: &str) {
     })
     .await;
 }
+
+/// Uploads the good PDF fixture to `node` as `paper.pdf` with `secret`;
+/// the upload's object (`201`).
+pub(crate) async fn upload_pdf(node: &Node, secret: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(node.url("/v1/uploads?name=paper.pdf"))
+        .bearer_auth(secret)
+        .header("content-type", "application/pdf")
+        .body(crate::inputs::pdf::fixture("good").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.unwrap()
+}

@@ -255,16 +255,7 @@ async fn url_inputs_and_uploads_reach_the_node_that_runs_the_task() {
     a.sees_workers("b").await;
 
     // An upload on A (where the submit goes).
-    let response = reqwest::Client::new()
-        .post(a.url("/v1/uploads?name=paper.pdf"))
-        .bearer_auth(super::KEY)
-        .header("content-type", "application/pdf")
-        .body(crate::inputs::pdf::fixture("good").unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let upload: Value = response.json().await.unwrap();
+    let upload = super::upload_pdf(&a, super::KEY).await;
 
     let input = json!({
         "page_size": "A4",

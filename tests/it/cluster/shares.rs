@@ -216,33 +216,15 @@ async fn an_upload_made_on_a_is_used_by_a_submit_on_c() {
             .is_some_and(|list| list.iter().any(|n| n["name"] == "a" && n["state"] == "up"))
     })
     .await;
-    let mint = |node: &Node| {
-        let node_url = node.url("/v1/tokens");
-        async move {
-            let minted: Value = reqwest::Client::new()
-                .post(node_url)
-                .bearer_auth(KEY)
-                .json(&json!({"tasks": ["pdf_check"], "ttl_s": 600}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            minted["token"].as_str().unwrap().to_owned()
-        }
+    let mint = || async {
+        let (status, minted) = a
+            .post("/v1/tokens", json!({"tasks": ["pdf_check"], "ttl_s": 600}))
+            .await;
+        assert_eq!(status, 201, "{minted}");
+        minted["token"].as_str().unwrap().to_owned()
     };
-    let (mine, other) = (mint(&a).await, mint(&a).await);
-    let response = reqwest::Client::new()
-        .post(a.url("/v1/uploads?name=paper.pdf"))
-        .bearer_auth(&mine)
-        .header("content-type", "application/pdf")
-        .body(crate::inputs::pdf::fixture("good").unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let upload: Value = response.json().await.unwrap();
+    let (mine, other) = (mint().await, mint().await);
+    let upload = super::upload_pdf(&a, &mine).await;
     let submit = |upload_id: &Value| json!({"task": "pdf_check", "input": {"page_size": "A4", "files": [{"$upload": upload_id}]}});
 
     // Not the other token's (scope "own"), on C as on A.
