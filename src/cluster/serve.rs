@@ -567,46 +567,85 @@ async fn feed(
     }
 }
 
-/// Requests of other nodes about tasks this one runs.
-async fn requests(link: Arc<Link>, stop: CancellationToken) {
+/// Requests answered or waiting at once on each of a node's request
+/// subjects; one more is answered at once with the subject's "busy" reply.
+pub(super) const REQUESTS_AT_ONCE: usize = 256;
+
+/// Answers the requests other nodes send to `tw.node.<node>.<what>`: each on
+/// a task of its own, at most [`REQUESTS_AT_ONCE`] at once (one more gets
+/// `busy` at once, so the asking node refuses its caller `unavailable`
+/// instead of waiting for its timeout); subscribed again after NATS comes
+/// back. Requests without a reply subject are dropped.
+pub(super) async fn answer_requests<F, Fut>(
+    link: Arc<Link>,
+    what: &str,
+    busy: Bytes,
+    stop: CancellationToken,
+    answer: F,
+) where
+    F: Fn(Bytes) -> Fut,
+    Fut: std::future::Future<Output = Bytes> + Send + 'static,
+{
+    let open = Arc::new(tokio::sync::Semaphore::new(REQUESTS_AT_ONCE));
     loop {
-        let subject = format!("tw.node.{}.req", link.node);
-        let Ok(mut subscription) = link.client.subscribe(subject).await else {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
-            }
-        };
-        loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                message = subscription.next() => message,
-            };
-            let Some(message) = message else { break };
-            let Some(reply_to) = message.reply.clone() else {
-                continue;
-            };
-            let link = Arc::clone(&link);
-            tokio::spawn(async move {
-                let result = match decode_request(&message.payload) {
-                    Some((task_id, request)) => {
-                        let (tx, rx) = oneshot::channel();
-                        let _ = link
-                            .inputs
-                            .send(Input::Forwarded {
-                                task_id,
-                                request,
-                                reply: tx,
-                            })
-                            .await;
-                        rx.await.unwrap_or(Err(Refusal::NotOwner))
-                    }
-                    None => Err(Refusal::NotFound),
+        let subject = format!("tw.node.{}.{what}", link.node);
+        if let Ok(mut requests) = link.client.subscribe(subject).await {
+            loop {
+                let request = tokio::select! {
+                    () = stop.cancelled() => return,
+                    request = requests.next() => request,
                 };
-                let _ = link.client.publish(reply_to, encode_reply(&result)).await;
-            });
+                let Some(request) = request else { break };
+                let Some(reply_to) = request.reply else {
+                    continue;
+                };
+                let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
+                    let _ = link.client.publish(reply_to, busy.clone()).await;
+                    continue;
+                };
+                let (link, answered) = (Arc::clone(&link), answer(request.payload));
+                tokio::spawn(async move {
+                    let reply = answered.await;
+                    drop(slot);
+                    let _ = link.client.publish(reply_to, reply).await;
+                });
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// Requests of other nodes about tasks this one runs: cancels and answers,
+/// handed to the core, which replies once it has acted.
+async fn requests(link: Arc<Link>, stop: CancellationToken) {
+    let busy = encode_reply(&Err(Refusal::Unavailable {
+        retry_after: Duration::from_millis(500),
+    }));
+    let inputs = link.inputs.clone();
+    answer_requests(link, "req", busy, stop, move |payload| {
+        let inputs = inputs.clone();
+        async move {
+            let result = match decode_request(&payload) {
+                Some((task_id, request)) => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = inputs
+                        .send(Input::Forwarded {
+                            task_id,
+                            request,
+                            reply: tx,
+                        })
+                        .await;
+                    rx.await.unwrap_or(Err(Refusal::NotOwner))
+                }
+                None => Err(Refusal::NotFound),
+            };
+            encode_reply(&result)
+        }
+    })
+    .await;
 }
 
 fn decode_request(bytes: &[u8]) -> Option<(TaskId, Forwarded)> {

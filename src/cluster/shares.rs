@@ -127,11 +127,11 @@ async fn follow(link: Arc<Link>, tokens: Arc<Tokens>, stop: CancellationToken) {
     }
 }
 
-/// Uploads stored for other nodes at once; further asks wait their turn.
+/// Uploads stored for other nodes at once; further asks wait their turn
+/// (at most [`super::serve::REQUESTS_AT_ONCE`] open: one more is answered
+/// `Failed`, and the asking node refuses its submit `unavailable`, with
+/// `retry_after_ms`).
 const UPLOAD_COPIES: usize = 8;
-/// Asks answered or waiting at once; one more is answered `Failed` (the
-/// asking node refuses its submit `unavailable`, with `retry_after_ms`).
-const UPLOAD_ASKS: usize = 256;
 
 async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: CancellationToken) {
     tokio::select! {
@@ -139,46 +139,19 @@ async fn answer_upload_asks(link: Arc<Link>, uploads: Uploads, stop: Cancellatio
         _ = link.ready() => {}
     }
     let copies = Arc::new(tokio::sync::Semaphore::new(UPLOAD_COPIES));
-    let open = Arc::new(tokio::sync::Semaphore::new(UPLOAD_ASKS));
-    loop {
-        let subject = format!("tw.node.{}.upload", link.node);
-        if let Ok(mut asks) = link.client.subscribe(subject).await {
-            loop {
-                let ask = tokio::select! {
-                    () = stop.cancelled() => return,
-                    ask = asks.next() => ask,
-                };
-                let Some(ask) = ask else { break };
-                let Some(reply_to) = ask.reply.clone() else {
-                    continue;
-                };
-                let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
-                    let busy = UploadAnswer::Failed {
-                        reason: "too many asks about uploads at once".to_owned(),
-                    };
-                    reply(&link, reply_to, &busy).await;
-                    continue;
-                };
-                let (link, uploads, copies) =
-                    (Arc::clone(&link), uploads.clone(), Arc::clone(&copies));
-                tokio::spawn(async move {
-                    let answer =
-                        answer_ask(link.ready().await, &uploads, &copies, &ask.payload).await;
-                    drop(slot);
-                    reply(&link, reply_to, &answer).await;
-                });
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
+    let busy = encode(&UploadAnswer::Failed {
+        reason: "too many asks about uploads at once".to_owned(),
+    });
+    let asker = Arc::clone(&link);
+    super::serve::answer_requests(link, "upload", busy, stop, move |ask| {
+        let (link, uploads, copies) = (Arc::clone(&asker), uploads.clone(), Arc::clone(&copies));
+        async move { encode(&answer_ask(link.ready().await, &uploads, &copies, &ask).await) }
+    })
+    .await;
 }
 
-async fn reply(link: &Link, to: async_nats::Subject, answer: &UploadAnswer) {
-    let bytes = serde_json::to_vec(answer).unwrap_or_default();
-    let _ = link.client.publish(to, Bytes::from(bytes)).await;
+fn encode(answer: &UploadAnswer) -> Bytes {
+    Bytes::from(serde_json::to_vec(answer).unwrap_or_default())
 }
 
 /// Answers another node's ask about one of this node's uploads: stores it

@@ -293,3 +293,81 @@ async fn an_upload_made_on_a_is_used_by_a_submit_on_c() {
     // The copies stored for the two tasks go with their ends.
     super::stored_uploads_all_deleted(&url).await;
 }
+
+/// A node answers the requests other nodes send it, unreadable ones
+/// included, and holds at most 256 open at once: one more is told at once
+/// that it is busy instead of waiting its turn.
+#[tokio::test]
+async fn a_node_answers_other_nodes_requests_within_its_bound() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let a = Node::start("a", &url, &["--cluster-pool-tasks", "none"]);
+    a.ready().await;
+    let upload = super::upload_pdf(&a, KEY).await;
+    let nats_client = async_nats::connect(url.as_str()).await.unwrap();
+    let ask = |subject: &'static str, body: String| {
+        let nats_client = nats_client.clone();
+        async move {
+            let reply = nats_client.request(subject, body.into()).await.unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+
+    // Its request subjects are subscribed just after it is ready.
+    for subject in ["tw.node.a.req", "tw.node.a.upload"] {
+        eventually("A answers requests", || async {
+            nats_client.request(subject, "{}".into()).await.is_ok()
+        })
+        .await;
+    }
+    // Unreadable requests get their refusal, on both subjects.
+    let reply = ask("tw.node.a.req", "{not json".to_owned()).await;
+    assert_eq!(reply["code"], "not_found", "{reply}");
+    let reply = ask("tw.node.a.upload", "{not json".to_owned()).await;
+    assert_eq!(reply["answer"], "failed", "{reply}");
+    assert_eq!(reply["reason"], "unreadable ask", "{reply}");
+
+    // 1,000 copies asked at once: the node stores 8 at a time and holds at
+    // most 256 asks open, so the first 256 are stored and some of the rest
+    // are turned away at once.
+    let asks = (0..1000).map(|n| {
+        let body = json!({"upload": upload["upload_id"], "client": "tester",
+            "only_token": null, "op": "store", "object": format!("in-bound-{n}")});
+        ask("tw.node.a.upload", body.to_string())
+    });
+    let answers = futures::future::join_all(asks).await;
+    let found = answers.iter().filter(|a| a["answer"] == "found").count();
+    let busy = answers
+        .iter()
+        .filter(|a| a["answer"] == "failed" && a["reason"] == "too many asks about uploads at once")
+        .count();
+    assert_eq!(
+        found + busy,
+        1000,
+        "{:?}",
+        answers.iter().find(|a| a["answer"] != "found")
+    );
+    assert!(found >= 256, "{found} stored");
+    assert!(busy >= 1, "none turned away");
+    for a in &answers[..3] {
+        assert_eq!(a["answer"], "found", "{a}");
+        assert_eq!(a["sha256"], upload["sha256"], "{a}");
+    }
+
+    // And it carries on: its own upload is still there, and asked again it
+    // is stored.
+    let (status, info) = a
+        .get(&format!(
+            "/v1/uploads/{}",
+            upload["upload_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{info}");
+    let body = json!({"upload": upload["upload_id"], "client": "tester",
+        "only_token": null, "op": "store", "object": "in-bound-again"});
+    let reply = ask("tw.node.a.upload", body.to_string()).await;
+    assert_eq!(reply["answer"], "found", "{reply}");
+}
