@@ -5,6 +5,7 @@
 //! never touched once its lease may have lapsed) and of concurrency locks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -95,6 +96,9 @@ pub(super) struct Link {
     /// This node's latest registry entry.
     pub(super) entry: Mutex<Option<NodeEntry>>,
     pub(super) started_at: SystemTime,
+    /// Numbers this node's proposals' message ids (from a random start, so
+    /// a restarted node never repeats one).
+    pub(super) proposals: AtomicU64,
     /// Grows at every reconnection: the feed starts over from where it was,
     /// and a claim waiting on the old connection gives up.
     pub(super) reconnects: tokio::sync::watch::Sender<u64>,
@@ -116,6 +120,26 @@ enum StoreError {
     NoSuchUpload(String),
     /// NATS, the disk or a node failed: the answer is unknown.
     Failed(String),
+}
+
+/// Where this node's proposal ids start: random, else the clock.
+fn first_nonce() -> u64 {
+    crate::auth::random_bytes::<8>().map_or_else(
+        |_| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        },
+        u64::from_le_bytes,
+    )
+}
+
+/// Whether a stored message is the one published with `msg_id`.
+fn is_proposal(message: &jetstream::message::StreamMessage, msg_id: &str) -> bool {
+    message
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .is_some_and(|v| v.as_str() == msg_id)
 }
 
 pub(super) fn event_subject(id: TaskId) -> String {
@@ -210,6 +234,7 @@ impl Link {
             peers: Mutex::new(Vec::new()),
             entry: Mutex::new(None),
             started_at: SystemTime::now(),
+            proposals: AtomicU64::new(first_nonce()),
             reconnects: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -693,7 +718,18 @@ impl Link {
         let ready = self.ready().await;
         let id = record.task_id;
         let payload = Bytes::from(codec::encode_event(&record, &self.node, info.as_ref()));
-        let msg_id = format!("{}-{}", id.hex().as_str(), record.seq);
+        // One id per proposal: JetStream de-duplicates by message id before
+        // it checks the expected sequence, so an id that another writer
+        // (or this node's earlier proposal of the same `seq`) may also use
+        // would make a lost race look like a commit. Only `accepted` keeps
+        // `<id>-1`: whoever writes it writes the same event (the submitter,
+        // or a node that took the task from the queue first).
+        let msg_id = if record.seq == 1 {
+            format!("{}-1", id.hex().as_str())
+        } else {
+            let nonce = self.proposals.fetch_add(1, Ordering::Relaxed);
+            format!("{}-{}-{nonce:016x}", id.hex().as_str(), record.seq)
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = self
@@ -706,22 +742,44 @@ impl Link {
                 )
                 .await;
             match result {
+                // A repeat of a try that went through: the stream says so
+                // only if the message there is this proposal's.
+                Ok(ack) if ack.duplicate => match ready.events.direct_get(ack.sequence).await {
+                    Ok(m) if is_proposal(&m, &msg_id) => {
+                        return self.committed(ready, &record, ack.sequence).await;
+                    }
+                    Ok(_) => {
+                        tracing::warn!(task_id = %id, "an event's message id was taken by another message; the task is read again");
+                        self.input(Input::Conflict {
+                            task_id: id,
+                            seq: record.seq,
+                        })
+                        .await;
+                        self.after_conflict(id, false).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, task_id = %id, "checking a repeated event failed; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                },
                 Ok(ack) => return self.committed(ready, &record, ack.sequence).await,
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                     let last = ready
                         .events
                         .direct_get_last_for_subject(event_subject(id))
                         .await
-                        .ok()
-                        .and_then(|m| codec::decode_event(id, m.sequence, &m.payload).ok());
+                        .ok();
                     // A try whose answer was lost went through: the event
-                    // there is this very one, by this node.
+                    // there is this very proposal.
                     if let Some(last) = &last
-                        && last.record.seq == record.seq
-                        && *last.writer == *self.node
+                        && is_proposal(last, &msg_id)
                     {
-                        return self.committed(ready, &record, last.stream_seq).await;
+                        return self.committed(ready, &record, last.sequence).await;
                     }
+                    let last =
+                        last.and_then(|m| codec::decode_event(id, m.sequence, &m.payload).ok());
                     self.input(Input::Conflict {
                         task_id: id,
                         seq: record.seq,

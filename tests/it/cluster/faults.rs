@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Nats, Node, assert_one_terminal, history};
+use super::{Nats, Node, assert_one_terminal, events_upto, history};
 use crate::support::eventually;
 
 #[tokio::test]
@@ -158,10 +158,15 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
             ) {
                 break;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} unfinished: {snapshot}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let last = snapshot["last_seq"].as_u64().unwrap_or(0);
+                let (_, seen_by_b) = b.get(&format!("/v1/tasks/{id}")).await;
+                panic!(
+                    "{id} unfinished: {snapshot}\nits events on a: {:?}\non b: {seen_by_b}: {:?}",
+                    events_upto(&a, id, last).await,
+                    events_upto(&b, id, seen_by_b["last_seq"].as_u64().unwrap_or(0)).await,
+                );
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await; // poll with a deadline
         }
         let events = history(&a, id).await;
@@ -172,4 +177,73 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
         "{} accepted, {refused} refused while a server was lost",
         accepted.len()
     );
+}
+
+/// JetStream de-duplicates by message id before it checks the expected last
+/// sequence: an event whose message id another writer already used must not
+/// be taken as written. Here a rival message takes the id a node's
+/// `answered` would have had (`<task id>-<seq>`, the scheme before the fix),
+/// on another task's subject of the same stream; the node must still write
+/// its `answered` and `completed`, and another node must see the same
+/// history.
+#[tokio::test]
+async fn a_message_id_used_by_another_writer_is_no_commit() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let a = Node::start("a", &url, &["--workers", "1"]);
+    let b = Node::start("b", &url, &["--cluster-pool-tasks", "none"]);
+    a.ready().await;
+    b.ready().await;
+    let mut ws = a.ws().await;
+    let id = ws.submit_ok("approval", json!({"prompt": "go?"})).await;
+    let question = ws
+        .until(|v| v["task_id"] == id.as_str() && v["type"] == "question")
+        .await;
+    let next = question["seq"].as_u64().unwrap() + 1;
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let rival = async_nats::jetstream::message::PublishMessage::build()
+        .payload("not an event".into())
+        .message_id(format!("{id}-{next}"));
+    let other = "0123456789abcdef0123456789abcdef";
+    js.send_publish(format!("tw.ev.{other}"), rival)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    ws.send(json!({"type": "answer", "ref": "ok", "task_id": id, "question_id": "approval", "value": "approve"}))
+        .await;
+    let answered = ws.until(|v| v["ref"] == "ok").await;
+    assert_eq!(answered["type"], "answered", "{answered}");
+    let end = ws.terminal(&id).await;
+    assert_eq!(end["type"], "completed", "{end}");
+    let seen_by_a = history(&a, &id).await;
+    assert_one_terminal(&seen_by_a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, snapshot) = b.get(&format!("/v1/tasks/{id}")).await;
+        if snapshot["state"] == "completed" {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let last = snapshot["last_seq"].as_u64().unwrap_or(0);
+            panic!(
+                "b never saw the end: {snapshot}\nits events on b: {:?}\non a: {seen_by_a:?}\n{}",
+                events_upto(&b, &id, last).await,
+                a.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll with a deadline
+    }
+    let seen_by_b = history(&b, &id).await;
+    let kinds = |events: &[Value]| {
+        events
+            .iter()
+            .map(|e| (e["seq"].clone(), e["type"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&seen_by_b), kinds(&seen_by_a));
 }

@@ -449,6 +449,22 @@ pub(crate) async fn history(node: &Node, task_id: &str) -> Vec<Value> {
     ws.events_until_end(task_id).await
 }
 
+/// The first `last_seq` events of a task as `node` replays them, terminal
+/// or not (for a failure's message).
+pub(crate) async fn events_upto(node: &Node, task_id: &str, last_seq: u64) -> Vec<Value> {
+    let mut ws = node.ws().await;
+    ws.send(json!({"type": "subscribe", "ref": "h", "task_id": task_id, "after_seq": 0}))
+        .await;
+    let mut events = Vec::new();
+    while events.len() < last_seq as usize {
+        let v = ws.next().await;
+        if v["task_id"] == task_id && v["seq"].is_u64() {
+            events.push(v);
+        }
+    }
+    events
+}
+
 /// Asserts the seqs are 1, 2, 3 … and exactly the last event is terminal.
 pub(crate) fn assert_one_terminal(events: &[Value]) {
     for (i, event) in events.iter().enumerate() {
