@@ -380,7 +380,7 @@ impl Core {
                 mailbox.deliver(
                     Outbound::Error {
                         reference,
-                        error: refusal,
+                        error: Box::new(refusal),
                     },
                     &self.metrics,
                 );
@@ -397,7 +397,7 @@ impl Core {
                 mailbox.deliver(
                     Outbound::Rejected {
                         reference,
-                        error: refusal,
+                        error: Box::new(refusal),
                     },
                     &self.metrics,
                 );

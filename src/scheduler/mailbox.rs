@@ -27,12 +27,12 @@ pub enum Outbound {
     /// A submit the scheduler refused.
     Rejected {
         reference: Option<Box<str>>,
-        error: Refusal,
+        error: Box<Refusal>,
     },
     /// Any other request the scheduler refused.
     Error {
         reference: Option<Box<str>>,
-        error: Refusal,
+        error: Box<Refusal>,
     },
     Unsubscribed {
         reference: Option<Box<str>>,
@@ -101,5 +101,17 @@ impl Mailbox {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every mailbox's channel allocates its first block of 32 slots when
+    /// it is made: an idle connection pays 32 × this. The rare, large
+    /// variants are boxed to keep it small.
+    #[test]
+    fn an_outbound_message_stays_small() {
+        let size = std::mem::size_of::<super::Outbound>();
+        assert!(size <= 48, "Outbound is {size} bytes");
     }
 }

@@ -57,6 +57,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use futures::future::{BoxFuture, Either};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -295,6 +296,11 @@ pub struct Stats {
     pub tasks: Vec<(Arc<str>, [u64; 3])>,
 }
 
+/// What a [`Scheduler`] method that only sends a command returns: false
+/// once the scheduler stopped. Ready at once unless the command channel is
+/// full.
+pub(crate) type Sent<'a> = Either<std::future::Ready<bool>, BoxFuture<'a, bool>>;
+
 /// Handle to the scheduler; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Scheduler {
@@ -404,8 +410,19 @@ impl Scheduler {
         )
     }
 
-    async fn send(&self, command: Command) -> bool {
-        self.commands.send(command).await.is_ok()
+    /// Sends a command; the future waits for room only when the channel is
+    /// full, and that wait is boxed: inline, `Sender::send`'s future (with
+    /// the command in it) would make every caller's future, each WebSocket
+    /// connection's among them, ~1 KiB larger for a path taken only under
+    /// backpressure.
+    fn send(&self, command: Command) -> Sent<'_> {
+        match self.commands.try_send(command) {
+            Ok(()) => Either::Left(std::future::ready(true)),
+            Err(mpsc::error::TrySendError::Full(command)) => Either::Right(Box::pin(async move {
+                self.commands.send(command).await.is_ok()
+            })),
+            Err(mpsc::error::TrySendError::Closed(_)) => Either::Left(std::future::ready(false)),
+        }
     }
 
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
@@ -430,14 +447,14 @@ impl Scheduler {
 
     /// Queues a task; the `accepted` event (or `rejected`) goes to
     /// `mailbox`, which follows the task. False if the scheduler stopped.
-    pub async fn submit_to(
+    pub(crate) fn submit_to(
         &self,
         spec: TaskSpec,
         mailbox: Mailbox,
         reference: Option<Box<str>>,
-    ) -> bool {
+    ) -> Sent<'_> {
         let reply = Reply::Mailbox { mailbox, reference };
-        self.send(Command::Submit { spec, reply }).await
+        self.send(Command::Submit { spec, reply })
     }
 
     /// Cancels a task and waits until it is cancelled.
@@ -451,20 +468,19 @@ impl Scheduler {
     }
 
     /// Cancels a task; its `cancelled` event (or the error) goes to `mailbox`.
-    pub async fn cancel_to(
+    pub(crate) fn cancel_to(
         &self,
         task_id: TaskId,
         principal: Principal,
         mailbox: Mailbox,
         reference: Option<Box<str>>,
-    ) -> bool {
+    ) -> Sent<'_> {
         let reply = Reply::Mailbox { mailbox, reference };
         self.send(Command::Cancel {
             task_id,
             principal,
             reply,
         })
-        .await
     }
 
     /// Answers a task's open question; waits for the answer to be taken.
@@ -487,7 +503,7 @@ impl Scheduler {
 
     /// Answers a question; the `answered` event (or the error) goes to
     /// `mailbox`.
-    pub async fn answer_to(
+    pub(crate) fn answer_to(
         &self,
         task_id: TaskId,
         principal: Principal,
@@ -495,7 +511,7 @@ impl Scheduler {
         value: serde_json::Value,
         mailbox: Mailbox,
         reference: Option<Box<str>>,
-    ) -> bool {
+    ) -> Sent<'_> {
         let reply = Reply::Mailbox { mailbox, reference };
         self.send(Command::Answer {
             task_id,
@@ -504,19 +520,18 @@ impl Scheduler {
             value,
             reply,
         })
-        .await
     }
 
     /// Replays a task's held events after `after_seq` into `mailbox`, then
     /// follows it; `not_found` goes to the mailbox too.
-    pub async fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         task_id: TaskId,
         principal: Principal,
         after_seq: u64,
         mailbox: Mailbox,
         reference: Option<Box<str>>,
-    ) -> bool {
+    ) -> Sent<'_> {
         self.send(Command::Subscribe {
             task_id,
             principal,
@@ -524,22 +539,20 @@ impl Scheduler {
             mailbox,
             reference,
         })
-        .await
     }
 
     /// Stops following a task; `unsubscribed` goes to `reply` when given.
-    pub async fn unsubscribe(
+    pub(crate) fn unsubscribe(
         &self,
         task_id: TaskId,
         mailbox: MailboxId,
         reply: Option<(Mailbox, Option<Box<str>>)>,
-    ) -> bool {
+    ) -> Sent<'_> {
         self.send(Command::Unsubscribe {
             task_id,
             mailbox,
             reply,
         })
-        .await
     }
 
     /// [`Scheduler::unsubscribe`] without waiting, for `Drop` paths.

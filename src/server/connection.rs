@@ -304,7 +304,7 @@ impl Conn {
                     return None;
                 }
                 let idle = self.state.config.limits.body_timeout;
-                if let Some(error) = self.uploads.data(&data, idle).await {
+                if let Some(error) = Box::pin(self.uploads.data(&data, idle)).await {
                     self.send_wire_error(None, &error);
                 }
                 None
@@ -330,7 +330,7 @@ impl Conn {
         let Some(principal) = self.principal.clone() else {
             return match request.message {
                 ClientMessage::Auth { key } => {
-                    super::caller::learn_token(&self.state, &key).await;
+                    Box::pin(super::caller::learn_token(&self.state, &key)).await;
                     self.authenticate(&key)
                 }
                 other => {
@@ -433,20 +433,18 @@ impl Conn {
                 content_type,
             } => {
                 let idle = self.state.config.limits.body_timeout;
-                let begun = self
-                    .uploads
-                    .begin(
-                        self.state.inputs.uploads(),
-                        &principal,
-                        super::ws_uploads::Begin {
-                            stream,
-                            name: &name,
-                            size,
-                            content_type: content_type.as_deref(),
-                        },
-                        idle,
-                    )
-                    .await;
+                let begun = Box::pin(self.uploads.begin(
+                    self.state.inputs.uploads(),
+                    &principal,
+                    super::ws_uploads::Begin {
+                        stream,
+                        name: &name,
+                        size,
+                        content_type: content_type.as_deref(),
+                    },
+                    idle,
+                ))
+                .await;
                 match begun {
                     Ok(()) => self.send(ServerMessage::UploadReady {
                         reference: reference.as_deref(),
@@ -457,7 +455,7 @@ impl Conn {
                 true
             }
             ClientMessage::UploadEnd { stream } => {
-                match self.uploads.end(stream).await {
+                match Box::pin(self.uploads.end(stream)).await {
                     Ok(info) => {
                         let id = info.id.to_text();
                         let expires_at = encode::rfc3339(info.expires_at);
@@ -580,7 +578,7 @@ impl Conn {
                 }
             }
             Outbound::Rejected { reference, error } => {
-                let error = ApiError::from(error).wire();
+                let error = ApiError::from(*error).wire();
                 self.state.metrics.rejected(error.code);
                 self.send(ServerMessage::Rejected {
                     reference: reference.as_deref(),
@@ -588,7 +586,7 @@ impl Conn {
                 });
             }
             Outbound::Error { reference, error } => {
-                let error = ApiError::from(error).wire();
+                let error = ApiError::from(*error).wire();
                 self.state.metrics.rejected(error.code);
                 self.send(ServerMessage::Error {
                     reference: reference.as_deref(),
@@ -682,8 +680,9 @@ impl Conn {
         }
         if let Some(file) = job.files.get(job.next_file) {
             // Cluster mode: a file published on another node is copied here
-            // first (a no-op for a file of this node).
-            let _ = self.state.artifacts.find(&file.token, &file.name).await;
+            // first (a no-op for a file of this node). Boxed, once per
+            // file: inline, its future would sit in every idle connection.
+            let _ = Box::pin(self.state.artifacts.find(&file.token, &file.name)).await;
             let path = self.state.artifacts.published_path(&file.token);
             // Cancel-safe: the file counts as started only once it is open.
             let opened = tokio::task::spawn_blocking(move || match path {
