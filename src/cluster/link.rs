@@ -99,6 +99,9 @@ pub(super) struct Link {
     /// Numbers this node's proposals' message ids (from a random start, so
     /// a restarted node never repeats one).
     pub(super) proposals: AtomicU64,
+    /// How many of this node's request subjects (`tw.node.<node>.*`) are
+    /// subscribed now: the node is ready only once all are.
+    pub(super) answering: std::sync::atomic::AtomicUsize,
     /// Grows at every reconnection: the feed starts over from where it was,
     /// and a claim waiting on the old connection gives up.
     pub(super) reconnects: tokio::sync::watch::Sender<u64>,
@@ -235,6 +238,7 @@ impl Link {
             entry: Mutex::new(None),
             started_at: SystemTime::now(),
             proposals: AtomicU64::new(first_nonce()),
+            answering: std::sync::atomic::AtomicUsize::new(0),
             reconnects: tokio::sync::watch::Sender::new(0),
         }
     }

@@ -69,13 +69,24 @@ impl Cluster {
         &self.shared.node
     }
 
-    /// Why this node cannot reach the cluster's queue, if it cannot.
+    /// Why this node cannot reach the cluster's queue, or cannot yet answer
+    /// other nodes' requests (about its tasks and its uploads), if so.
     pub fn unready(&self) -> Option<String> {
-        self.shared
+        let down = self
+            .shared
             .down
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        down.or_else(|| {
+            let answering = self
+                .shared
+                .link
+                .answering
+                .load(std::sync::atomic::Ordering::Acquire);
+            (answering < REQUEST_SUBJECTS)
+                .then(|| "NATS: not yet answering other nodes' requests".to_owned())
+        })
     }
 
     /// Waits (bounded) until no effect is being carried out: the last
@@ -567,6 +578,10 @@ async fn feed(
     }
 }
 
+/// The subjects [`answer_requests`] serves for each node: `req` (cancels
+/// and answers about its tasks) and `upload` (its uploads).
+const REQUEST_SUBJECTS: usize = 2;
+
 /// Requests answered or waiting at once on each of a node's request
 /// subjects; one more is answered at once with the subject's "busy" reply.
 pub(super) const REQUESTS_AT_ONCE: usize = 256;
@@ -590,12 +605,18 @@ pub(super) async fn answer_requests<F, Fut>(
     loop {
         let subject = format!("tw.node.{}.{what}", link.node);
         if let Ok(mut requests) = link.client.subscribe(subject).await {
+            link.answering
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
             loop {
                 let request = tokio::select! {
                     () = stop.cancelled() => return,
                     request = requests.next() => request,
                 };
-                let Some(request) = request else { break };
+                let Some(request) = request else {
+                    link.answering
+                        .fetch_sub(1, std::sync::atomic::Ordering::Release);
+                    break;
+                };
                 let Some(reply_to) = request.reply else {
                     continue;
                 };
