@@ -723,3 +723,70 @@ fn a_claim_that_came_back_empty_never_leaves_a_wake_in_the_past() {
         node.now
     );
 }
+
+#[test]
+fn a_cancel_its_node_was_too_busy_for_is_sent_again_without_news() {
+    let mut node = Node::new("c", true);
+    accepted(&mut node, 1);
+    let started = TaskEvent::Started {
+        worker: Arc::from("b/w"),
+        attempt: 1,
+    };
+    node.applied(EventRecord::new(id(1), 2, started), 11, "b", None);
+    let forwards = |effects: Vec<Effect>| -> Vec<u64> {
+        effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Forward { id: f, node, .. } if &*node == "b" => Some(f),
+                _ => None,
+            })
+            .collect()
+    };
+    let (tx, mut answer) = tokio::sync::oneshot::channel();
+    node.core.on_command(
+        Command::Cancel {
+            task_id: id(1),
+            principal: crate::auth::Principal {
+                client: ClientId::new("c"),
+                admin: false,
+                tasks: None,
+                token: None,
+            },
+            reply: super::Reply::Direct(tx),
+        },
+        node.now,
+    );
+    let sent = forwards(node.effects_but_claims());
+    assert_eq!(sent.len(), 1, "the cancel goes to b");
+    // B is busy: nothing is sent again at once…
+    node.input(Input::ForwardDone {
+        id: sent[0],
+        result: Err(super::Refusal::Unavailable {
+            retry_after: Duration::from_millis(500),
+        }),
+    });
+    assert!(forwards(node.effects_but_claims()).is_empty());
+    assert!(answer.try_recv().is_err(), "the cancel still waits");
+    // …but once its retry_after has passed, with no event meanwhile.
+    let due = node.core.next_wake().expect("a wake for the retry");
+    assert!(due <= node.now + Duration::from_millis(500));
+    node.now = due;
+    node.core.on_time(due);
+    let again = forwards(node.effects_but_claims());
+    assert_eq!(again.len(), 1, "sent again");
+    node.input(Input::ForwardDone {
+        id: again[0],
+        result: Ok(()),
+    });
+    node.applied(
+        EventRecord::new(
+            id(1),
+            3,
+            TaskEvent::Cancelled(crate::task::CancelReason::Client),
+        ),
+        12,
+        "b",
+        None,
+    );
+    assert!(matches!(answer.try_recv(), Ok(Ok(()))));
+}

@@ -46,6 +46,9 @@ pub(crate) enum Timer {
     Question(u32),
     /// The task waited too long for any executor serving its name.
     NoWorker,
+    /// Cluster mode: a cancel the running node could not take (busy or
+    /// unreachable) is sent again, even if the task's history stays still.
+    RetryCancel,
 }
 
 /// Extra time the scheduler gives an executor past the cancel grace before

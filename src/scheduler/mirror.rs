@@ -150,7 +150,7 @@ impl Core {
     }
 
     /// Cancels that found the task between owners try again.
-    fn retry_cancels(&mut self, id: TaskId) {
+    pub(super) fn retry_cancels(&mut self, id: TaskId) {
         let Some(cl) = self
             .tasks
             .get_mut(&id)

@@ -23,6 +23,10 @@ use crate::task::{
     CancelReason, ClientId, Delivery, EventRecord, TaskEvent, TaskId, TaskSpec, TaskState,
 };
 
+/// How long a forwarded cancel that found its node busy or its task moving
+/// waits before it is sent again (unless the task's history moves first).
+const CANCEL_RETRY: Duration = Duration::from_millis(500);
+
 /// The principal a forwarded request acts as: the asking node checked the
 /// caller already.
 fn cluster_principal() -> Principal {
@@ -485,14 +489,25 @@ impl Core {
                         }
                     }
                 }
-                Err(Refusal::NotOwner | Refusal::Unavailable { .. }) => {
-                    // Moved or unreachable: try again when its history moves.
-                    if let Some(cl) = self
+                Err(refusal @ (Refusal::NotOwner | Refusal::Unavailable { .. })) => {
+                    // Moved or unreachable: try again when its history
+                    // moves, or after a while if it does not.
+                    let Some(cl) = self
                         .tasks
                         .get_mut(&id)
                         .and_then(|t| t.cluster.as_deref_mut())
-                    {
-                        cl.retry_cancel.push((reply, reason));
+                    else {
+                        return;
+                    };
+                    let first = cl.retry_cancel.is_empty();
+                    cl.retry_cancel.push((reply, reason));
+                    if first {
+                        let wait = match refusal {
+                            Refusal::Unavailable { retry_after } => retry_after,
+                            _ => CANCEL_RETRY,
+                        };
+                        let at = self.now + wait.clamp(CANCEL_RETRY / 5, CANCEL_RETRY * 10);
+                        self.set_timer(id, at, super::core::Timer::RetryCancel);
                     }
                 }
                 Err(refusal) => self.refuse(reply, refusal),

@@ -100,6 +100,11 @@ impl Core {
                 self.end_running(id, TaskEvent::Cancelled(reason), now);
             }
             Timer::Question(attempt) => self.question_expired(id, attempt, now),
+            Timer::RetryCancel => {
+                if !task.state.is_terminal() {
+                    self.retry_cancels(id);
+                }
+            }
             Timer::NoWorker => {
                 let due = if self.cluster.is_some() {
                     self.cluster_no_worker(id, at)
