@@ -141,6 +141,16 @@ impl Node {
     }
 }
 
+/// The client `c`, as a test request's caller.
+fn client_c() -> crate::auth::Principal {
+    crate::auth::Principal {
+        client: ClientId::new("c"),
+        admin: false,
+        tasks: None,
+        token: None,
+    }
+}
+
 fn accepted(node: &mut Node, n: u128) {
     let info = AcceptedInfo::of(&spec(n, "job"));
     node.applied(
@@ -430,12 +440,7 @@ fn events_are_delivered_once_in_seq_order_and_a_gap_is_read_again() {
     node.core.on_command(
         Command::Subscribe {
             task_id: id(1),
-            principal: crate::auth::Principal {
-                client: ClientId::new("c"),
-                admin: false,
-                tasks: None,
-                token: None,
-            },
+            principal: client_c(),
             after_seq: 0,
             mailbox,
             reference: None,
@@ -588,12 +593,7 @@ fn a_subscriber_between_the_end_proposed_and_committed_gets_the_end() {
     node.core.on_command(
         Command::Subscribe {
             task_id: id(1),
-            principal: crate::auth::Principal {
-                client: ClientId::new("c"),
-                admin: false,
-                tasks: None,
-                token: None,
-            },
+            principal: client_c(),
             after_seq: 0,
             mailbox,
             reference: None,
@@ -746,12 +746,7 @@ fn a_cancel_its_node_was_too_busy_for_is_sent_again_without_news() {
     node.core.on_command(
         Command::Cancel {
             task_id: id(1),
-            principal: crate::auth::Principal {
-                client: ClientId::new("c"),
-                admin: false,
-                tasks: None,
-                token: None,
-            },
+            principal: client_c(),
             reply: super::Reply::Direct(tx),
         },
         node.now,
