@@ -5,7 +5,7 @@
 //! never touched once its lease may have lapsed) and of concurrency locks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -101,7 +101,7 @@ pub(super) struct Link {
     pub(super) proposals: AtomicU64,
     /// How many of this node's request subjects (`tw.node.<node>.*`) are
     /// subscribed now: the node is ready only once all are.
-    pub(super) answering: std::sync::atomic::AtomicUsize,
+    pub(super) answering: AtomicUsize,
     /// Grows at every reconnection: the feed starts over from where it was,
     /// and a claim waiting on the old connection gives up.
     pub(super) reconnects: tokio::sync::watch::Sender<u64>,
@@ -238,7 +238,7 @@ impl Link {
             entry: Mutex::new(None),
             started_at: SystemTime::now(),
             proposals: AtomicU64::new(first_nonce()),
-            answering: std::sync::atomic::AtomicUsize::new(0),
+            answering: AtomicUsize::new(0),
             reconnects: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -754,13 +754,7 @@ impl Link {
                     }
                     Ok(_) => {
                         tracing::warn!(task_id = %id, "an event's message id was taken by another message; the task is read again");
-                        self.input(Input::Conflict {
-                            task_id: id,
-                            seq: record.seq,
-                        })
-                        .await;
-                        self.after_conflict(id, false).await;
-                        return;
+                        return self.lost_race(id, record.seq, false).await;
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, task_id = %id, "checking a repeated event failed; trying again");
@@ -784,14 +778,8 @@ impl Link {
                     }
                     let last =
                         last.and_then(|m| codec::decode_event(id, m.sequence, &m.payload).ok());
-                    self.input(Input::Conflict {
-                        task_id: id,
-                        seq: record.seq,
-                    })
-                    .await;
                     let finished = last.is_some_and(|a| a.record.event.is_terminal());
-                    self.after_conflict(id, finished).await;
-                    return;
+                    return self.lost_race(id, record.seq, finished).await;
                 }
                 Err(e) => {
                     // NATS is away: the event waits (the core holds the
@@ -848,11 +836,12 @@ impl Link {
         self.unlock(id).await;
     }
 
-    /// A proposal lost: a held message is dropped from the queue if the
-    /// task is finished. Otherwise the hold and the lock stay: the core
-    /// answers the conflict with an `Abandon` (let them go untouched) or a
-    /// `Reclaim` (decide again, still holding).
-    async fn after_conflict(&self, id: TaskId, finished: bool) {
+    /// A proposal lost: the core hears of the conflict, and a held message
+    /// is dropped from the queue if the task is finished. Otherwise the hold
+    /// and the lock stay: the core answers the conflict with an `Abandon`
+    /// (let them go untouched) or a `Reclaim` (decide again, still holding).
+    async fn lost_race(&self, id: TaskId, seq: u64, finished: bool) {
+        self.input(Input::Conflict { task_id: id, seq }).await;
         if finished && let Some(message) = self.take_hold(id) {
             let _ = message.ack().await;
         }

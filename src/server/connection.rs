@@ -287,6 +287,10 @@ impl Conn {
     }
 
     /// Handles one frame from the client; `Some` ends the connection.
+    ///
+    /// The rare, large awaits here and in `on_text` (uploads, a token's
+    /// lookup) are boxed: inline, each would be laid out in every
+    /// connection's future, idle or not (BENCHMARKS.md, idle connections).
     async fn on_frame(&mut self, message: Message) -> Option<End> {
         match message {
             Message::Text(text) => {
@@ -680,9 +684,8 @@ impl Conn {
         }
         if let Some(file) = job.files.get(job.next_file) {
             // Cluster mode: a file published on another node is copied here
-            // first (a no-op for a file of this node). Boxed, once per
-            // file: inline, its future would sit in every idle connection.
-            let _ = Box::pin(self.state.artifacts.find(&file.token, &file.name)).await;
+            // first (a no-op for a file of this node).
+            let _ = self.state.artifacts.find(&file.token, &file.name).await;
             let path = self.state.artifacts.published_path(&file.token);
             // Cancel-safe: the file counts as started only once it is open.
             let opened = tokio::task::spawn_blocking(move || match path {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Nats, Node, assert_one_terminal, events_upto, history};
+use super::{Nats, Node, assert_one_terminal, ends_within, history};
 use crate::support::eventually;
 
 #[tokio::test]
@@ -149,26 +149,7 @@ async fn a_nats_server_killed_under_load_loses_no_accepted_task() {
     for id in &accepted {
         // A JetStream cluster that lost a member may take a while to elect
         // new leaders on a busy machine: poll the snapshot, then replay.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let (_, snapshot) = a.get(&format!("/v1/tasks/{id}")).await;
-            if matches!(
-                snapshot["state"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            ) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let last = snapshot["last_seq"].as_u64().unwrap_or(0);
-                let (_, seen_by_b) = b.get(&format!("/v1/tasks/{id}")).await;
-                panic!(
-                    "{id} unfinished: {snapshot}\nits events on a: {:?}\non b: {seen_by_b}: {:?}",
-                    events_upto(&a, id, last).await,
-                    events_upto(&b, id, seen_by_b["last_seq"].as_u64().unwrap_or(0)).await,
-                );
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await; // poll with a deadline
-        }
+        ends_within(&a, id, 60, &[&b]).await;
         let events = history(&a, id).await;
         assert_one_terminal(&events);
         assert_eq!(events.last().unwrap()["type"], "completed", "{events:?}");
@@ -222,22 +203,8 @@ async fn a_message_id_used_by_another_writer_is_no_commit() {
     assert_eq!(end["type"], "completed", "{end}");
     let seen_by_a = history(&a, &id).await;
     assert_one_terminal(&seen_by_a);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, snapshot) = b.get(&format!("/v1/tasks/{id}")).await;
-        if snapshot["state"] == "completed" {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let last = snapshot["last_seq"].as_u64().unwrap_or(0);
-            panic!(
-                "b never saw the end: {snapshot}\nits events on b: {:?}\non a: {seen_by_a:?}\n{}",
-                events_upto(&b, &id, last).await,
-                a.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await; // poll with a deadline
-    }
+    let snapshot = ends_within(&b, &id, 20, &[&a]).await;
+    assert_eq!(snapshot["state"], "completed", "{snapshot}");
     let seen_by_b = history(&b, &id).await;
     let kinds = |events: &[Value]| {
         events

@@ -465,6 +465,39 @@ pub(crate) async fn events_upto(node: &Node, task_id: &str, last_seq: u64) -> Ve
     events
 }
 
+/// Polls `node`'s snapshot of a task until it is terminal, within `secs`,
+/// and returns it; past the deadline, fails with the events so far on
+/// `node` and on each of `others`, and `node`'s log.
+pub(crate) async fn ends_within(node: &Node, id: &str, secs: u64, others: &[&Node]) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, snapshot) = node.get(&format!("/v1/tasks/{id}")).await;
+        if matches!(
+            snapshot["state"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return snapshot;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut seen = Vec::new();
+            for other in std::iter::once(node).chain(others.iter().copied()) {
+                let (_, snapshot) = other.get(&format!("/v1/tasks/{id}")).await;
+                let last = snapshot["last_seq"].as_u64().unwrap_or(0);
+                seen.push(format!(
+                    "{snapshot}: {:?}",
+                    events_upto(other, id, last).await
+                ));
+            }
+            panic!(
+                "{id} unfinished after {secs} s; as each node has it:\n{}\n{}",
+                seen.join("\n"),
+                node.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // poll with a deadline
+    }
+}
+
 /// Asserts the seqs are 1, 2, 3 … and exactly the last event is terminal.
 pub(crate) fn assert_one_terminal(events: &[Value]) {
     for (i, event) in events.iter().enumerate() {
