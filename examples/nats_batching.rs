@@ -11,7 +11,13 @@
 //!   subject, the first with `Nats-Expected-Last-Subject-Sequence: 0`, up to
 //!   256 publishes awaiting their acknowledgement at once;
 //! - `queue`: one publish per B tasks to a work-queue stream, then a pull
-//!   consumer fetching them 64 at a time and acknowledging each.
+//!   consumer fetching them 64 at a time and acknowledging each;
+//! - `atomic`: today's layout (one message per event, on the task's own
+//!   subject, the first fenced on `Nats-Expected-Last-Subject-Sequence: 0`)
+//!   sent as JetStream atomic batches (`Nats-Batch-Id`, ADR-50; nats-server
+//!   2.12+) of B messages: B events of B different tasks, one request to
+//!   open the batch, plain publishes, and one acknowledgement at the commit,
+//!   at most 32 batches open at once (a stream allows 50).
 //!
 //! and prints NATS's user + system CPU (`/proc/NATS_PID/stat`) and the wall
 //! time, both divided by TASKS. It measures NATS alone: what a node's code
@@ -71,6 +77,76 @@ async fn publish_all(
     }
 }
 
+/// Batches open at once at most in the `atomic` phase.
+const BATCHES_IN_FLIGHT: usize = 32;
+
+/// Publishes `n` messages made by `message(i)` as atomic batches of `size`:
+/// the first of each a request (answered with an empty message or an
+/// error), the middle ones plain publishes, the last the commit, whose
+/// acknowledgement covers the batch.
+async fn atomic_batches(
+    js: &jetstream::Context,
+    n: usize,
+    size: usize,
+    message: impl Fn(usize) -> (String, async_nats::HeaderMap, Bytes),
+) {
+    let client = js.client();
+    // One subscription answers every batch's opening request.
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(format!("{inbox}.*")).await.unwrap();
+    let mut commits = FuturesUnordered::new();
+    let mut batches = 0;
+    for start in (0..n).step_by(size) {
+        batches += 1;
+        let id = format!("nb-{batches}-{start}");
+        let end = (start + size).min(n);
+        for i in start..end {
+            let (subject, mut headers, payload) = message(i);
+            headers.insert("Nats-Batch-Id", id.as_str());
+            headers.insert("Nats-Batch-Sequence", (i - start + 1).to_string().as_str());
+            if i + 1 == end {
+                headers.insert("Nats-Batch-Commit", "1");
+                let ack = js
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .unwrap();
+                commits.push(ack.into_future());
+            } else if i == start {
+                client
+                    .publish_with_reply_and_headers(
+                        subject,
+                        format!("{inbox}.{batches}"),
+                        headers,
+                        payload,
+                    )
+                    .await
+                    .unwrap();
+            } else {
+                client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .unwrap();
+            }
+        }
+        if commits.len() >= BATCHES_IN_FLIGHT {
+            commits.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(ack) = commits.next().await {
+        ack.unwrap();
+    }
+    // Every batch of more than one message was opened by a request.
+    let opened = if size > 1 { batches } else { 0 };
+    for _ in 0..opened {
+        let reply = replies.next().await.unwrap();
+        assert!(
+            reply.payload.is_empty(),
+            "a batch opened: {:?}",
+            reply.payload
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -80,9 +156,18 @@ async fn main() {
     };
     let tasks: usize = args.get(3).map_or(12_800, |n| n.parse().expect("TASKS"));
     let js = jetstream::new(async_nats::connect(url).await.expect("NATS_URL"));
-    for name in ["NB_EVENTS", "NB_QUEUE"] {
+    for name in ["NB_EVENTS", "NB_QUEUE", "NB_ATOMIC"] {
         let _ = js.delete_stream(name).await;
     }
+    js.create_stream(stream::Config {
+        name: "NB_ATOMIC".into(),
+        subjects: vec!["nb.at.>".into()],
+        allow_direct: true,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     js.create_stream(stream::Config {
         name: "NB_EVENTS".into(),
         subjects: vec!["nb.ev.>".into()],
@@ -154,8 +239,26 @@ async fn main() {
         println!(
             r#"{{"phase": "queue", "batch": {batch}, "messages": {messages}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#
         );
+
+        let (cpu0, t0) = (cpu_s(pid), Instant::now());
+        let event = Bytes::from(vec![b'x'; EVENT_BYTES]);
+        for step in 0..3 {
+            atomic_batches(&js, tasks, batch, |i| {
+                let mut headers = async_nats::HeaderMap::new();
+                if step == 0 {
+                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                }
+                (format!("nb.at.{batch}.{i}"), headers, event.clone())
+            })
+            .await;
+        }
+        let (cpu, wall) = per_task(cpu0, t0);
+        println!(
+            r#"{{"phase": "atomic", "batch": {batch}, "messages": {}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#,
+            tasks * 3
+        );
     }
-    for name in ["NB_EVENTS", "NB_QUEUE"] {
+    for name in ["NB_EVENTS", "NB_QUEUE", "NB_ATOMIC"] {
         let _ = js.delete_stream(name).await;
     }
 }
