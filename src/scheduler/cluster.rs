@@ -33,6 +33,9 @@ pub(crate) const MAX_SUBMITS_IN_FLIGHT: usize = 4096;
 /// Lookups of unknown tasks in flight at most; past it the request is
 /// answered `not_found`.
 pub(crate) const MAX_LOOKUPS: usize = 1024;
+/// Cancels and answers sent to other nodes and not answered yet, at most;
+/// past it one more is refused `unavailable` at once.
+pub(crate) const MAX_FORWARDS: usize = 1024;
 /// Requests waiting for one lookup at most.
 pub(crate) const MAX_PARKED_PER_TASK: usize = 16;
 /// How long a claimed task of a busy concurrency key waits before the

@@ -727,31 +727,9 @@ fn a_claim_that_came_back_empty_never_leaves_a_wake_in_the_past() {
 #[test]
 fn a_cancel_its_node_was_too_busy_for_is_sent_again_without_news() {
     let mut node = Node::new("c", true);
-    accepted(&mut node, 1);
-    let started = TaskEvent::Started {
-        worker: Arc::from("b/w"),
-        attempt: 1,
-    };
-    node.applied(EventRecord::new(id(1), 2, started), 11, "b", None);
-    let forwards = |effects: Vec<Effect>| -> Vec<u64> {
-        effects
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::Forward { id: f, node, .. } if &*node == "b" => Some(f),
-                _ => None,
-            })
-            .collect()
-    };
-    let (tx, mut answer) = tokio::sync::oneshot::channel();
-    node.core.on_command(
-        Command::Cancel {
-            task_id: id(1),
-            principal: client_c(),
-            reply: super::Reply::Direct(tx),
-        },
-        node.now,
-    );
-    let sent = forwards(node.effects_but_claims());
+    started_on_b(&mut node, 1);
+    let mut answer = cancel_by_c(&mut node, 1);
+    let sent = forwards_to_b(node.effects_but_claims());
     assert_eq!(sent.len(), 1, "the cancel goes to b");
     // B is busy: nothing is sent again at once…
     node.input(Input::ForwardDone {
@@ -760,28 +738,119 @@ fn a_cancel_its_node_was_too_busy_for_is_sent_again_without_news() {
             retry_after: Duration::from_millis(500),
         }),
     });
-    assert!(forwards(node.effects_but_claims()).is_empty());
+    assert!(forwards_to_b(node.effects_but_claims()).is_empty());
     assert!(answer.try_recv().is_err(), "the cancel still waits");
     // …but once its retry_after has passed, with no event meanwhile.
     let due = node.core.next_wake().expect("a wake for the retry");
     assert!(due <= node.now + Duration::from_millis(500));
     node.now = due;
     node.core.on_time(due);
-    let again = forwards(node.effects_but_claims());
+    let again = forwards_to_b(node.effects_but_claims());
     assert_eq!(again.len(), 1, "sent again");
     node.input(Input::ForwardDone {
         id: again[0],
         result: Ok(()),
     });
-    node.applied(
-        EventRecord::new(
-            id(1),
-            3,
-            TaskEvent::Cancelled(crate::task::CancelReason::Client),
-        ),
-        12,
-        "b",
-        None,
-    );
+    cancelled_by_b(&mut node, 1);
     assert!(matches!(answer.try_recv(), Ok(Ok(()))));
+}
+
+/// A task accepted elsewhere and started on node b.
+fn started_on_b(node: &mut Node, n: u128) {
+    accepted(node, n);
+    let started = TaskEvent::Started {
+        worker: Arc::from("b/w"),
+        attempt: 1,
+    };
+    node.applied(EventRecord::new(id(n), 2, started), 11, "b", None);
+}
+
+/// Node b, running task `n`, wrote its `cancelled`.
+fn cancelled_by_b(node: &mut Node, n: u128) {
+    let cancelled = TaskEvent::Cancelled(crate::task::CancelReason::Client);
+    node.applied(EventRecord::new(id(n), 3, cancelled), 12, "b", None);
+}
+
+/// The requests among these effects that go to node b.
+fn forwards_to_b(effects: Vec<Effect>) -> Vec<u64> {
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Forward { id: f, node, .. } if &*node == "b" => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Client c cancels task `n`; the answer comes on the receiver.
+fn cancel_by_c(
+    node: &mut Node,
+    n: u128,
+) -> tokio::sync::oneshot::Receiver<Result<(), super::Refusal>> {
+    let (tx, answer) = tokio::sync::oneshot::channel();
+    node.core.on_command(
+        Command::Cancel {
+            task_id: id(n),
+            principal: client_c(),
+            reply: super::Reply::Direct(tx),
+        },
+        node.now,
+    );
+    answer
+}
+
+#[test]
+fn cancels_of_a_task_on_another_node_are_bounded() {
+    let mut node = Node::new("c", true);
+    started_on_b(&mut node, 1);
+    let mut waiting: Vec<_> = (0..super::MAX_CANCELS_WAITING)
+        .map(|_| cancel_by_c(&mut node, 1))
+        .collect();
+    let forwarded = forwards_to_b(node.effects_but_claims());
+    assert_eq!(
+        forwarded.len(),
+        super::MAX_CANCELS_WAITING,
+        "each goes to b"
+    );
+    let mut one_more = cancel_by_c(&mut node, 1);
+    assert!(matches!(
+        one_more.try_recv(),
+        Ok(Err(super::Refusal::TooManyCancels { .. }))
+    ));
+    assert!(node.effects_but_claims().is_empty(), "nothing more is sent");
+    cancelled_by_b(&mut node, 1);
+    for f in forwarded {
+        node.input(Input::ForwardDone {
+            id: f,
+            result: Ok(()),
+        });
+    }
+    for answer in &mut waiting {
+        assert!(matches!(answer.try_recv(), Ok(Ok(()))), "each is answered");
+    }
+}
+
+#[test]
+fn requests_on_their_way_to_other_nodes_are_bounded() {
+    let mut node = Node::new("c", true);
+    let per_task = super::MAX_CANCELS_WAITING;
+    let tasks = (super::cluster::MAX_FORWARDS / per_task) as u128;
+    let mut waiting = Vec::new();
+    for n in 1..=tasks + 1 {
+        started_on_b(&mut node, n);
+    }
+    for n in 1..=tasks {
+        waiting.extend((0..per_task).map(|_| cancel_by_c(&mut node, n)));
+    }
+    let mut one_more = cancel_by_c(&mut node, tasks + 1);
+    assert!(matches!(
+        one_more.try_recv(),
+        Ok(Err(super::Refusal::Unavailable { .. }))
+    ));
+    let sent = forwards_to_b(node.effects_but_claims());
+    assert_eq!(sent.len(), super::cluster::MAX_FORWARDS);
+    assert!(
+        waiting.iter_mut().all(|a| a.try_recv().is_err()),
+        "the others wait"
+    );
 }

@@ -609,6 +609,30 @@ fn cancelling_a_running_task_answers_every_canceller() {
 }
 
 #[test]
+fn cancels_waiting_for_one_task_are_bounded_and_each_answered() {
+    let mut h = Harness::new(limits(), &[("a", false)]);
+    let alice = key("alice");
+    let w = h.executor("w", 1, &["a"]);
+    let (id, _rx) = h.submit(&alice, "a", options());
+    h.assigned(w);
+    let mut waiting: Vec<_> = (0..super::MAX_CANCELS_WAITING)
+        .map(|_| h.cancel(&alice, id))
+        .collect();
+    let mut one_more = h.cancel(&alice, id);
+    assert_eq!(
+        kinds(&mut one_more),
+        vec![format!(
+            "error: {} cancels of this task already wait for its end",
+            super::MAX_CANCELS_WAITING
+        )]
+    );
+    h.finish(w, id, 1, Outcome::Cancelled);
+    for rx in &mut waiting {
+        assert_eq!(kinds(rx), vec!["cancelled"]);
+    }
+}
+
+#[test]
 fn an_executor_that_ignores_a_stop_does_not_hold_the_task_forever() {
     let mut h = Harness::new(limits(), &[("a", false)]);
     let alice = key("alice");

@@ -106,7 +106,16 @@ pub enum Refusal {
     /// use (the same answer as admission's on one node).
     #[error("{path}: no such upload")]
     NoSuchUpload { path: String },
+    /// As many cancels of this task as [`MAX_CANCELS_WAITING`] already wait
+    /// for its end (each of them gets it).
+    #[error("{max} cancels of this task already wait for its end")]
+    TooManyCancels { max: usize },
 }
+
+/// Cancels of one running task waiting for its end at most (each gets the
+/// task's `cancelled`, or its real end); one more is refused
+/// `rate_limited` at once.
+pub(crate) const MAX_CANCELS_WAITING: usize = 64;
 
 /// A submit's answer.
 #[derive(Debug, Clone, Copy)]

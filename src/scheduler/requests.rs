@@ -239,6 +239,10 @@ impl Core {
                 self.cancel_queued(id, CancelReason::Client, copies);
             }
             TaskState::Running | TaskState::Waiting => {
+                if task.cancel_waiters.len() >= super::MAX_CANCELS_WAITING {
+                    let max = super::MAX_CANCELS_WAITING;
+                    return self.refuse(reply, Refusal::TooManyCancels { max });
+                }
                 self.stop_running(
                     id,
                     StopReason::Cancelled(CancelReason::Client),

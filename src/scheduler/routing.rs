@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::cluster::{
-    AcceptedInfo, ClusterCore, EMPTY_RETRY, ENTRY_EVERY, Effect, Forwarded, Input, MAX_LOOKUPS,
-    MAX_PARKED_PER_TASK, MAX_SUBMITS_IN_FLIGHT, NodeEntry, PendingForward, PendingSubmit, SubmitOk,
+    AcceptedInfo, ClusterCore, EMPTY_RETRY, ENTRY_EVERY, Effect, Forwarded, Input, MAX_FORWARDS,
+    MAX_LOOKUPS, MAX_PARKED_PER_TASK, MAX_SUBMITS_IN_FLIGHT, NodeEntry, PendingForward,
+    PendingSubmit, SubmitOk,
 };
 use super::core::{Core, Task};
 use super::{Command, Mailbox, Refusal, Reply, Submitted};
@@ -26,6 +27,11 @@ use crate::task::{
 /// How long a forwarded cancel that found its node busy or its task moving
 /// waits before it is sent again (unless the task's history moves first).
 const CANCEL_RETRY: Duration = Duration::from_millis(500);
+/// The answer to a cancel or an answer for another node while
+/// [`MAX_FORWARDS`] are on their way.
+const FORWARDS_FULL: Refusal = Refusal::Unavailable {
+    retry_after: Duration::from_secs(1),
+};
 
 /// The principal a forwarded request acts as: the asking node checked the
 /// caller already.
@@ -92,6 +98,11 @@ impl Core {
                     .is_some_and(|t| t.visible_to(&principal))
                 {
                     self.refuse(reply, Refusal::NotFound);
+                    return None;
+                }
+                if self.cancels_waiting(task_id) >= super::MAX_CANCELS_WAITING {
+                    let max = super::MAX_CANCELS_WAITING;
+                    self.refuse(reply, Refusal::TooManyCancels { max });
                     return None;
                 }
                 self.cluster_cancel(task_id, reply, CancelReason::Client, now);
@@ -292,6 +303,22 @@ impl Core {
         }
     }
 
+    /// Cancels of a task that wait for its end here: for its terminal
+    /// event, for another try, or for the node running it to answer.
+    fn cancels_waiting(&self, id: TaskId) -> usize {
+        let Some(task) = self.tasks.get(&id) else {
+            return 0;
+        };
+        let retrying = task.cluster.as_deref().map_or(0, |c| c.retry_cancel.len());
+        let forwarded = self.cluster.as_ref().map_or(0, |c| {
+            c.forwards
+                .values()
+                .filter(|f| matches!(f, PendingForward::Cancel(t, ..) if *t == id))
+                .count()
+        });
+        task.cancel_waiters.len() + retrying + forwarded
+    }
+
     /// A cancel in cluster mode: by whoever may write the task's next event.
     pub(super) fn cluster_cancel(
         &mut self,
@@ -341,6 +368,9 @@ impl Core {
                 let Some(cluster) = &mut self.cluster else {
                     return;
                 };
+                if cluster.forwards.len() >= MAX_FORWARDS {
+                    return self.refuse(reply, FORWARDS_FULL);
+                }
                 let forward = cluster.next_forward;
                 cluster.next_forward += 1;
                 cluster
@@ -394,6 +424,9 @@ impl Core {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
+        if cluster.forwards.len() >= MAX_FORWARDS {
+            return self.refuse(reply, FORWARDS_FULL);
+        }
         let forward = cluster.next_forward;
         cluster.next_forward += 1;
         cluster.forwards.insert(

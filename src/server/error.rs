@@ -150,6 +150,8 @@ fn refusal_wire(refusal: &Refusal, message: String) -> WireError {
         }
         Refusal::NoSuchUpload { path } => WireError::new(ErrorCode::NotFound, message)
             .with_details(serde_json::json!({ "path": path })),
+        Refusal::TooManyCancels { max } => WireError::new(ErrorCode::RateLimited, message)
+            .with_details(serde_json::json!({ "bound": "cancels_waiting", "max": max })),
     }
 }
 

@@ -325,6 +325,50 @@ async fn cancel_and_timeout_reach_the_worker() {
 }
 
 #[tokio::test]
+async fn cancels_waiting_for_a_stubborn_task_are_bounded_and_each_answered() {
+    let Some(node) = node() else { return };
+    let server = managed_server(vec![behave(&node, "stubborn", &[])], |c| {
+        c.limits.cancel_grace = Duration::from_secs(3);
+    })
+    .await;
+    let mut ws = server.ws(ALICE).await;
+    let task = ws.submit_ok("w_ignore_cancel", json!({})).await;
+    ws.until(|e| e["task_id"] == task.as_str() && e["type"] == "started")
+        .await;
+    // The worker never answers a cancel: each one waits for the end the
+    // grace brings, 64 at most.
+    for n in 0..=64 {
+        ws.send(json!({"type": "cancel", "ref": format!("c{n}"), "task_id": task}))
+            .await;
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    let mut refused = Vec::new();
+    while answered.len() < 64 {
+        let message = ws.next().await;
+        let Some(reference) = message["ref"].as_str() else {
+            continue;
+        };
+        match message["type"].as_str() {
+            Some("cancelled") => {
+                answered.insert(reference.to_owned());
+            }
+            Some("error") => refused.push(message.clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["ref"], "c64");
+    assert_eq!(refused[0]["error"]["code"], "rate_limited");
+    assert_eq!(refused[0]["error"]["details"]["bound"], "cancels_waiting");
+    assert_eq!(refused[0]["error"]["details"]["max"], 64);
+    assert!(!answered.contains("c64"));
+    // The connection carries on.
+    let next = ws.submit_ok("w_echo", json!("after")).await;
+    assert_eq!(ws.terminal(&next).await["result"], "after");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn garbage_is_refused_and_too_much_of_it_loses_the_worker() {
     let Some(node) = node() else { return };
     let server = managed_server(vec![behave(&node, "noisy", &[])], |c| {
