@@ -77,6 +77,16 @@ async fn publish_all(
     }
 }
 
+/// A task's `step`th event on `subject`: the first (`accepted`) fenced on
+/// the subject being empty.
+fn event(subject: &str, step: usize, payload: &Bytes) -> (String, async_nats::HeaderMap, Bytes) {
+    let mut headers = async_nats::HeaderMap::new();
+    if step == 0 {
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+    }
+    (subject.to_owned(), headers, payload.clone())
+}
+
 /// Batches open at once at most in the `atomic` phase.
 const BATCHES_IN_FLIGHT: usize = 32;
 
@@ -185,11 +195,13 @@ async fn main() {
         })
         .await
         .unwrap();
-    let per_task = |cpu0: f64, t0: Instant| {
-        (
-            (cpu_s(pid) - cpu0) * 1e6 / tasks as f64,
-            t0.elapsed().as_secs_f64() * 1e6 / tasks as f64,
-        )
+    // One JSON line per phase: NATS's CPU and the wall time per task.
+    let report = |phase: &str, batch: usize, messages: usize, cpu0: f64, t0: Instant| {
+        let cpu = (cpu_s(pid) - cpu0) * 1e6 / tasks as f64;
+        let wall = t0.elapsed().as_secs_f64() * 1e6 / tasks as f64;
+        println!(
+            r#"{{"phase": "{phase}", "batch": {batch}, "messages": {messages}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#
+        );
     };
     for batch in [1usize, 8, 64] {
         let messages = tasks / batch;
@@ -198,19 +210,11 @@ async fn main() {
         let (cpu0, t0) = (cpu_s(pid), Instant::now());
         for step in 0..3 {
             publish_all(&js, messages, |i| {
-                let mut headers = async_nats::HeaderMap::new();
-                if step == 0 {
-                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-                }
-                (format!("nb.ev.{batch}.{i}"), headers, payload.clone())
+                event(&format!("nb.ev.{batch}.{i}"), step, &payload)
             })
             .await;
         }
-        let (cpu, wall) = per_task(cpu0, t0);
-        println!(
-            r#"{{"phase": "events", "batch": {batch}, "messages": {}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#,
-            messages * 3
-        );
+        report("events", batch, messages * 3, cpu0, t0);
 
         let (cpu0, t0) = (cpu_s(pid), Instant::now());
         publish_all(&js, messages, |i| {
@@ -235,28 +239,17 @@ async fn main() {
                 taken += 1;
             }
         }
-        let (cpu, wall) = per_task(cpu0, t0);
-        println!(
-            r#"{{"phase": "queue", "batch": {batch}, "messages": {messages}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#
-        );
+        report("queue", batch, messages, cpu0, t0);
 
         let (cpu0, t0) = (cpu_s(pid), Instant::now());
-        let event = Bytes::from(vec![b'x'; EVENT_BYTES]);
+        let one = Bytes::from(vec![b'x'; EVENT_BYTES]);
         for step in 0..3 {
             atomic_batches(&js, tasks, batch, |i| {
-                let mut headers = async_nats::HeaderMap::new();
-                if step == 0 {
-                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-                }
-                (format!("nb.at.{batch}.{i}"), headers, event.clone())
+                event(&format!("nb.at.{batch}.{i}"), step, &one)
             })
             .await;
         }
-        let (cpu, wall) = per_task(cpu0, t0);
-        println!(
-            r#"{{"phase": "atomic", "batch": {batch}, "messages": {}, "nats_cpu_us_per_task": {cpu:.1}, "wall_us_per_task": {wall:.1}}}"#,
-            tasks * 3
-        );
+        report("atomic", batch, tasks * 3, cpu0, t0);
     }
     for name in ["NB_EVENTS", "NB_QUEUE", "NB_ATOMIC"] {
         let _ = js.delete_stream(name).await;

@@ -217,6 +217,23 @@ impl Core {
         Duration::from_millis((estimate.ceil() as u64).clamp(10, 60_000))
     }
 
+    /// A cancel of this task is refused when [`super::MAX_CANCELS_WAITING`]
+    /// already wait for its end here: for its terminal event or, in cluster
+    /// mode, for another try or the running node's answer.
+    pub(super) fn too_many_cancels(&self, id: TaskId) -> Option<Refusal> {
+        let task = self.tasks.get(&id)?;
+        let retrying = task.cluster.as_deref().map_or(0, |c| c.retry_cancel.len());
+        let forwarded = self.cluster.as_ref().map_or(0, |c| {
+            c.forwards
+                .values()
+                .filter(|f| matches!(f, super::cluster::PendingForward::Cancel(t, ..) if *t == id))
+                .count()
+        });
+        let max = super::MAX_CANCELS_WAITING;
+        (task.cancel_waiters.len() + retrying + forwarded >= max)
+            .then_some(Refusal::TooManyCancels { max })
+    }
+
     pub(super) fn cancel(
         &mut self,
         id: TaskId,
@@ -239,9 +256,8 @@ impl Core {
                 self.cancel_queued(id, CancelReason::Client, copies);
             }
             TaskState::Running | TaskState::Waiting => {
-                if task.cancel_waiters.len() >= super::MAX_CANCELS_WAITING {
-                    let max = super::MAX_CANCELS_WAITING;
-                    return self.refuse(reply, Refusal::TooManyCancels { max });
+                if let Some(refusal) = self.too_many_cancels(id) {
+                    return self.refuse(reply, refusal);
                 }
                 self.stop_running(
                     id,

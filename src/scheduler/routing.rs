@@ -100,9 +100,8 @@ impl Core {
                     self.refuse(reply, Refusal::NotFound);
                     return None;
                 }
-                if self.cancels_waiting(task_id) >= super::MAX_CANCELS_WAITING {
-                    let max = super::MAX_CANCELS_WAITING;
-                    self.refuse(reply, Refusal::TooManyCancels { max });
+                if let Some(refusal) = self.too_many_cancels(task_id) {
+                    self.refuse(reply, refusal);
                     return None;
                 }
                 self.cluster_cancel(task_id, reply, CancelReason::Client, now);
@@ -303,22 +302,6 @@ impl Core {
         }
     }
 
-    /// Cancels of a task that wait for its end here: for its terminal
-    /// event, for another try, or for the node running it to answer.
-    fn cancels_waiting(&self, id: TaskId) -> usize {
-        let Some(task) = self.tasks.get(&id) else {
-            return 0;
-        };
-        let retrying = task.cluster.as_deref().map_or(0, |c| c.retry_cancel.len());
-        let forwarded = self.cluster.as_ref().map_or(0, |c| {
-            c.forwards
-                .values()
-                .filter(|f| matches!(f, PendingForward::Cancel(t, ..) if *t == id))
-                .count()
-        });
-        task.cancel_waiters.len() + retrying + forwarded
-    }
-
     /// A cancel in cluster mode: by whoever may write the task's next event.
     pub(super) fn cluster_cancel(
         &mut self,
@@ -365,25 +348,39 @@ impl Core {
                     cl.retry_cancel.push((reply, reason));
                     return;
                 };
-                let Some(cluster) = &mut self.cluster else {
-                    return;
-                };
-                if cluster.forwards.len() >= MAX_FORWARDS {
-                    return self.refuse(reply, FORWARDS_FULL);
-                }
-                let forward = cluster.next_forward;
-                cluster.next_forward += 1;
-                cluster
-                    .forwards
-                    .insert(forward, PendingForward::Cancel(id, reply, reason));
-                cluster.effects.push_back(Effect::Forward {
-                    id: forward,
-                    node,
-                    task_id: id,
-                    request: Forwarded::Cancel(reason),
-                });
+                let pending = PendingForward::Cancel(id, reply, reason);
+                self.send_forward(node, id, pending, Forwarded::Cancel(reason));
             }
         }
+    }
+
+    /// Sends a cancel or an answer to the node running the task; its reply
+    /// waits in `pending` for that node's answer, or is refused at once
+    /// while [`MAX_FORWARDS`] are on their way.
+    fn send_forward(
+        &mut self,
+        node: Arc<str>,
+        id: TaskId,
+        pending: PendingForward,
+        request: Forwarded,
+    ) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.forwards.len() >= MAX_FORWARDS {
+            let (PendingForward::Cancel(_, reply, _) | PendingForward::Answer(_, _, reply)) =
+                pending;
+            return self.refuse(reply, FORWARDS_FULL);
+        }
+        let forward = cluster.next_forward;
+        cluster.next_forward += 1;
+        cluster.forwards.insert(forward, pending);
+        cluster.effects.push_back(Effect::Forward {
+            id: forward,
+            node,
+            task_id: id,
+            request,
+        });
     }
 
     fn cluster_answer(
@@ -421,24 +418,8 @@ impl Core {
         let Some(node) = task.cluster.as_ref().and_then(|c| c.node.clone()) else {
             return self.refuse(reply, Refusal::NoSuchQuestion);
         };
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        if cluster.forwards.len() >= MAX_FORWARDS {
-            return self.refuse(reply, FORWARDS_FULL);
-        }
-        let forward = cluster.next_forward;
-        cluster.next_forward += 1;
-        cluster.forwards.insert(
-            forward,
-            PendingForward::Answer(id, question_id.clone(), reply),
-        );
-        cluster.effects.push_back(Effect::Forward {
-            id: forward,
-            node,
-            task_id: id,
-            request: Forwarded::Answer { question_id, value },
-        });
+        let pending = PendingForward::Answer(id, question_id.clone(), reply);
+        self.send_forward(node, id, pending, Forwarded::Answer { question_id, value });
     }
 
     /// Another node asks about a task this node runs.
