@@ -24,6 +24,9 @@ use crate::task::{
 
 /// The format version of every message below.
 const V: u32 = 1;
+/// The format of an event message that carries several events of one task
+/// (`then`): nodes that only know [`V`] refuse it instead of missing them.
+const V_THEN: u32 = 2;
 
 pub(crate) fn ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
@@ -349,15 +352,48 @@ struct Event {
     at_ms: u64,
     node: String,
     event: Body,
+    /// The events that follow it in the same message (same writer, next
+    /// `seq`s), committed with it or not at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    then: Vec<Later>,
 }
 
-/// One event of a task for its stream.
+#[derive(Serialize, Deserialize)]
+struct Later {
+    seq: u64,
+    at_ms: u64,
+    event: Body,
+}
+
+/// One message of a task's stream: `record`, and the events that follow it
+/// (`then`, numbered after it) written with it.
 pub(crate) fn encode_event(
     record: &EventRecord,
+    then: &[Arc<EventRecord>],
     node: &str,
     info: Option<&AcceptedInfo>,
 ) -> Vec<u8> {
-    let body = match &record.event {
+    let later = then
+        .iter()
+        .map(|r| Later {
+            seq: r.seq,
+            at_ms: ms(r.at),
+            event: body_of(r, None),
+        })
+        .collect::<Vec<_>>();
+    serde_json::to_vec(&Event {
+        v: if later.is_empty() { V } else { V_THEN },
+        seq: record.seq,
+        at_ms: ms(record.at),
+        node: node.to_owned(),
+        event: body_of(record, info),
+        then: later,
+    })
+    .unwrap_or_default()
+}
+
+fn body_of(record: &EventRecord, info: Option<&AcceptedInfo>) -> Body {
+    match &record.event {
         TaskEvent::Accepted { position } => {
             let id = record.task_id.hex();
             let spec = info
@@ -434,33 +470,58 @@ pub(crate) fn encode_event(
         TaskEvent::Cancelled(reason) => Body::Cancelled {
             reason: reason.as_str().to_owned(),
         },
-    };
-    serde_json::to_vec(&Event {
-        v: V,
-        seq: record.seq,
-        at_ms: ms(record.at),
-        node: node.to_owned(),
-        event: body,
-    })
-    .unwrap_or_default()
+    }
 }
 
-/// An event read from a task's stream at `stream_seq`.
+/// The events of one message of a task's stream at `stream_seq`, in order.
 pub(crate) fn decode_event(
     task_id: TaskId,
     stream_seq: u64,
     bytes: &[u8],
-) -> Result<Applied, DecodeError> {
+) -> Result<Vec<Applied>, DecodeError> {
     let event: Event = serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
-    if event.v != V {
+    if event.v != V && event.v != V_THEN {
         return Err(DecodeError(format!("format version {}", event.v)));
     }
+    let writer: Arc<str> = Arc::from(event.node);
     let mut info = None;
-    let task_event = match event.event {
+    let first = event_of(event.event, &mut info)?;
+    let mut applied = Vec::with_capacity(1 + event.then.len());
+    applied.push(Applied {
+        record: Arc::new(EventRecord::with_time(
+            task_id,
+            event.seq,
+            time(event.at_ms),
+            first,
+        )),
+        stream_seq,
+        writer: Arc::clone(&writer),
+        info,
+    });
+    for later in event.then {
+        let mut info = None;
+        let task_event = event_of(later.event, &mut info)?;
+        applied.push(Applied {
+            record: Arc::new(EventRecord::with_time(
+                task_id,
+                later.seq,
+                time(later.at_ms),
+                task_event,
+            )),
+            stream_seq,
+            writer: Arc::clone(&writer),
+            info,
+        });
+    }
+    Ok(applied)
+}
+
+fn event_of(body: Body, info: &mut Option<AcceptedInfo>) -> Result<TaskEvent, DecodeError> {
+    Ok(match body {
         Body::Accepted { position, spec } => {
             let spec: Spec<Box<RawValue>> =
                 serde_json::from_value(spec).map_err(|e| DecodeError(e.to_string()))?;
-            info = Some(info_of(&spec));
+            *info = Some(info_of(&spec));
             TaskEvent::Accepted { position }
         }
         Body::Started { worker, attempt } => TaskEvent::Started {
@@ -546,17 +607,6 @@ pub(crate) fn decode_event(
             "shutdown" => CancelReason::Shutdown,
             _ => CancelReason::Client,
         }),
-    };
-    Ok(Applied {
-        record: Arc::new(EventRecord::with_time(
-            task_id,
-            event.seq,
-            time(event.at_ms),
-            task_event,
-        )),
-        stream_seq,
-        writer: Arc::from(event.node),
-        info,
     })
 }
 
@@ -729,9 +779,8 @@ mod tests {
         "0123456789abcdef0123456789abcdef".parse().expect("hex")
     }
 
-    #[test]
-    fn events_round_trip() {
-        let info = AcceptedInfo {
+    fn info() -> AcceptedInfo {
+        AcceptedInfo {
             name: Arc::from("echo"),
             owner: Owner {
                 client: ClientId::new("a"),
@@ -746,14 +795,21 @@ mod tests {
             delivery: Delivery::Stream,
             cancel_on_disconnect: false,
             input_bytes: 12,
-        };
+        }
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let info = info();
         let record = EventRecord::new(id(), 1, TaskEvent::Accepted { position: 3 });
-        let bytes = encode_event(&record, "node-a", Some(&info));
-        let applied = decode_event(id(), 9, &bytes).expect("decodes");
+        let bytes = encode_event(&record, &[], "node-a", Some(&info));
+        let [applied] = &decode_event(id(), 9, &bytes).expect("decodes")[..] else {
+            panic!("one event");
+        };
         assert_eq!(applied.record.seq, 1);
         assert_eq!(applied.stream_seq, 9);
         assert_eq!(&*applied.writer, "node-a");
-        let back = applied.info.expect("info");
+        let back = applied.info.as_ref().expect("info");
         assert_eq!(back.owner.token, Some(7));
         assert_eq!(back.priority, Priority::High);
         assert_eq!(back.delivery, Delivery::Stream);
@@ -763,11 +819,42 @@ mod tests {
             4,
             TaskEvent::Failed(TaskFailure::new(FailureKind::WorkerLost, "gone")),
         );
-        let applied = decode_event(id(), 10, &encode_event(&failed, "b", None)).expect("ok");
-        match &applied.record.event {
+        let applied = decode_event(id(), 10, &encode_event(&failed, &[], "b", None)).expect("ok");
+        match &applied[0].record.event {
             TaskEvent::Failed(f) => assert_eq!(f.kind, FailureKind::WorkerLost),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn one_message_carries_the_events_written_together() {
+        let accepted = EventRecord::new(id(), 1, TaskEvent::Accepted { position: 0 });
+        let started = Arc::new(EventRecord::new(
+            id(),
+            2,
+            TaskEvent::Started {
+                worker: Arc::from("a/pool-1"),
+                attempt: 1,
+            },
+        ));
+        let bytes = encode_event(&accepted, &[started], "a", Some(&info()));
+        let text = std::str::from_utf8(&bytes).expect("utf-8");
+        assert!(text.starts_with(r#"{"v":2,"#), "{text}");
+        let applied = decode_event(id(), 5, &bytes).expect("decodes");
+        let seqs: Vec<_> = applied
+            .iter()
+            .map(|a| (a.record.seq, a.stream_seq))
+            .collect();
+        assert_eq!(seqs, [(1, 5), (2, 5)]);
+        assert!(applied[0].info.is_some() && applied[1].info.is_none());
+        assert!(applied.iter().all(|a| &*a.writer == "a"));
+        assert!(matches!(
+            &applied[1].record.event,
+            TaskEvent::Started { attempt: 1, worker } if &**worker == "a/pool-1"
+        ));
+        // A lone event keeps the first format, which every node reads.
+        let alone = encode_event(&accepted, &[], "a", Some(&info()));
+        assert!(alone.starts_with(br#"{"v":1,"#));
     }
 
     fn queued(input: &str) -> TaskSpec {

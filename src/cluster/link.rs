@@ -42,6 +42,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 const UPLOAD_STORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one claim (its fetches, lane after lane) may wait for NATS.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a submit's own fetch waits in NATS for a message of its lane:
+/// it goes out with the queue publish, and NATS may see it first. A fetch
+/// still empty then leaves the task to the next claim (and a refused
+/// submit's answer waits at most this long).
+const SUBMIT_FETCH_WAIT: Duration = Duration::from_millis(100);
 /// Attempts at a publish whose answer did not come (same message id: a
 /// repeat that got through is recognised as a duplicate).
 const PUBLISH_TRIES: u32 = 3;
@@ -282,9 +287,10 @@ impl Link {
             }),
             Effect::Propose {
                 record,
+                then,
                 expected,
                 info,
-            } => Box::pin(async move { self.propose(record, expected, info).await }),
+            } => Box::pin(async move { self.propose(record, then, expected, info).await }),
             Effect::Claim {
                 executors,
                 lanes,
@@ -296,7 +302,7 @@ impl Link {
                     lanes = lanes.len(),
                     "a claim starts"
                 );
-                let tasks = self.claim(&lanes, n).await;
+                let tasks = self.claim(&lanes, n, None).await;
                 tracing::trace!(n, got = tasks.len(), "a claim ends");
                 self.input(Input::Claimed { executors, tasks }).await;
             }),
@@ -571,7 +577,9 @@ impl Link {
     }
 
     /// Queues a task, then writes its `accepted`. With `fetch`, a claim of
-    /// one task from its lane runs alongside that write (into `fetch`).
+    /// one task from its lane goes out with the queue publish (into
+    /// `fetch`); when it brings this task, `accepted` is left to the core,
+    /// which writes it with `started` (`SubmitOk::claimed_here`).
     async fn submit(
         &self,
         mut spec: TaskSpec,
@@ -614,6 +622,7 @@ impl Link {
                             task_id: existing,
                             duplicate,
                             records,
+                            claimed_here: false,
                         });
                     }
                     // The first submit is on its way (or died half-way):
@@ -657,12 +666,31 @@ impl Link {
             }
         };
         let queued = Bytes::from(codec::encode_queued(&spec, uploads));
-        let event = Bytes::from(codec::encode_event(&accepted, &self.node, Some(&info)));
+        let event = Bytes::from(codec::encode_event(&accepted, &[], &self.node, Some(&info)));
         let event_id = format!("{}-1", hex.as_str());
         // The queue first: once a node sees `accepted`, it can claim it.
-        let queue_ack = self
-            .publish(&ready.js, queue_subject(&spec), queued, hex.as_str(), None)
-            .await;
+        let queue = self.publish(&ready.js, queue_subject(&spec), queued, hex.as_str(), None);
+        let queue_ack = match fetch {
+            Some(fetched) => {
+                // The fetch waits in NATS for the lane's next message, so
+                // it may go out before the publish is stored.
+                let lane = [(Arc::clone(&spec.name), spec.options.priority)];
+                let claim = Box::pin(self.claim(&lane, 1, Some(SUBMIT_FETCH_WAIT)));
+                let (ack, tasks) = tokio::join!(queue, claim);
+                let here = !duplicate && ack.is_ok() && tasks.iter().any(|t| t.spec.id == id);
+                *fetched = Some(tasks);
+                if here {
+                    return Ok(SubmitOk {
+                        task_id: id,
+                        duplicate,
+                        records: Vec::new(),
+                        claimed_here: true,
+                    });
+                }
+                ack
+            }
+            None => queue.await,
+        };
         if let Err(e) = queue_ack {
             if let Some(key) = made_key {
                 let _ = ready.idem.delete(&key).await;
@@ -684,16 +712,9 @@ impl Link {
                 }
             });
         }
-        let write = self.publish(&ready.js, event_subject(id), event, &event_id, Some(0));
-        let event_ack = match fetch {
-            Some(fetched) => {
-                let lane = [(Arc::clone(&spec.name), spec.options.priority)];
-                let (ack, tasks) = tokio::join!(write, Box::pin(self.claim(&lane, 1)));
-                *fetched = Some(tasks);
-                ack
-            }
-            None => write.await,
-        };
+        let event_ack = self
+            .publish(&ready.js, event_subject(id), event, &event_id, Some(0))
+            .await;
         let records = match event_ack {
             Ok(ack) => vec![Applied {
                 record: accepted,
@@ -709,26 +730,37 @@ impl Link {
             task_id: id,
             duplicate,
             records,
+            claimed_here: false,
         })
     }
 
-    /// Appends a proposed event, fenced on the task's last stream sequence.
+    /// Appends a proposed event (and the ones after it, `then`, in the
+    /// same message), fenced on the task's last stream sequence.
     async fn propose(
         &self,
         record: Arc<EventRecord>,
+        then: Vec<Arc<EventRecord>>,
         expected: u64,
         info: Option<crate::scheduler::cluster::AcceptedInfo>,
     ) {
         let ready = self.ready().await;
         let id = record.task_id;
-        let payload = Bytes::from(codec::encode_event(&record, &self.node, info.as_ref()));
+        let payload = Bytes::from(codec::encode_event(
+            &record,
+            &then,
+            &self.node,
+            info.as_ref(),
+        ));
+        let last_seq = then.last().map_or(record.seq, |r| r.seq);
         // One id per proposal: JetStream de-duplicates by message id before
         // it checks the expected sequence, so an id that another writer
         // (or this node's earlier proposal of the same `seq`) may also use
-        // would make a lost race look like a commit. Only `accepted` keeps
-        // `<id>-1`: whoever writes it writes the same event (the submitter,
-        // or a node that took the task from the queue first).
-        let msg_id = if record.seq == 1 {
+        // would make a lost race look like a commit. Only a lone `accepted`
+        // keeps `<id>-1`: whoever writes it writes the same event (the
+        // submitter, or a node that took the task from the queue first).
+        // One that carries `started` too is this node's claim on the task,
+        // as unique as any other.
+        let msg_id = if record.seq == 1 && then.is_empty() {
             format!("{}-1", id.hex().as_str())
         } else {
             let nonce = self.proposals.fetch_add(1, Ordering::Relaxed);
@@ -750,11 +782,11 @@ impl Link {
                 // only if the message there is this proposal's.
                 Ok(ack) if ack.duplicate => match ready.events.direct_get(ack.sequence).await {
                     Ok(m) if is_proposal(&m, &msg_id) => {
-                        return self.committed(ready, &record, ack.sequence).await;
+                        return self.committed(ready, &record, &then, ack.sequence).await;
                     }
                     Ok(_) => {
                         tracing::warn!(task_id = %id, "an event's message id was taken by another message; the task is read again");
-                        return self.lost_race(id, record.seq, false).await;
+                        return self.lost_race(id, last_seq, false).await;
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, task_id = %id, "checking a repeated event failed; trying again");
@@ -762,7 +794,7 @@ impl Link {
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 },
-                Ok(ack) => return self.committed(ready, &record, ack.sequence).await,
+                Ok(ack) => return self.committed(ready, &record, &then, ack.sequence).await,
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                     let last = ready
                         .events
@@ -774,12 +806,15 @@ impl Link {
                     if let Some(last) = &last
                         && is_proposal(last, &msg_id)
                     {
-                        return self.committed(ready, &record, last.sequence).await;
+                        return self.committed(ready, &record, &then, last.sequence).await;
                     }
                     let last =
                         last.and_then(|m| codec::decode_event(id, m.sequence, &m.payload).ok());
-                    let finished = last.is_some_and(|a| a.record.event.is_terminal());
-                    return self.lost_race(id, record.seq, finished).await;
+                    let finished = last
+                        .as_deref()
+                        .and_then(<[Applied]>::last)
+                        .is_some_and(|a| a.record.event.is_terminal());
+                    return self.lost_race(id, last_seq, finished).await;
                 }
                 Err(e) => {
                     // NATS is away: the event waits (the core holds the
@@ -794,15 +829,21 @@ impl Link {
 
     /// A proposal is in the stream at `stream_seq`: the core hears of it,
     /// and the queue message follows.
-    async fn committed(&self, ready: &Ready, record: &EventRecord, stream_seq: u64) {
+    async fn committed(
+        &self,
+        ready: &Ready,
+        record: &EventRecord,
+        then: &[Arc<EventRecord>],
+        stream_seq: u64,
+    ) {
+        let last = then.last().map_or(record, |r| &**r);
         self.input(Input::Committed {
             task_id: record.task_id,
-            seq: record.seq,
+            seq: last.seq,
             stream_seq,
         })
         .await;
-        self.after_commit(ready, record.task_id, &record.event)
-            .await;
+        self.after_commit(ready, record.task_id, &last.event).await;
     }
 
     /// The queue message of a task follows its committed events.
@@ -940,11 +981,13 @@ impl Link {
         Some(made)
     }
 
-    /// Up to `n` queued tasks from the first lanes that have some.
+    /// Up to `n` queued tasks from the first lanes that have some; with
+    /// `wait`, a lane with none is waited on that long for its next one.
     async fn claim(
         &self,
         lanes: &[(Arc<str>, crate::task::Priority)],
         n: usize,
+        wait: Option<Duration>,
     ) -> Vec<ClaimedTask> {
         let Some(ready) = self.ready.get() else {
             return Vec::new();
@@ -986,7 +1029,14 @@ impl Link {
                 }
             };
             let asked = Instant::now();
-            let fetch = Box::pin(consumer.fetch().max_messages(n - got.len()).messages());
+            let want = n - got.len();
+            let fetch: BoxFuture<'_, Result<consumer::pull::Batch, consumer::pull::BatchError>> =
+                match wait {
+                    None => Box::pin(consumer.fetch().max_messages(want).messages()),
+                    Some(wait) => {
+                        Box::pin(consumer.batch().max_messages(want).expires(wait).messages())
+                    }
+                };
             let mut batch = match within(deadline, &mut reconnected, fetch).await {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(e)) => {
@@ -1233,7 +1283,7 @@ impl Link {
             let Ok(message) = next else { break };
             from = message.sequence;
             match codec::decode_event(id, message.sequence, &message.payload) {
-                Ok(applied) => records.push(applied),
+                Ok(events) => records.extend(events),
                 Err(e) => {
                     tracing::error!(error = %e, task_id = %id, "an event cannot be read");
                     break;

@@ -559,12 +559,14 @@ async fn feed(
                     continue;
                 };
                 match codec::decode_event(id, seq, &message.payload) {
-                    Ok(applied) => {
-                        if applied.record.event.is_terminal() {
-                            link.task_ended(id);
-                        }
-                        if link.inputs.send(Input::Event(applied)).await.is_err() {
-                            return;
+                    Ok(events) => {
+                        for applied in events {
+                            if applied.record.event.is_terminal() {
+                                link.task_ended(id);
+                            }
+                            if link.inputs.send(Input::Event(applied)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(e) => tracing::error!(error = %e, task_id = %id, "an event cannot be read"),

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::cluster::{AcceptedInfo, ClaimedTask, Effect, Settle};
+use super::cluster::{AcceptedInfo, ClaimedTask, Effect, PendingSubmit, Settle};
 use super::core::Core;
 use super::queue::Next;
 use crate::exec::{ExecutorId, Order, StopReason};
@@ -303,6 +303,38 @@ impl Core {
     /// A claimed task whose history is empty (its submitter died between
     /// the queue and the `accepted`): this node writes `accepted` and runs it.
     pub(super) fn adopt(&mut self, claimed: ClaimedTask, executor: ExecutorId, now: Instant) {
+        self.adopt_as(claimed, executor, 0, None, now);
+    }
+
+    /// A task submitted here that the submit's own fetch brought back
+    /// before its `accepted` was written: this node writes it and runs the
+    /// task, like an adopted one; its submitter is answered when that
+    /// `accepted` is applied (`mirror.rs`).
+    pub(super) fn adopt_submitted(
+        &mut self,
+        claimed: ClaimedTask,
+        executor: ExecutorId,
+        pending: PendingSubmit,
+        now: Instant,
+    ) {
+        self.unpromise(executor, 1);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.empty_at.remove(&executor);
+        }
+        let position = pending.position;
+        self.adopt_as(claimed, executor, position, Some(pending), now);
+    }
+
+    /// `accepted` and, when the task starts at once, `started` go to the
+    /// stream in one message: one round trip, and one fence, for both.
+    fn adopt_as(
+        &mut self,
+        claimed: ClaimedTask,
+        executor: ExecutorId,
+        position: u64,
+        submitter: Option<PendingSubmit>,
+        now: Instant,
+    ) {
         let info = AcceptedInfo::of(&claimed.spec);
         let id = claimed.spec.id;
         let at = SystemTime::now();
@@ -310,11 +342,21 @@ impl Core {
         if let Some(cluster) = &mut self.cluster {
             cluster.adopted.insert(id);
         }
-        self.emit(id, TaskEvent::Accepted { position: 0 }, Vec::new());
+        if let Some(cl) = self.cluster_task(id) {
+            // Held as if a proposal were out, so `accepted` waits for what
+            // follows it.
+            cl.in_flight = true;
+            cl.submitter = submitter.map(Box::new);
+        }
+        self.emit(id, TaskEvent::Accepted { position }, Vec::new());
         if let Some(task) = self.tasks.get_mut(&id) {
             task.state = TaskState::Queued;
         }
         self.own(claimed, executor, now);
+        if let Some(cl) = self.cluster_task(id) {
+            cl.in_flight = false;
+        }
+        self.send_proposals(id);
     }
 
     /// A proposed event, in cluster mode: numbered after the task's last,
@@ -363,26 +405,39 @@ impl Core {
         for (mailbox, reference) in copies {
             cl.copies.push((seq, mailbox, reference));
         }
-        if cl.in_flight {
-            cl.pending.push_back(record);
-            return;
-        }
-        cl.in_flight = true;
-        let expected = cl.stream_seq;
-        let info = (seq == 1).then(|| cl.info.clone()).flatten();
-        self.effect(Effect::Propose {
-            record,
-            expected,
-            info,
-        });
+        cl.pending.push_back(record);
+        self.send_proposals(id);
     }
 
-    /// A proposal is in the stream: the next one goes; a committed
-    /// `started` lets its attempt run.
+    /// Unless a proposal of the task is out, the events waiting go, all in
+    /// one message (fenced on the task's last stream sequence).
+    fn send_proposals(&mut self, id: TaskId) {
+        let Some(cl) = self.cluster_task(id) else {
+            return;
+        };
+        if cl.in_flight {
+            return;
+        }
+        let mut waiting = std::mem::take(&mut cl.pending).into_iter();
+        let Some(record) = waiting.next() else {
+            return;
+        };
+        cl.in_flight = true;
+        let info = (record.seq == 1).then(|| cl.info.clone()).flatten();
+        let propose = Effect::Propose {
+            record,
+            then: waiting.collect(),
+            expected: cl.stream_seq,
+            info,
+        };
+        self.effect(propose);
+    }
+
+    /// A proposal is in the stream (`seq`: its last event's): the events
+    /// waiting behind it go; a committed `started` lets its attempt run.
     pub(super) fn committed(&mut self, id: TaskId, seq: u64, stream_seq: u64, now: Instant) {
-        if seq == 1
-            && let Some(cluster) = &mut self.cluster
-        {
+        // Its first proposal was `accepted`: an adopted task is this node's.
+        if let Some(cluster) = &mut self.cluster {
             cluster.adopted.remove(&id);
         }
         let Some(task) = self.tasks.get_mut(&id) else {
@@ -394,26 +449,17 @@ impl Core {
         cl.stream_seq = cl.stream_seq.max(stream_seq);
         cl.in_flight = false;
         let assign = match cl.assign.take() {
-            Some((at, assignment)) if at == seq => Some(assignment),
+            Some((at, assignment)) if at <= seq => Some(assignment),
             other => {
                 cl.assign = other;
                 None
             }
         };
-        let next = cl.pending.pop_front();
-        if next.is_none() && cl.ended {
+        if cl.pending.is_empty() && cl.ended {
             // Its terminal event is in the stream: this node is done with it.
             cl.owned = false;
         }
-        let expected = cl.stream_seq;
-        if let Some(record) = next {
-            cl.in_flight = true;
-            self.effect(Effect::Propose {
-                record,
-                expected,
-                info: None,
-            });
-        }
+        self.send_proposals(id);
         if let Some(assignment) = assign
             && let Some(executor) = self
                 .tasks

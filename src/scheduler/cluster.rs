@@ -46,19 +46,23 @@ pub(crate) const BUSY_RETRY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub enum Effect {
     /// Queue a task (idempotency, the queue bounds), then its `accepted`.
-    /// With `claim`, an executor here is free for it: once the queue has
-    /// it, the link also fetches from its lane while `accepted` is being
-    /// written (one round trip less before the task starts).
+    /// With `claim`, an executor here is free for it: the link also
+    /// fetches from its lane while the queue publish is on its way. When
+    /// that fetch brings this very task, the link writes nothing more: the
+    /// core writes `accepted` and `started` in one message (two round trips
+    /// less before the task starts; [`SubmitOk::claimed_here`]).
     Submit {
         spec: TaskSpec,
         accepted: Arc<EventRecord>,
         info: AcceptedInfo,
         claim: Option<ExecutorId>,
     },
-    /// Append one event to a task's stream if its last event is still the
-    /// one at stream sequence `expected` (0: the task has none yet).
+    /// Append one event (and the ones after it in `then`, in the same
+    /// message) to a task's stream if its last event is still the one at
+    /// stream sequence `expected` (0: the task has none yet).
     Propose {
         record: Arc<EventRecord>,
+        then: Vec<Arc<EventRecord>>,
         expected: u64,
         info: Option<AcceptedInfo>,
     },
@@ -227,13 +231,14 @@ pub enum Input {
         result: Result<SubmitOk, Refusal>,
         claimed: Option<(ExecutorId, Option<Vec<ClaimedTask>>)>,
     },
-    /// A proposal was appended at `stream_seq`.
+    /// A proposal was appended at `stream_seq` (`seq`: its last event's).
     Committed {
         task_id: TaskId,
         seq: u64,
         stream_seq: u64,
     },
-    /// A proposal was refused: the stream moved on without this node.
+    /// A proposal was refused (`seq`: its last event's): the stream moved
+    /// on without this node.
     Conflict { task_id: TaskId, seq: u64 },
     /// The answer to a claim: at most as many tasks as the executors gave
     /// free slots.
@@ -277,6 +282,9 @@ pub struct SubmitOk {
     pub task_id: TaskId,
     pub duplicate: bool,
     pub records: Vec<Applied>,
+    /// The submit's own fetch brought this task before its `accepted` was
+    /// written (`records` is empty): the core writes it with `started`.
+    pub claimed_here: bool,
 }
 
 /// Per task, in cluster mode.
@@ -306,11 +314,17 @@ pub(crate) struct ClusterTask {
     /// This node wrote the terminal event.
     pub(crate) wrote_terminal: bool,
     pub(crate) info: Option<AcceptedInfo>,
+    /// The submitter of a task whose `accepted` this node writes with its
+    /// `started`: it gets its answer when that `accepted` is applied.
+    pub(crate) submitter: Option<Box<PendingSubmit>>,
 }
 
 #[derive(Debug)]
 pub(crate) struct PendingSubmit {
     pub(crate) reply: Reply<Submitted>,
+    /// Its `accepted`'s position, for a task whose `accepted` the core
+    /// writes itself ([`SubmitOk::claimed_here`]).
+    pub(crate) position: u64,
     pub(crate) delivery: Delivery,
     pub(crate) cancel_on_disconnect: bool,
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::cluster::{AcceptedInfo, Applied, ClaimedTask, Effect, Input, Settle};
+use super::cluster::{AcceptedInfo, Applied, ClaimedTask, Effect, Input, Settle, SubmitOk};
 use super::core::Core;
-use super::{Command, Mailbox, Outbound};
+use super::{Command, Mailbox, Outbound, Reply};
 use crate::config::Config;
 use crate::directory::{Directory, Source};
 use crate::exec::{ExecutorKind, ExecutorSpec, Order, Outcome, Report, Tagged, TaskDecl};
@@ -151,6 +151,46 @@ fn client_c() -> crate::auth::Principal {
     }
 }
 
+/// Task `n` accepted elsewhere (stream sequence 10), claimed here, its
+/// `started` committed (11): its assignment.
+fn running(node: &mut Node, n: u128) -> crate::exec::Assignment {
+    accepted(node, n);
+    let _ = node.effects();
+    node.input(Input::Claimed {
+        executors: vec![(node.executor, 1)],
+        tasks: vec![ClaimedTask {
+            spec: spec(n, "job"),
+            delivered: 1,
+        }],
+    });
+    let _ = node.effects();
+    node.input(Input::Committed {
+        task_id: id(n),
+        seq: 2,
+        stream_seq: 11,
+    });
+    let Ok(Order::Assign(assignment)) = node.orders.try_recv() else {
+        panic!("assigned");
+    };
+    assignment
+}
+
+/// The node's executor reports the attempt completed.
+fn finished(node: &mut Node, assignment: &crate::exec::Assignment) {
+    let report = Report::Finished {
+        task_id: assignment.task_id,
+        attempt: assignment.attempt,
+        outcome: Outcome::Completed {
+            result: RawValue::from_string("1".to_owned()).expect("json"),
+            files: Vec::new(),
+            duration: Duration::ZERO,
+        },
+        slot_free: true,
+    };
+    let executor = node.executor;
+    node.core.on_report(Tagged { executor, report }, node.now);
+}
+
 fn accepted(node: &mut Node, n: u128) {
     let info = AcceptedInfo::of(&spec(n, "job"));
     node.applied(
@@ -269,15 +309,17 @@ fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
             matches!(&effects[..], [Effect::Lookup { task_id }] if *task_id == id(1)),
             "{effects:?}"
         );
-        // Its history is empty: the node writes `accepted` itself.
+        // Its history is empty: the node writes `accepted` itself, and
+        // `started` with it, in one message.
         node.input(Input::Loaded {
             task_id: id(1),
             records: Vec::new(),
         });
         let effects = node.effects_but_claims();
         assert!(
-            matches!(&effects[..], [Effect::Propose { record, expected: 0, .. }]
-                if record.seq == 1 && matches!(record.event, TaskEvent::Accepted { .. })),
+            matches!(&effects[..], [Effect::Propose { record, then, expected: 0, .. }]
+                if record.seq == 1 && matches!(record.event, TaskEvent::Accepted { .. })
+                    && matches!(&then[..], [s] if s.seq == 2 && matches!(s.event, TaskEvent::Started { .. }))),
             "{effects:?}"
         );
         let submitters = || Applied {
@@ -295,7 +337,7 @@ fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
         } else {
             node.input(Input::Conflict {
                 task_id: id(1),
-                seq: 1,
+                seq: 2,
             });
         }
         let effects = node.effects_but_claims();
@@ -308,7 +350,7 @@ fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
         if feed_first {
             node.input(Input::Conflict {
                 task_id: id(1),
-                seq: 1,
+                seq: 2,
             });
         }
         node.input(Input::Reclaimed {
@@ -485,41 +527,8 @@ fn events_are_delivered_once_in_seq_order_and_a_gap_is_read_again() {
 #[test]
 fn finishing_reports_go_to_the_stream_not_to_subscribers() {
     let mut node = Node::new("b", true);
-    accepted(&mut node, 1);
-    let _ = node.effects();
-    node.input(Input::Claimed {
-        executors: vec![(node.executor, 1)],
-        tasks: vec![ClaimedTask {
-            spec: spec(1, "job"),
-            delivered: 1,
-        }],
-    });
-    let _ = node.effects();
-    node.input(Input::Committed {
-        task_id: id(1),
-        seq: 2,
-        stream_seq: 11,
-    });
-    let Ok(Order::Assign(assignment)) = node.orders.try_recv() else {
-        panic!("assigned");
-    };
-    let executor = node.executor;
-    node.core.on_report(
-        Tagged {
-            executor,
-            report: Report::Finished {
-                task_id: assignment.task_id,
-                attempt: 1,
-                outcome: Outcome::Completed {
-                    result: RawValue::from_string("1".to_owned()).expect("json"),
-                    files: Vec::new(),
-                    duration: Duration::ZERO,
-                },
-                slot_free: true,
-            },
-        },
-        node.now,
-    );
+    let assignment = running(&mut node, 1);
+    finished(&mut node, &assignment);
     let effects = node.effects();
     let proposed: Vec<(u64, u64)> = effects
         .iter()
@@ -853,4 +862,135 @@ fn requests_on_their_way_to_other_nodes_are_bounded() {
         waiting.iter_mut().all(|a| a.try_recv().is_err()),
         "the others wait"
     );
+}
+
+/// A submit whose own fetch brings the task back before its `accepted` is
+/// written: `accepted` and `started` go in one message, the attempt runs
+/// once it is committed, and the submitter is answered when the `accepted`
+/// comes back from the stream.
+#[test]
+fn a_task_its_submitter_claims_writes_accepted_and_started_together() {
+    let mut node = Node::new("b", true);
+    let executor = node.executor;
+    let (tx, mut answer) = oneshot::channel();
+    node.core.on_command(
+        Command::Submit {
+            spec: spec(1, "job"),
+            reply: Reply::Direct(tx),
+        },
+        node.now,
+    );
+    let effects = node.effects_but_claims();
+    assert!(
+        matches!(&effects[..], [Effect::Submit { claim: Some(e), .. }] if *e == executor),
+        "the idle executor's claim goes with the submit: {effects:?}"
+    );
+    node.input(Input::SubmitDone {
+        task_id: id(1),
+        result: Ok(SubmitOk {
+            task_id: id(1),
+            duplicate: false,
+            records: Vec::new(),
+            claimed_here: true,
+        }),
+        claimed: Some((
+            executor,
+            Some(vec![ClaimedTask {
+                spec: spec(1, "job"),
+                delivered: 1,
+            }]),
+        )),
+    });
+    let effects = node.effects_but_claims();
+    let [
+        Effect::Propose {
+            record,
+            then,
+            expected: 0,
+            info: Some(_),
+        },
+    ] = &effects[..]
+    else {
+        panic!("{effects:?}");
+    };
+    assert!(matches!(record.event, TaskEvent::Accepted { .. }) && record.seq == 1);
+    assert!(
+        matches!(&then[..], [s] if s.seq == 2 && matches!(&s.event, TaskEvent::Started { worker, attempt: 1 } if &**worker == "b/w"))
+    );
+    let (accepted, started) = (Arc::clone(record), Arc::clone(&then[0]));
+    assert!(node.orders.try_recv().is_err(), "not before the commit");
+    assert!(answer.try_recv().is_err(), "not answered before the commit");
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 2,
+        stream_seq: 7,
+    });
+    assert!(matches!(node.orders.try_recv(), Ok(Order::Assign(a)) if a.attempt == 1));
+    // The feed brings both events back, with the one stream sequence.
+    for record in [accepted, started] {
+        node.input(Input::Event(Applied {
+            record,
+            stream_seq: 7,
+            writer: Arc::from("b"),
+            info: None,
+        }));
+    }
+    let submitted = answer.try_recv().expect("answered").expect("accepted");
+    assert_eq!(submitted.task_id, id(1));
+    assert!(!submitted.duplicate);
+}
+
+/// Events made while one is being written go together in the next message.
+#[test]
+fn events_waiting_behind_a_proposal_go_in_one_message() {
+    let mut node = Node::new("b", true);
+    let assignment = running(&mut node, 1);
+    let executor = node.executor;
+    let report = |report| Tagged { executor, report };
+    let progress = |fraction| Report::Progress {
+        task_id: assignment.task_id,
+        attempt: 1,
+        progress: crate::task::Progress {
+            fraction: Some(fraction),
+            message: None,
+            data: None,
+        },
+    };
+    node.core.on_report(report(progress(0.1)), node.now);
+    // While the first progress is written, two more and the end come: the
+    // later progress replaces the earlier, and it and the end go together.
+    node.core.on_report(report(progress(0.5)), node.now);
+    node.core.on_report(report(progress(0.9)), node.now);
+    finished(&mut node, &assignment);
+    let seqs = |effects: &[Effect]| -> Vec<(u64, Vec<u64>, u64)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Propose {
+                    record,
+                    then,
+                    expected,
+                    ..
+                } => Some((record.seq, then.iter().map(|r| r.seq).collect(), *expected)),
+                _ => None,
+            })
+            .collect()
+    };
+    let effects = node.effects();
+    assert_eq!(seqs(&effects), vec![(3, vec![], 11)], "{effects:?}");
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 3,
+        stream_seq: 12,
+    });
+    let effects = node.effects();
+    assert_eq!(seqs(&effects), vec![(4, vec![5], 12)], "{effects:?}");
+    let Some(Effect::Propose { record, then, .. }) = effects.first() else {
+        panic!("{effects:?}");
+    };
+    assert!(
+        matches!(&record.event, TaskEvent::Progress(p) if p.fraction == Some(0.9)),
+        "{record:?}"
+    );
+    assert!(matches!(then[0].event, TaskEvent::Completed { .. }));
 }

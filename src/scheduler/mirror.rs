@@ -120,11 +120,7 @@ impl Core {
                 }
             }
             // Answerers of a task that ended get their answer refused.
-            if let Some(cl) = self
-                .tasks
-                .get_mut(&id)
-                .and_then(|t| t.cluster.as_deref_mut())
-            {
+            if let Some(cl) = self.cluster_task(id) {
                 for (_, reply) in std::mem::take(&mut cl.answerers) {
                     self.refuse(reply, super::Refusal::AlreadyFinished);
                 }
@@ -143,25 +139,31 @@ impl Core {
             task.log.push_numbered(Arc::clone(&record), max);
         }
         self.record(id, record, copies);
+        // A submitter waiting for the `accepted` this node wrote with the
+        // task's `started` (`claims.rs::adopt_submitted`).
+        if let Some(pending) = self.cluster_task(id).and_then(|cl| cl.submitter.take()) {
+            self.attach_submitter(id, *pending);
+        }
         if terminal {
             self.finish_drain_if_done();
         }
         self.retry_cancels(id);
     }
 
+    /// A task's cluster-mode state.
+    pub(super) fn cluster_task(&mut self, id: TaskId) -> Option<&mut super::cluster::ClusterTask> {
+        self.tasks.get_mut(&id)?.cluster.as_deref_mut()
+    }
+
     /// Cancels that found the task between owners try again.
     pub(super) fn retry_cancels(&mut self, id: TaskId) {
-        let Some(cl) = self
-            .tasks
-            .get_mut(&id)
-            .and_then(|t| t.cluster.as_deref_mut())
-        else {
+        let now = self.now;
+        let Some(cl) = self.cluster_task(id) else {
             return;
         };
         if cl.retry_cancel.is_empty() {
             return;
         }
-        let now = self.now;
         for (reply, reason) in std::mem::take(&mut cl.retry_cancel) {
             self.cluster_cancel(id, reply, reason, now);
         }

@@ -12,14 +12,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::cluster::{
-    AcceptedInfo, ClusterCore, EMPTY_RETRY, ENTRY_EVERY, Effect, Forwarded, Input, MAX_FORWARDS,
-    MAX_LOOKUPS, MAX_PARKED_PER_TASK, MAX_SUBMITS_IN_FLIGHT, NodeEntry, PendingForward,
-    PendingSubmit, SubmitOk,
+    AcceptedInfo, ClaimedTask, ClusterCore, EMPTY_RETRY, ENTRY_EVERY, Effect, Forwarded, Input,
+    MAX_FORWARDS, MAX_LOOKUPS, MAX_PARKED_PER_TASK, MAX_SUBMITS_IN_FLIGHT, NodeEntry,
+    PendingForward, PendingSubmit, SubmitOk,
 };
 use super::core::{Core, Task};
 use super::{Command, Mailbox, Refusal, Reply, Submitted};
 use crate::auth::Principal;
-use crate::exec::TaskDecl;
+use crate::exec::{ExecutorId, TaskDecl};
 use crate::task::{
     CancelReason, ClientId, Delivery, EventRecord, TaskEvent, TaskId, TaskSpec, TaskState,
 };
@@ -209,6 +209,7 @@ impl Core {
             spec.id,
             PendingSubmit {
                 reply,
+                position,
                 delivery: spec.options.delivery,
                 cancel_on_disconnect: spec.options.cancel_on_disconnect,
             },
@@ -221,15 +222,52 @@ impl Core {
         });
     }
 
-    /// The link's answer to a submit.
-    pub(super) fn submit_done(&mut self, id: TaskId, result: Result<SubmitOk, Refusal>) {
-        let Some(pending) = self.cluster.as_mut().and_then(|c| c.submits.remove(&id)) else {
-            return;
+    /// The link's answer to a submit, and what the submit's own fetch
+    /// brought (`claimed`: the executor it was for, and the tasks).
+    pub(super) fn submit_done(
+        &mut self,
+        id: TaskId,
+        result: Result<SubmitOk, Refusal>,
+        claimed: Option<(ExecutorId, Option<Vec<ClaimedTask>>)>,
+        now: Instant,
+    ) {
+        let claimed_here = matches!(&result, Ok(ok) if ok.claimed_here);
+        let pending = self.cluster.as_mut().and_then(|c| c.submits.remove(&id));
+        let (executor, mut tasks) = match claimed {
+            Some((executor, Some(tasks))) => (Some(executor), tasks),
+            Some((executor, None)) => {
+                self.unpromise(executor, 1);
+                (None, Vec::new())
+            }
+            None => (None, Vec::new()),
         };
+        let mine = tasks.iter().position(|t| t.spec.id == id);
+        match (pending, executor, mine) {
+            (Some(pending), Some(executor), Some(mine)) if claimed_here => {
+                // Its `accepted` is this node's to write, with its
+                // `started`: the submitter is answered when it is applied.
+                let claimed = tasks.swap_remove(mine);
+                return self.adopt_submitted(claimed, executor, pending, now);
+            }
+            (Some(pending), ..) => self.submit_answered(result, pending),
+            (None, ..) => {}
+        }
+        // The history first: the fetched task is then known here.
+        if let Some(executor) = executor {
+            self.claimed(vec![(executor, 1)], tasks, now);
+        }
+    }
+
+    fn submit_answered(&mut self, result: Result<SubmitOk, Refusal>, pending: PendingSubmit) {
         let ok = match result {
             Ok(ok) => ok,
             Err(refusal) => return self.reject(pending.reply, refusal),
         };
+        if ok.claimed_here {
+            // Not for want of the claim: the link only says so with it.
+            let retry_after = self.retry_after();
+            return self.reject(pending.reply, Refusal::Unavailable { retry_after });
+        }
         for applied in ok.records {
             self.apply(applied);
         }
@@ -247,7 +285,7 @@ impl Core {
 
     /// The submitter of a queued task gets its `accepted` (with its `ref`),
     /// whatever happened since, and follows the task.
-    fn attach_submitter(&mut self, id: TaskId, pending: PendingSubmit) {
+    pub(super) fn attach_submitter(&mut self, id: TaskId, pending: PendingSubmit) {
         let metrics = self.metrics.clone();
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
@@ -506,11 +544,7 @@ impl Core {
                 Err(refusal @ (Refusal::NotOwner | Refusal::Unavailable { .. })) => {
                     // Moved or unreachable: try again when its history
                     // moves, or after a while if it does not.
-                    let Some(cl) = self
-                        .tasks
-                        .get_mut(&id)
-                        .and_then(|t| t.cluster.as_deref_mut())
-                    else {
+                    let Some(cl) = self.cluster_task(id) else {
                         return;
                     };
                     let first = cl.retry_cancel.is_empty();
@@ -538,11 +572,7 @@ impl Core {
                     if let Some(record) = answered {
                         return self.answer_with(reply, record);
                     }
-                    if let Some(cl) = self
-                        .tasks
-                        .get_mut(&id)
-                        .and_then(|t| t.cluster.as_deref_mut())
-                    {
+                    if let Some(cl) = self.cluster_task(id) {
                         cl.answerers.push((question_id, reply));
                     }
                 }
@@ -708,15 +738,7 @@ impl Core {
                 task_id,
                 result,
                 claimed,
-            } => {
-                // The history first: the fetched task is then known here.
-                self.submit_done(task_id, result);
-                match claimed {
-                    Some((executor, Some(tasks))) => self.claimed(vec![(executor, 1)], tasks, now),
-                    Some((executor, None)) => self.unpromise(executor, 1),
-                    None => {}
-                }
-            }
+            } => self.submit_done(task_id, result, claimed, now),
             Input::Committed {
                 task_id,
                 seq,

@@ -388,3 +388,56 @@ key = "tester"
         );
     }
 }
+
+/// A node with an idle slot that takes a task it was just given writes its
+/// `accepted` and `started` in one message of the task's stream: two
+/// messages for a no-op task instead of three, with the events the client
+/// sees unchanged (`accepted`, then 2 and 3 in order). The submit's fetch waits up to 100 ms
+/// for the task, so on a busy machine one submit may go the longer way:
+/// of ten, at least one must take the short one.
+#[tokio::test]
+async fn a_task_its_idle_node_takes_writes_accepted_with_started() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    nats.listening().await;
+    let url = nats.url();
+    let a = Node::start("a", &url, &["--workers", "2"]);
+    a.ready().await;
+    let js = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
+    let events = js.get_stream("TW_EVENTS").await.unwrap();
+    let mut ws = a.ws().await;
+    let mut short = 0;
+    for n in 0..10 {
+        let id = ws.submit_ok("echo", json!({ "n": n })).await;
+        let seen = ws.events_until_end(&id).await;
+        let kinds: Vec<(u64, &str)> = seen
+            .iter()
+            .map(|e| (e["seq"].as_u64().unwrap(), e["type"].as_str().unwrap()))
+            .collect();
+        // (`submit_ok` took the `accepted`.)
+        assert_eq!(kinds, [(2, "started"), (3, "completed")], "{seen:?}");
+        // The stream's messages of the task, in order: each one's events.
+        let mut messages: Vec<Vec<u64>> = Vec::new();
+        let mut from = 0;
+        while let Ok(m) = events
+            .direct_get_next_for_subject(format!("tw.ev.{id}"), Some(from + 1))
+            .await
+        {
+            from = m.sequence;
+            let body: Value = serde_json::from_slice(&m.payload).unwrap();
+            let mut seqs = vec![body["seq"].as_u64().unwrap()];
+            if let Some(then) = body["then"].as_array() {
+                seqs.extend(then.iter().map(|e| e["seq"].as_u64().unwrap()));
+                assert_eq!(body["v"], 2, "{body}");
+            }
+            messages.push(seqs);
+        }
+        match &messages[..] {
+            [one, two] if *one == [1, 2] && *two == [3] => short += 1,
+            [one, two, three] if *one == [1] && *two == [2] && *three == [3] => {}
+            other => panic!("task {id}: messages {other:?}"),
+        }
+    }
+    assert!(short >= 1, "no submit took the short way: {}", a.log());
+}
