@@ -231,10 +231,7 @@ impl Core {
             });
         }
         if draining {
-            return self.effect(Effect::Settle {
-                task_id: id,
-                settle: Settle::Retry(std::time::Duration::ZERO),
-            });
+            return self.give_back(id);
         }
         match task.state {
             TaskState::Queued => self.own(claimed, executor, now),
@@ -265,6 +262,14 @@ impl Core {
         }
     }
 
+    /// A claimed task goes back to the queue at once, for any node.
+    fn give_back(&mut self, id: TaskId) {
+        self.effect(Effect::Settle {
+            task_id: id,
+            settle: Settle::Retry(std::time::Duration::ZERO),
+        });
+    }
+
     /// Takes a queued task for `executor` (or another free one serving it).
     fn own(&mut self, claimed: ClaimedTask, executor: ExecutorId, now: Instant) {
         let ClaimedTask { spec, .. } = claimed;
@@ -283,10 +288,7 @@ impl Core {
             })
         };
         let Some(executor) = executor else {
-            return self.effect(Effect::Settle {
-                task_id: id,
-                settle: Settle::Retry(std::time::Duration::ZERO),
-            });
+            return self.give_back(id);
         };
         self.unqueue(id);
         let Some(task) = self.tasks.get_mut(&id) else {
@@ -352,7 +354,13 @@ impl Core {
         if let Some(task) = self.tasks.get_mut(&id) {
             task.state = TaskState::Queued;
         }
-        self.own(claimed, executor, now);
+        if self.drain.is_some() {
+            // A draining node starts nothing: the task is queued, for
+            // another node.
+            self.give_back(id);
+        } else {
+            self.own(claimed, executor, now);
+        }
         if let Some(cl) = self.cluster_task(id) {
             cl.in_flight = false;
         }

@@ -191,6 +191,43 @@ fn finished(node: &mut Node, assignment: &crate::exec::Assignment) {
     node.core.on_report(Tagged { executor, report }, node.now);
 }
 
+/// Task `n` submitted on the node; the receiver gets its answer.
+fn submit_direct(
+    node: &mut Node,
+    n: u128,
+) -> oneshot::Receiver<Result<super::Submitted, super::Refusal>> {
+    let (tx, answer) = oneshot::channel();
+    node.core.on_command(
+        Command::Submit {
+            spec: spec(n, "job"),
+            reply: Reply::Direct(tx),
+        },
+        node.now,
+    );
+    answer
+}
+
+/// The link's answer to the submit of task `n`: its fetch brought it.
+fn claimed_at_submit(node: &mut Node, n: u128) {
+    let executor = node.executor;
+    node.input(Input::SubmitDone {
+        task_id: id(n),
+        result: Ok(SubmitOk {
+            task_id: id(n),
+            duplicate: false,
+            records: Vec::new(),
+            claimed_here: true,
+        }),
+        claimed: Some((
+            executor,
+            Some(vec![ClaimedTask {
+                spec: spec(n, "job"),
+                delivered: 1,
+            }]),
+        )),
+    });
+}
+
 fn accepted(node: &mut Node, n: u128) {
     let info = AcceptedInfo::of(&spec(n, "job"));
     node.applied(
@@ -872,35 +909,13 @@ fn requests_on_their_way_to_other_nodes_are_bounded() {
 fn a_task_its_submitter_claims_writes_accepted_and_started_together() {
     let mut node = Node::new("b", true);
     let executor = node.executor;
-    let (tx, mut answer) = oneshot::channel();
-    node.core.on_command(
-        Command::Submit {
-            spec: spec(1, "job"),
-            reply: Reply::Direct(tx),
-        },
-        node.now,
-    );
+    let mut answer = submit_direct(&mut node, 1);
     let effects = node.effects_but_claims();
     assert!(
         matches!(&effects[..], [Effect::Submit { claim: Some(e), .. }] if *e == executor),
         "the idle executor's claim goes with the submit: {effects:?}"
     );
-    node.input(Input::SubmitDone {
-        task_id: id(1),
-        result: Ok(SubmitOk {
-            task_id: id(1),
-            duplicate: false,
-            records: Vec::new(),
-            claimed_here: true,
-        }),
-        claimed: Some((
-            executor,
-            Some(vec![ClaimedTask {
-                spec: spec(1, "job"),
-                delivered: 1,
-            }]),
-        )),
-    });
+    claimed_at_submit(&mut node, 1);
     let effects = node.effects_but_claims();
     let [
         Effect::Propose {
@@ -938,6 +953,52 @@ fn a_task_its_submitter_claims_writes_accepted_and_started_together() {
     let submitted = answer.try_recv().expect("answered").expect("accepted");
     assert_eq!(submitted.task_id, id(1));
     assert!(!submitted.duplicate);
+}
+
+/// The same, when the node began draining while the submit was out: the
+/// task is accepted and given back to the queue, not started here.
+#[test]
+fn a_draining_node_gives_back_the_task_its_submit_claimed() {
+    let mut node = Node::new("b", true);
+    let mut answer = submit_direct(&mut node, 1);
+    let _ = node.effects_but_claims();
+    let (drained, _drained) = oneshot::channel();
+    node.core
+        .on_command(Command::Drain { reply: drained }, node.now);
+    claimed_at_submit(&mut node, 1);
+    let effects = node.effects_but_claims();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Settle { task_id, settle: Settle::Retry(d) } if *task_id == id(1) && d.is_zero())),
+        "{effects:?}"
+    );
+    let proposed: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Propose { record, then, .. } => Some((record.seq, then.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposed, [(1, 0)], "accepted alone: {effects:?}");
+    let Some(Effect::Propose { record, .. }) =
+        effects.iter().find(|e| matches!(e, Effect::Propose { .. }))
+    else {
+        panic!("{effects:?}");
+    };
+    node.input(Input::Committed {
+        task_id: id(1),
+        seq: 1,
+        stream_seq: 3,
+    });
+    node.input(Input::Event(Applied {
+        record: Arc::clone(record),
+        stream_seq: 3,
+        writer: Arc::from("b"),
+        info: Some(AcceptedInfo::of(&spec(1, "job"))),
+    }));
+    while let Ok(order) = node.orders.try_recv() {
+        assert!(!matches!(order, Order::Assign(_)), "nothing runs here");
+    }
+    assert!(answer.try_recv().expect("answered").is_ok(), "accepted");
 }
 
 /// Events made while one is being written go together in the next message.
