@@ -432,9 +432,13 @@ impl Core {
         };
         cl.in_flight = true;
         let info = (record.seq == 1).then(|| cl.info.clone()).flatten();
+        let then: Vec<_> = waiting.collect();
+        cl.flying.clear();
+        cl.flying.push(Arc::clone(&record));
+        cl.flying.extend(then.iter().cloned());
         let propose = Effect::Propose {
             record,
-            then: waiting.collect(),
+            then,
             expected: cl.stream_seq,
             info,
         };
@@ -466,6 +470,18 @@ impl Core {
         if cl.pending.is_empty() && cl.ended {
             // Its terminal event is in the stream: this node is done with it.
             cl.owned = false;
+        }
+        // Its events are the task's history now: delivered at once, not
+        // when the feed brings them back.
+        let flying = std::mem::take(&mut cl.flying);
+        let writer = self.node_name();
+        for record in flying {
+            self.apply(super::cluster::Applied {
+                record,
+                stream_seq,
+                writer: Arc::clone(&writer),
+                info: None,
+            });
         }
         self.send_proposals(id);
         if let Some(assignment) = assign
@@ -501,6 +517,7 @@ impl Core {
         };
         let was_owned = std::mem::take(&mut cl.owned);
         cl.pending.clear();
+        cl.flying.clear();
         cl.in_flight = false;
         cl.ended = false;
         cl.proposed = task.log.last_seq();

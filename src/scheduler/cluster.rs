@@ -5,8 +5,10 @@
 //! (dispatch, deadlines, questions, stops), but a task's history is the
 //! task's JetStream subject, not this node's memory: every event the core
 //! makes is *proposed* ([`Effect::Propose`], fenced by the stream sequence
-//! of the task's last event) and only delivered when it comes back from the
-//! stream ([`Input::Event`], `mirror.rs`), on every node alike. The core
+//! of the task's last event) and only delivered once the stream has it: by
+//! the node that wrote it when JetStream acknowledges it
+//! ([`Input::Committed`]), by every other node when its feed brings it
+//! ([`Input::Event`], `mirror.rs`; the writer's own copy is a repeat). The core
 //! mirrors every task of the cluster from that feed, so status, replay,
 //! cancel and answers work on any node; it *owns* only the tasks it claimed
 //! from the queue for its own executors (`claims.rs`).
@@ -299,6 +301,10 @@ pub(crate) struct ClusterTask {
     /// A proposal is on its way; the next ones wait.
     pub(crate) in_flight: bool,
     pub(crate) pending: VecDeque<Arc<EventRecord>>,
+    /// The events of the proposal on its way, applied here when it is
+    /// committed (the feed's copy of them comes after, or before, and only
+    /// once counts).
+    pub(crate) flying: Vec<Arc<EventRecord>>,
     /// A terminal event was proposed here: nothing more is.
     pub(crate) ended: bool,
     /// Private copies of proposed events, delivered when they are applied.

@@ -141,6 +141,19 @@ impl Node {
     }
 }
 
+/// The `seq`s of the events a mailbox got since the last look.
+fn delivered(inbox: &mut mpsc::Receiver<Outbound>) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while let Ok(message) = inbox.try_recv() {
+        match message {
+            Outbound::Event { record, .. } => seqs.push(record.seq),
+            Outbound::Replay(records) => seqs.extend(records.iter().map(|r| r.seq)),
+            _ => {}
+        }
+    }
+    seqs
+}
+
 /// The client `c`, as a test request's caller.
 fn client_c() -> crate::auth::Principal {
     crate::auth::Principal {
@@ -550,15 +563,7 @@ fn events_are_delivered_once_in_seq_order_and_a_gap_is_read_again() {
             .any(|e| matches!(e, Effect::Lookup { task_id } if *task_id == id(1))),
         "{effects:?}"
     );
-    let mut seqs = Vec::new();
-    while let Ok(message) = inbox.try_recv() {
-        match message {
-            Outbound::Event { record, .. } => seqs.push(record.seq),
-            Outbound::Replay(records) => seqs.extend(records.iter().map(|r| r.seq)),
-            _ => {}
-        }
-    }
-    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(delivered(&mut inbox), vec![1, 2]);
 }
 
 #[test]
@@ -651,6 +656,9 @@ fn a_subscriber_between_the_end_proposed_and_committed_gets_the_end() {
         seq: 3,
         stream_seq: 12,
     });
+    // The owner delivers its events when they are committed, not when the
+    // feed brings them back; the feed's copy is not delivered again.
+    assert_eq!(delivered(&mut inbox), vec![1, 2, 3]);
     node.applied(
         EventRecord::new(
             id(1),
@@ -665,15 +673,7 @@ fn a_subscriber_between_the_end_proposed_and_committed_gets_the_end() {
         "b",
         None,
     );
-    let mut seqs = Vec::new();
-    while let Ok(message) = inbox.try_recv() {
-        match message {
-            Outbound::Event { record, .. } => seqs.push(record.seq),
-            Outbound::Replay(records) => seqs.extend(records.iter().map(|r| r.seq)),
-            _ => {}
-        }
-    }
-    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(delivered(&mut inbox), Vec::<u64>::new());
 }
 
 #[test]
@@ -904,7 +904,7 @@ fn requests_on_their_way_to_other_nodes_are_bounded() {
 /// A submit whose own fetch brings the task back before its `accepted` is
 /// written: `accepted` and `started` go in one message, the attempt runs
 /// once it is committed, and the submitter is answered when the `accepted`
-/// comes back from the stream.
+/// is applied (at the commit).
 #[test]
 fn a_task_its_submitter_claims_writes_accepted_and_started_together() {
     let mut node = Node::new("b", true);
@@ -941,7 +941,11 @@ fn a_task_its_submitter_claims_writes_accepted_and_started_together() {
         stream_seq: 7,
     });
     assert!(matches!(node.orders.try_recv(), Ok(Order::Assign(a)) if a.attempt == 1));
-    // The feed brings both events back, with the one stream sequence.
+    let submitted = answer.try_recv().expect("answered").expect("accepted");
+    assert_eq!(submitted.task_id, id(1));
+    assert!(!submitted.duplicate);
+    // The feed brings both events back, with the one stream sequence: the
+    // history has them already.
     for record in [accepted, started] {
         node.input(Input::Event(Applied {
             record,
@@ -950,9 +954,9 @@ fn a_task_its_submitter_claims_writes_accepted_and_started_together() {
             info: None,
         }));
     }
-    let submitted = answer.try_recv().expect("answered").expect("accepted");
-    assert_eq!(submitted.task_id, id(1));
-    assert!(!submitted.duplicate);
+    let log = &node.core.tasks[&id(1)].log;
+    assert_eq!(log.last_seq(), 2);
+    assert_eq!(log.replay(0).len(), 2);
 }
 
 /// The same, when the node began draining while the submit was out: the

@@ -432,7 +432,7 @@ impl Core {
     ) {
         if self.cluster.is_some() {
             // Cluster mode: the event is proposed to the task's stream and
-            // delivered when it comes back committed (`cluster::apply`).
+            // delivered once it is committed (`mirror.rs::apply`).
             return self.propose(id, event, copies);
         }
         let Some(task) = self.tasks.get_mut(&id) else {
