@@ -392,6 +392,35 @@ pub(crate) fn encode_event(
     .unwrap_or_default()
 }
 
+/// A message of a task's stream to write: its first event, the ones after
+/// it, the bytes.
+pub(crate) type EventMessage = (Arc<EventRecord>, Vec<Arc<EventRecord>>, Vec<u8>);
+
+/// The messages that carry `record` and `then`: one, unless it would be
+/// longer than `max` bytes; then one per event (each event must fit NATS's
+/// `max_payload` on its own, as ever).
+pub(crate) fn event_messages(
+    record: Arc<EventRecord>,
+    then: Vec<Arc<EventRecord>>,
+    node: &str,
+    info: Option<&AcceptedInfo>,
+    max: usize,
+) -> Vec<EventMessage> {
+    let bytes = encode_event(&record, &then, node, info);
+    if then.is_empty() || bytes.len() <= max {
+        return vec![(record, then, bytes)];
+    }
+    std::iter::once(record)
+        .chain(then)
+        .enumerate()
+        .map(|(i, record)| {
+            let info = info.filter(|_| i == 0);
+            let bytes = encode_event(&record, &[], node, info);
+            (record, Vec::new(), bytes)
+        })
+        .collect()
+}
+
 fn body_of(record: &EventRecord, info: Option<&AcceptedInfo>) -> Body {
     match &record.event {
         TaskEvent::Accepted { position } => {
@@ -855,6 +884,44 @@ mod tests {
         // A lone event keeps the first format, which every node reads.
         let alone = encode_event(&accepted, &[], "a", Some(&info()));
         assert!(alone.starts_with(br#"{"v":1,"#));
+    }
+
+    #[test]
+    fn events_too_long_together_go_one_per_message() {
+        let accepted = Arc::new(EventRecord::new(
+            id(),
+            1,
+            TaskEvent::Accepted { position: 0 },
+        ));
+        let started = Arc::new(EventRecord::new(
+            id(),
+            2,
+            TaskEvent::Started {
+                worker: Arc::from("a/pool-1"),
+                attempt: 1,
+            },
+        ));
+        let info = info();
+        let together = event_messages(
+            Arc::clone(&accepted),
+            vec![Arc::clone(&started)],
+            "a",
+            Some(&info),
+            1 << 20,
+        );
+        let [(first, then, bytes)] = &together[..] else {
+            panic!("one message");
+        };
+        assert_eq!((first.seq, then.len()), (1, 1));
+        let max = bytes.len() - 1;
+        let apart = event_messages(accepted, vec![started], "a", Some(&info), max);
+        let seqs: Vec<(u64, usize)> = apart.iter().map(|(r, t, _)| (r.seq, t.len())).collect();
+        assert_eq!(seqs, [(1, 0), (2, 0)]);
+        // The spec goes with the `accepted` only, and each message reads back.
+        let back = decode_event(id(), 3, &apart[0].2).expect("decodes");
+        assert!(back[0].info.is_some());
+        let back = decode_event(id(), 4, &apart[1].2).expect("decodes");
+        assert_eq!(back[0].record.seq, 2);
     }
 
     fn queued(input: &str) -> TaskSpec {

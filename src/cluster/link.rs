@@ -68,6 +68,15 @@ pub(super) struct Ready {
     pub(super) inputs: jetstream::object_store::ObjectStore,
 }
 
+/// How one message of a task's stream ended.
+enum Appended {
+    /// Stored at this stream sequence.
+    Committed(u64),
+    /// Another writer's came first (`finished`: the task's last event is
+    /// terminal).
+    Lost { finished: bool },
+}
+
 /// A queue message this node holds for a task it claimed.
 struct Held {
     message: jetstream::Message,
@@ -735,7 +744,9 @@ impl Link {
     }
 
     /// Appends a proposed event (and the ones after it, `then`, in the
-    /// same message), fenced on the task's last stream sequence.
+    /// same message), fenced on the task's last stream sequence. Events
+    /// that would not fit one message together go one per message, each
+    /// fenced on the one before: the core hears of one commit either way.
     async fn propose(
         &self,
         record: Arc<EventRecord>,
@@ -745,13 +756,43 @@ impl Link {
     ) {
         let ready = self.ready().await;
         let id = record.task_id;
-        let payload = Bytes::from(codec::encode_event(
-            &record,
-            &then,
-            &self.node,
-            info.as_ref(),
-        ));
-        let last_seq = then.last().map_or(record.seq, |r| r.seq);
+        let last = then.last().map_or_else(|| Arc::clone(&record), Arc::clone);
+        let first = record.seq;
+        let max = self.max_event_bytes();
+        let parts = codec::event_messages(record, then, &self.node, info.as_ref(), max);
+        let mut stream_seq = expected;
+        for (record, then, payload) in parts {
+            let payload = Bytes::from(payload);
+            match self
+                .append(ready, &record, &then, payload, stream_seq)
+                .await
+            {
+                Appended::Committed(at) => stream_seq = at,
+                Appended::Lost { finished } => {
+                    return self.lost_race(id, first, finished).await;
+                }
+            }
+        }
+        self.committed(ready, &last, stream_seq).await;
+    }
+
+    /// The largest event message this node writes: NATS's `max_payload`,
+    /// less room for the headers.
+    fn max_event_bytes(&self) -> usize {
+        self.client.server_info().max_payload.saturating_sub(4096)
+    }
+
+    /// One message of a task's stream, fenced on `expected`, tried until
+    /// JetStream stores it or refuses it for another writer's.
+    async fn append(
+        &self,
+        ready: &Ready,
+        record: &EventRecord,
+        then: &[Arc<EventRecord>],
+        payload: Bytes,
+        expected: u64,
+    ) -> Appended {
+        let id = record.task_id;
         // One id per proposal: JetStream de-duplicates by message id before
         // it checks the expected sequence, so an id that another writer
         // (or this node's earlier proposal of the same `seq`) may also use
@@ -781,12 +822,10 @@ impl Link {
                 // A repeat of a try that went through: the stream says so
                 // only if the message there is this proposal's.
                 Ok(ack) if ack.duplicate => match ready.events.direct_get(ack.sequence).await {
-                    Ok(m) if is_proposal(&m, &msg_id) => {
-                        return self.committed(ready, &record, &then, ack.sequence).await;
-                    }
+                    Ok(m) if is_proposal(&m, &msg_id) => return Appended::Committed(ack.sequence),
                     Ok(_) => {
                         tracing::warn!(task_id = %id, "an event's message id was taken by another message; the task is read again");
-                        return self.lost_race(id, last_seq, false).await;
+                        return Appended::Lost { finished: false };
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, task_id = %id, "checking a repeated event failed; trying again");
@@ -794,7 +833,7 @@ impl Link {
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 },
-                Ok(ack) => return self.committed(ready, &record, &then, ack.sequence).await,
+                Ok(ack) => return Appended::Committed(ack.sequence),
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
                     let last = ready
                         .events
@@ -806,7 +845,7 @@ impl Link {
                     if let Some(last) = &last
                         && is_proposal(last, &msg_id)
                     {
-                        return self.committed(ready, &record, &then, last.sequence).await;
+                        return Appended::Committed(last.sequence);
                     }
                     let last =
                         last.and_then(|m| codec::decode_event(id, m.sequence, &m.payload).ok());
@@ -814,7 +853,7 @@ impl Link {
                         .as_deref()
                         .and_then(<[Applied]>::last)
                         .is_some_and(|a| a.record.event.is_terminal());
-                    return self.lost_race(id, last_seq, finished).await;
+                    return Appended::Lost { finished };
                 }
                 Err(e) => {
                     // NATS is away: the event waits (the core holds the
@@ -829,21 +868,14 @@ impl Link {
 
     /// A proposal is in the stream at `stream_seq`: the core hears of it,
     /// and the queue message follows.
-    async fn committed(
-        &self,
-        ready: &Ready,
-        record: &EventRecord,
-        then: &[Arc<EventRecord>],
-        stream_seq: u64,
-    ) {
-        let last = then.last().map_or(record, |r| &**r);
+    async fn committed(&self, ready: &Ready, last: &EventRecord, stream_seq: u64) {
         self.input(Input::Committed {
-            task_id: record.task_id,
+            task_id: last.task_id,
             seq: last.seq,
             stream_seq,
         })
         .await;
-        self.after_commit(ready, record.task_id, &last.event).await;
+        self.after_commit(ready, last.task_id, &last.event).await;
     }
 
     /// The queue message of a task follows its committed events.

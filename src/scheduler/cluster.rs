@@ -239,8 +239,9 @@ pub enum Input {
         seq: u64,
         stream_seq: u64,
     },
-    /// A proposal was refused (`seq`: its last event's): the stream moved
-    /// on without this node.
+    /// A proposal was refused (`seq`: its first event's, which tells it
+    /// from a later proposal of the task): the stream moved on without this
+    /// node.
     Conflict { task_id: TaskId, seq: u64 },
     /// The answer to a claim: at most as many tasks as the executors gave
     /// free slots.

@@ -387,7 +387,7 @@ fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
         } else {
             node.input(Input::Conflict {
                 task_id: id(1),
-                seq: 2,
+                seq: 1,
             });
         }
         let effects = node.effects_but_claims();
@@ -400,7 +400,7 @@ fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
         if feed_first {
             node.input(Input::Conflict {
                 task_id: id(1),
-                seq: 2,
+                seq: 1,
             });
         }
         node.input(Input::Reclaimed {
@@ -426,6 +426,16 @@ fn an_adopted_task_whose_submitter_wins_runs_here_without_waiting_a_lease() {
             record.event,
             TaskEvent::Started { attempt: 1, .. }
         ));
+        // The refusal of the first message (`accepted` with `started`, the
+        // same last seq as this one) may come only now: it is stale too.
+        node.input(Input::Conflict {
+            task_id: id(1),
+            seq: 1,
+        });
+        assert!(
+            node.effects_but_claims().is_empty(),
+            "the hold is kept and the new proposal stands"
+        );
         node.input(Input::Committed {
             task_id: id(1),
             seq: 2,

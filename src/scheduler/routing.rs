@@ -754,7 +754,7 @@ impl Core {
                     .get(&task_id)
                     .and_then(|t| t.cluster.as_deref())
                     .is_some_and(|cl| {
-                        cl.in_flight && cl.proposed.saturating_sub(cl.pending.len() as u64) == seq
+                        cl.in_flight && cl.flying.first().is_some_and(|r| r.seq == seq)
                     });
                 if !current {
                     tracing::debug!(task_id = %task_id, seq, "a stale refusal of an event is ignored");

@@ -441,3 +441,89 @@ async fn a_task_its_idle_node_takes_writes_accepted_with_started() {
     }
     assert!(short >= 1, "no submit took the short way: {}", a.log());
 }
+
+/// Under load, a node often claims a task whose `accepted` it has not seen
+/// yet and writes `accepted` with `started` itself, racing the submitter's
+/// `accepted`; the loser reads the history again and runs the task at once.
+/// No task may wait for its lease when no node died: every one starts once,
+/// in attempt 1 (a lost race taken for the refusal of the next attempt at
+/// it left tasks `started` by a node that had let them go, run again only
+/// after the lease, as attempt 2).
+#[tokio::test]
+async fn under_load_no_task_waits_for_a_lease_when_no_node_died() {
+    let Some((_nats, a, b, c)) = three_serving().await else {
+        return;
+    };
+    // All on A, whose `accepted`s the others see only through their feeds.
+    let (mut one, mut two, mut three) = (a.ws().await, a.ws().await, a.ws().await);
+    let (from_a, from_b, from_c) = tokio::join!(
+        load(&mut one, 1000),
+        load(&mut two, 1000),
+        load(&mut three, 1000)
+    );
+    let _ = (&b, &c);
+    let mut seen = 0;
+    for events in [from_a, from_b, from_c] {
+        for event in events {
+            match event["type"].as_str() {
+                Some("started") => assert_eq!(event["attempt"], 1, "{event}"),
+                Some("requeued") => panic!("{event}"),
+                Some("completed") => seen += 1,
+                other => panic!("{other:?}: {event}"),
+            }
+        }
+    }
+    assert_eq!(seen, 3000);
+}
+
+/// `count` no-op tasks submitted on `ws`, 64 in flight: their `started`,
+/// `requeued` and terminal events.
+async fn load(ws: &mut crate::support::Ws, count: usize) -> Vec<Value> {
+    let mut sent = 0;
+    let mut ended = 0;
+    let mut events = Vec::new();
+    while sent < count.min(64) {
+        ws.send(json!({"type": "submit", "ref": sent.to_string(), "task": "echo", "input": {"n": sent}}))
+            .await;
+        sent += 1;
+    }
+    while ended < count {
+        let event = ws.next().await;
+        match event["type"].as_str() {
+            Some("accepted" | "progress") => {}
+            Some("started" | "requeued") => events.push(event),
+            Some("completed" | "failed" | "cancelled") => {
+                ended += 1;
+                events.push(event);
+                if sent < count {
+                    ws.send(json!({"type": "submit", "ref": sent.to_string(), "task": "echo", "input": {"n": sent}}))
+                        .await;
+                    sent += 1;
+                }
+            }
+            _ => panic!("{event}"),
+        }
+    }
+    events
+}
+
+/// Three nodes that all run the built-ins.
+async fn three_serving() -> Option<(Nats, Node, Node, Node)> {
+    let nats = Nats::start()?;
+    nats.listening().await;
+    let url = nats.url();
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| Node::start(name, &url, &["--workers", "64"]))
+        .collect();
+    for node in &nodes {
+        node.ready().await;
+    }
+    let [a, b, c]: [Node; 3] = nodes.try_into().ok()?;
+    for node in [&a, &b, &c] {
+        for other in ["a", "b", "c"] {
+            node.sees_workers(other).await;
+        }
+    }
+    Some((nats, a, b, c))
+}
