@@ -513,21 +513,13 @@ pub(crate) fn decode_event(
         return Err(DecodeError(format!("format version {}", event.v)));
     }
     let writer: Arc<str> = Arc::from(event.node);
-    let mut info = None;
-    let first = event_of(event.event, &mut info)?;
+    let first = Later {
+        seq: event.seq,
+        at_ms: event.at_ms,
+        event: event.event,
+    };
     let mut applied = Vec::with_capacity(1 + event.then.len());
-    applied.push(Applied {
-        record: Arc::new(EventRecord::with_time(
-            task_id,
-            event.seq,
-            time(event.at_ms),
-            first,
-        )),
-        stream_seq,
-        writer: Arc::clone(&writer),
-        info,
-    });
-    for later in event.then {
+    for later in std::iter::once(first).chain(event.then) {
         let mut info = None;
         let task_event = event_of(later.event, &mut info)?;
         applied.push(Applied {

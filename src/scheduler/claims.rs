@@ -345,9 +345,8 @@ impl Core {
             cluster.adopted.insert(id);
         }
         if let Some(cl) = self.cluster_task(id) {
-            // Held as if a proposal were out, so `accepted` waits for what
-            // follows it.
-            cl.in_flight = true;
+            // `accepted` waits for what follows it.
+            cl.holding = true;
             cl.submitter = submitter.map(Box::new);
         }
         self.emit(id, TaskEvent::Accepted { position }, Vec::new());
@@ -362,7 +361,7 @@ impl Core {
             self.own(claimed, executor, now);
         }
         if let Some(cl) = self.cluster_task(id) {
-            cl.in_flight = false;
+            cl.holding = false;
         }
         self.send_proposals(id);
     }
@@ -423,17 +422,15 @@ impl Core {
         let Some(cl) = self.cluster_task(id) else {
             return;
         };
-        if cl.in_flight {
+        if cl.holding || cl.in_flight() {
             return;
         }
         let mut waiting = std::mem::take(&mut cl.pending).into_iter();
         let Some(record) = waiting.next() else {
             return;
         };
-        cl.in_flight = true;
         let info = (record.seq == 1).then(|| cl.info.clone()).flatten();
         let then: Vec<_> = waiting.collect();
-        cl.flying.clear();
         cl.flying.push(Arc::clone(&record));
         cl.flying.extend(then.iter().cloned());
         let propose = Effect::Propose {
@@ -459,7 +456,6 @@ impl Core {
             return;
         };
         cl.stream_seq = cl.stream_seq.max(stream_seq);
-        cl.in_flight = false;
         let assign = match cl.assign.take() {
             Some((at, assignment)) if at <= seq => Some(assignment),
             other => {
@@ -518,7 +514,6 @@ impl Core {
         let was_owned = std::mem::take(&mut cl.owned);
         cl.pending.clear();
         cl.flying.clear();
-        cl.in_flight = false;
         cl.ended = false;
         cl.proposed = task.log.last_seq();
         cl.copies.clear();

@@ -299,13 +299,15 @@ pub(crate) struct ClusterTask {
     pub(crate) stream_seq: u64,
     /// `seq` of the last event proposed here.
     pub(crate) proposed: u64,
-    /// A proposal is on its way; the next ones wait.
-    pub(crate) in_flight: bool,
+    /// Events proposed, waiting for the proposal on its way.
     pub(crate) pending: VecDeque<Arc<EventRecord>>,
-    /// The events of the proposal on its way, applied here when it is
-    /// committed (the feed's copy of them comes after, or before, and only
-    /// once counts).
+    /// The events of the proposal on its way (none: nothing is), applied
+    /// here when it is committed (the feed's copy of them comes after, or
+    /// before, and only once counts).
     pub(crate) flying: Vec<Arc<EventRecord>>,
+    /// Proposals wait while the core makes the events that go with them
+    /// (an adopted task's `accepted` waits for its `started`).
+    pub(crate) holding: bool,
     /// A terminal event was proposed here: nothing more is.
     pub(crate) ended: bool,
     /// Private copies of proposed events, delivered when they are applied.
@@ -324,6 +326,13 @@ pub(crate) struct ClusterTask {
     /// The submitter of a task whose `accepted` this node writes with its
     /// `started`: it gets its answer when that `accepted` is applied.
     pub(crate) submitter: Option<Box<PendingSubmit>>,
+}
+
+impl ClusterTask {
+    /// A proposal of the task is on its way: the next ones wait for it.
+    pub(crate) fn in_flight(&self) -> bool {
+        !self.flying.is_empty()
+    }
 }
 
 #[derive(Debug)]

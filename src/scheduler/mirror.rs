@@ -4,9 +4,9 @@
 //! A task this node does not run is changed only here, by its events; a
 //! task it runs (owns) is changed by the core's usual rules, and its events
 //! only get delivered here (when this node's proposal is committed, or by
-//! the feed, whichever comes first). Events are applied in `seq` order without gaps:
-//! a gap (a feed that skipped, a node that joined late) makes the node read
-//! the task's whole history again.
+//! the feed, whichever comes first). Events are applied in `seq` order
+//! without gaps: a gap (a feed that skipped, a node that joined late) makes
+//! the node read the task's whole history again.
 
 use std::sync::Arc;
 

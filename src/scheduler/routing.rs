@@ -642,7 +642,7 @@ impl Core {
             && !self.tasks.values().any(|t| {
                 t.cluster
                     .as_ref()
-                    .is_some_and(|c| c.in_flight || !c.pending.is_empty())
+                    .is_some_and(|c| c.in_flight() || !c.pending.is_empty())
             })
     }
 
@@ -753,9 +753,7 @@ impl Core {
                     .tasks
                     .get(&task_id)
                     .and_then(|t| t.cluster.as_deref())
-                    .is_some_and(|cl| {
-                        cl.in_flight && cl.flying.first().is_some_and(|r| r.seq == seq)
-                    });
+                    .is_some_and(|cl| cl.flying.first().is_some_and(|r| r.seq == seq));
                 if !current {
                     tracing::debug!(task_id = %task_id, seq, "a stale refusal of an event is ignored");
                     return;

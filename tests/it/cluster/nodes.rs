@@ -9,17 +9,23 @@ use crate::support::eventually;
 
 /// A runs nothing itself, B runs every built-in, C only watches.
 async fn three() -> Option<(Nats, Node, Node, Node)> {
+    let none: &[&str] = &["--cluster-pool-tasks", "none"];
+    let (nats, a, b, c) = three_with([none, &["--workers", "2"], none]).await?;
+    a.sees_workers("b").await;
+    c.sees_workers("b").await;
+    Some((nats, a, b, c))
+}
+
+/// Nodes `a`, `b` and `c` on one NATS server, each with its flags, ready.
+async fn three_with(flags: [&[&str]; 3]) -> Option<(Nats, Node, Node, Node)> {
     let nats = Nats::start()?;
     nats.listening().await;
     let url = nats.url();
-    let a = Node::start("a", &url, &["--cluster-pool-tasks", "none"]);
-    let b = Node::start("b", &url, &["--workers", "2"]);
-    let c = Node::start("c", &url, &["--cluster-pool-tasks", "none"]);
+    let [a, b, c] = [("a", flags[0]), ("b", flags[1]), ("c", flags[2])]
+        .map(|(name, flags)| Node::start(name, &url, flags));
     for node in [&a, &b, &c] {
         node.ready().await;
     }
-    a.sees_workers("b").await;
-    c.sees_workers("b").await;
     Some((nats, a, b, c))
 }
 
@@ -392,9 +398,9 @@ key = "tester"
 /// A node with an idle slot that takes a task it was just given writes its
 /// `accepted` and `started` in one message of the task's stream: two
 /// messages for a no-op task instead of three, with the events the client
-/// sees unchanged (`accepted`, then 2 and 3 in order). The submit's fetch waits up to 100 ms
-/// for the task, so on a busy machine one submit may go the longer way:
-/// of ten, at least one must take the short one.
+/// sees unchanged (`accepted`, then 2 and 3 in order). The submit's fetch
+/// waits up to 100 ms for the task, so on a busy machine one submit may go
+/// the longer way: of ten, at least one must take the short one.
 #[tokio::test]
 async fn a_task_its_idle_node_takes_writes_accepted_with_started() {
     let Some(nats) = Nats::start() else {
@@ -451,19 +457,22 @@ async fn a_task_its_idle_node_takes_writes_accepted_with_started() {
 /// after the lease, as attempt 2).
 #[tokio::test]
 async fn under_load_no_task_waits_for_a_lease_when_no_node_died() {
-    let Some((_nats, a, b, c)) = three_serving().await else {
+    let serving: &[&str] = &["--workers", "64"];
+    let Some((_nats, a, _b, _c)) = three_with([serving; 3]).await else {
         return;
     };
+    for node in ["a", "b", "c"] {
+        a.sees_workers(node).await;
+    }
     // All on A, whose `accepted`s the others see only through their feeds.
     let (mut one, mut two, mut three) = (a.ws().await, a.ws().await, a.ws().await);
-    let (from_a, from_b, from_c) = tokio::join!(
+    let (first, second, third) = tokio::join!(
         load(&mut one, 1000),
         load(&mut two, 1000),
         load(&mut three, 1000)
     );
-    let _ = (&b, &c);
     let mut seen = 0;
-    for events in [from_a, from_b, from_c] {
+    for events in [first, second, third] {
         for event in events {
             match event["type"].as_str() {
                 Some("started") => assert_eq!(event["attempt"], 1, "{event}"),
@@ -479,12 +488,12 @@ async fn under_load_no_task_waits_for_a_lease_when_no_node_died() {
 /// `count` no-op tasks submitted on `ws`, 64 in flight: their `started`,
 /// `requeued` and terminal events.
 async fn load(ws: &mut crate::support::Ws, count: usize) -> Vec<Value> {
+    let submit = |n: usize| json!({"type": "submit", "ref": n.to_string(), "task": "echo", "input": {"n": n}});
     let mut sent = 0;
     let mut ended = 0;
     let mut events = Vec::new();
     while sent < count.min(64) {
-        ws.send(json!({"type": "submit", "ref": sent.to_string(), "task": "echo", "input": {"n": sent}}))
-            .await;
+        ws.send(submit(sent)).await;
         sent += 1;
     }
     while ended < count {
@@ -496,8 +505,7 @@ async fn load(ws: &mut crate::support::Ws, count: usize) -> Vec<Value> {
                 ended += 1;
                 events.push(event);
                 if sent < count {
-                    ws.send(json!({"type": "submit", "ref": sent.to_string(), "task": "echo", "input": {"n": sent}}))
-                        .await;
+                    ws.send(submit(sent)).await;
                     sent += 1;
                 }
             }
@@ -505,25 +513,4 @@ async fn load(ws: &mut crate::support::Ws, count: usize) -> Vec<Value> {
         }
     }
     events
-}
-
-/// Three nodes that all run the built-ins.
-async fn three_serving() -> Option<(Nats, Node, Node, Node)> {
-    let nats = Nats::start()?;
-    nats.listening().await;
-    let url = nats.url();
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .into_iter()
-        .map(|name| Node::start(name, &url, &["--workers", "64"]))
-        .collect();
-    for node in &nodes {
-        node.ready().await;
-    }
-    let [a, b, c]: [Node; 3] = nodes.try_into().ok()?;
-    for node in [&a, &b, &c] {
-        for other in ["a", "b", "c"] {
-            node.sees_workers(other).await;
-        }
-    }
-    Some((nats, a, b, c))
 }
