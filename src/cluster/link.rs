@@ -44,9 +44,20 @@ const UPLOAD_STORE_TIMEOUT: Duration = Duration::from_secs(60);
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a submit's own fetch waits in NATS for a message of its lane:
 /// it goes out with the queue publish, and NATS may see it first. A fetch
-/// still empty then leaves the task to the next claim (and a refused
-/// submit's answer waits at most this long).
+/// still empty then leaves the task to the next claim. A refused submit
+/// is answered at once; its fetch finishes on its own.
 const SUBMIT_FETCH_WAIT: Duration = Duration::from_millis(100);
+
+/// The fetch a submit sends with its queue publish, for an idle executor.
+enum SubmitFetch<'a> {
+    /// The submit ended before its publish: no fetch went out.
+    Unsent,
+    /// What it brought.
+    Done(Vec<ClaimedTask>),
+    /// Still waiting in NATS when the publish was refused.
+    Out(BoxFuture<'a, Vec<ClaimedTask>>),
+}
+
 /// Attempts at a publish whose answer did not come (same message id: a
 /// repeat that got through is recognised as a duplicate).
 const PUBLISH_TRIES: u32 = 3;
@@ -283,16 +294,54 @@ impl Link {
                 claim,
             } => Box::pin(async move {
                 let task_id = spec.id;
-                let mut fetched = None;
-                let fetch = claim.map(|_| &mut fetched);
-                let result = self.submit(spec, accepted, info, fetch).await;
-                let claimed = claim.map(|executor| (executor, fetched));
-                self.input(Input::SubmitDone {
-                    task_id,
-                    result,
-                    claimed,
-                })
-                .await;
+                let mut fetch = SubmitFetch::Unsent;
+                let result = self
+                    .submit(spec, accepted, info, claim.map(|_| &mut fetch))
+                    .await;
+                let Some(executor) = claim else {
+                    return self
+                        .input(Input::SubmitDone {
+                            task_id,
+                            result,
+                            claimed: None,
+                        })
+                        .await;
+                };
+                match fetch {
+                    SubmitFetch::Unsent => {
+                        let claimed = Some((executor, None));
+                        self.input(Input::SubmitDone {
+                            task_id,
+                            result,
+                            claimed,
+                        })
+                        .await;
+                    }
+                    SubmitFetch::Done(tasks) => {
+                        let claimed = Some((executor, Some(tasks)));
+                        self.input(Input::SubmitDone {
+                            task_id,
+                            result,
+                            claimed,
+                        })
+                        .await;
+                    }
+                    SubmitFetch::Out(rest) => {
+                        // Refused while its fetch still waits in NATS: the
+                        // submitter hears now, and what the fetch brings
+                        // goes to the executor as any claim's would (its
+                        // slot stays promised until then).
+                        self.input(Input::SubmitDone {
+                            task_id,
+                            result,
+                            claimed: None,
+                        })
+                        .await;
+                        let tasks = rest.await;
+                        let executors = vec![(executor, 1)];
+                        self.input(Input::Claimed { executors, tasks }).await;
+                    }
+                }
             }),
             Effect::Propose {
                 record,
@@ -589,12 +638,12 @@ impl Link {
     /// one task from its lane goes out with the queue publish (into
     /// `fetch`); when it brings this task, `accepted` is left to the core,
     /// which writes it with `started` (`SubmitOk::claimed_here`).
-    async fn submit(
-        &self,
+    async fn submit<'a>(
+        &'a self,
         mut spec: TaskSpec,
         mut accepted: Arc<EventRecord>,
         info: crate::scheduler::cluster::AcceptedInfo,
-        fetch: Option<&mut Option<Vec<ClaimedTask>>>,
+        fetch: Option<&mut SubmitFetch<'a>>,
     ) -> Result<SubmitOk, Refusal> {
         let unavailable = Refusal::Unavailable {
             retry_after: RETRY_AFTER,
@@ -680,14 +729,32 @@ impl Link {
         // The queue first: once a node sees `accepted`, it can claim it.
         let queue = self.publish(&ready.js, queue_subject(&spec), queued, hex.as_str(), None);
         let queue_ack = match fetch {
-            Some(fetched) => {
+            Some(fetch) => {
                 // The fetch waits in NATS for the lane's next message, so
                 // it may go out before the publish is stored.
-                let lane = [(Arc::clone(&spec.name), spec.options.priority)];
-                let claim = Box::pin(self.claim(&lane, 1, Some(SUBMIT_FETCH_WAIT)));
-                let (ack, tasks) = tokio::join!(queue, claim);
+                let lane = vec![(Arc::clone(&spec.name), spec.options.priority)];
+                let mut claim: BoxFuture<'a, Vec<ClaimedTask>> =
+                    Box::pin(async move { self.claim(&lane, 1, Some(SUBMIT_FETCH_WAIT)).await });
+                let mut queue = std::pin::pin!(queue);
+                let (ack, tasks) = tokio::select! {
+                    tasks = &mut claim => (queue.await, Some(tasks)),
+                    ack = &mut queue => (ack, None),
+                };
+                let tasks = match (tasks, &ack) {
+                    (Some(tasks), _) => tasks,
+                    // Whether it brought this task decides who writes
+                    // `accepted`.
+                    (None, Ok(_)) => claim.await,
+                    // Refused: the fetch is left to finish on its own.
+                    (None, Err(_)) => {
+                        *fetch = SubmitFetch::Out(claim);
+                        Vec::new()
+                    }
+                };
                 let here = !duplicate && ack.is_ok() && tasks.iter().any(|t| t.spec.id == id);
-                *fetched = Some(tasks);
+                if !matches!(fetch, SubmitFetch::Out(_)) {
+                    *fetch = SubmitFetch::Done(tasks);
+                }
                 if here {
                     return Ok(SubmitOk {
                         task_id: id,

@@ -229,6 +229,9 @@ impl Drop for Nats {
 pub(crate) struct Node {
     pub(crate) name: String,
     pub(crate) port: u16,
+    /// One client for the node's REST requests (a new one per request
+    /// costs a connection and ~20 ms).
+    http: reqwest::Client,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -291,6 +294,7 @@ impl Node {
         Node {
             name: name.to_owned(),
             port,
+            http: reqwest::Client::new(),
             child: Some(child),
             _dir: dir,
         }
@@ -301,7 +305,7 @@ impl Node {
     }
 
     pub(crate) async fn readyz(&self) -> (u16, String) {
-        match reqwest::get(self.url("/readyz")).await {
+        match self.http.get(self.url("/readyz")).send().await {
             Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
             Err(_) => (0, String::new()),
         }
@@ -351,7 +355,8 @@ impl Node {
     }
 
     pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
+        let response = self
+            .http
             .post(self.url(path))
             .bearer_auth(KEY)
             .json(&body)
@@ -363,7 +368,8 @@ impl Node {
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::Client::new()
+        let response = self
+            .http
             .get(self.url(path))
             .bearer_auth(KEY)
             .send()

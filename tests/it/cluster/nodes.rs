@@ -167,6 +167,86 @@ async fn a_concurrency_key_never_overlaps_across_nodes() {
 }
 
 #[tokio::test]
+async fn the_queue_bound_and_priorities_hold_across_nodes() {
+    // Queue capacity 3 (running tasks count in cluster mode). B runs
+    // `sleep` on one slot; C runs `echo` on one slot and is idle, so its
+    // refused submits are the ones whose own fetch was still out.
+    let cap: &[&str] = &["--queue-capacity", "3"];
+    let Some((_nats, a, _b, c)) = three_with([
+        &[cap, &["--cluster-pool-tasks", "none"]].concat(),
+        &[cap, &["--workers", "1", "--cluster-pool-tasks", "sleep"]].concat(),
+        &[cap, &["--workers", "1", "--cluster-pool-tasks", "echo"]].concat(),
+    ])
+    .await
+    else {
+        return;
+    };
+    for node in [&a, &c] {
+        node.sees_workers("b").await;
+    }
+    a.sees_workers("c").await;
+    let mut on_a = a.ws().await;
+    let mut on_c = c.ws().await;
+    let long = on_a
+        .submit_ok("sleep", json!({"ms": 60_000, "steps": 60}))
+        .await;
+    on_a.until(|v| v["task_id"] == long.as_str() && v["type"] == "started")
+        .await;
+    // Queued behind it, on two nodes: low first, then high.
+    let low = on_a
+        .submit("sleep", json!({"ms": 1}), json!({"priority": "low"}))
+        .await;
+    assert_eq!(low["type"], "accepted", "{low}");
+    let high = on_c
+        .submit("sleep", json!({"ms": 1}), json!({"priority": "high"}))
+        .await;
+    assert_eq!(high["type"], "accepted", "{high}");
+    let (low, high) = (low["task_id"].clone(), high["task_id"].clone());
+    // Full, whichever node is asked, and whatever the task.
+    for (on, task) in [("a", "sleep"), ("c", "echo"), ("c", "sleep")] {
+        let ws = if on == "a" { &mut on_a } else { &mut on_c };
+        let refused = ws.submit(task, json!({"ms": 1}), json!({})).await;
+        assert_eq!(refused["type"], "rejected", "{refused}");
+        assert_eq!(refused["error"]["code"], "queue_full", "{refused}");
+        assert_eq!(refused["error"]["details"]["bound"], "queue_capacity");
+        assert!(
+            refused["error"]["retry_after_ms"].as_u64() >= Some(10),
+            "{refused}"
+        );
+    }
+    let (status, body) = a
+        .post("/v1/tasks", json!({"task": "echo", "input": {}}))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "queue_full");
+    // B's one slot frees: the high task starts before the low one,
+    // though it was queued after it and on another node.
+    on_a.send(json!({"type": "subscribe", "ref": "h", "task_id": high}))
+        .await;
+    on_a.send(json!({"type": "cancel", "ref": "x", "task_id": long}))
+        .await;
+    let first = on_a
+        .until(|v| v["type"] == "started" && (v["task_id"] == high || v["task_id"] == low))
+        .await;
+    assert_eq!(first["task_id"], high, "{first}");
+    for id in [&low, &high] {
+        let events = history(&a, id.as_str().unwrap()).await;
+        assert_one_terminal(&events);
+        assert_eq!(events.last().unwrap()["type"], "completed", "{events:?}");
+    }
+    // With room again, C's idle executor still takes what it serves: the
+    // slot promised to a refused submit's fetch was given back.
+    let echo = on_c.submit_ok("echo", json!({"after": "full"})).await;
+    let events = on_c.events_until_end(&echo).await;
+    let started = events.iter().find(|e| e["type"] == "started").unwrap();
+    assert!(
+        started["worker"].as_str().unwrap().starts_with("c/"),
+        "{started}"
+    );
+    assert_eq!(events.last().unwrap()["result"], json!({"after": "full"}));
+}
+
+#[tokio::test]
 async fn the_monitor_shows_every_node_and_its_workers() {
     let Some((_nats, a, _b, c)) = three().await else {
         return;
