@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One node on one nats-server, the sequential phase alone (1 connection,
-# 1 in flight, no-op `echo`), ROUNDS times with the servers unpinned and
-# then both on cpu 0 (the client unpinned), alternated. Per round: p50,
-# node and NATS CPU per task (from /proc), NATS messages per task (from its
-# /varz monitoring endpoint).
+# 1 in flight, no-op `echo`), ROUNDS times, alternated: the servers
+# unpinned, both on cpu 0 (the client unpinned), and unpinned with one
+# thread each (the node `--threads 1`, nats-server GOMAXPROCS=1). Per
+# round: p50, node and NATS CPU per task (from /proc), NATS messages per
+# task (from its /varz monitoring endpoint).
 #
 #   bench/cluster_seq.sh              # ROUNDS=4 SEQ_N=2000, release build
 set -euo pipefail
@@ -29,17 +30,21 @@ stop_all() {
 trap 'stop_all; rm -rf "$dir"' EXIT
 dir="$(mktemp -d)"
 
-one() { # PIN(none|0)
-    local pin=()
-    [ "$1" = none ] || pin=(taskset -c "$1")
+one() { # PIN(none|0|threads)
+    local pin=() node_flags=() nats_env=()
+    case "$1" in
+        none) ;;
+        threads) node_flags=(--threads 1); nats_env=(GOMAXPROCS=1) ;;
+        *) pin=(taskset -c "$1") ;;
+    esac
     local np tp mp
     np="$(free_port)"; tp="$(free_port)"; mp="$(free_port)"
     rm -rf "$dir/nats"
-    "${pin[@]}" "$NATS" -js -a 127.0.0.1 -p "$np" -m "$mp" -sd "$dir/nats" >>"$dir/nats.log" 2>&1 &
+    env "${nats_env[@]}" "${pin[@]}" "$NATS" -js -a 127.0.0.1 -p "$np" -m "$mp" -sd "$dir/nats" >>"$dir/nats.log" 2>&1 &
     local nats_pid=$!; pids+=("$nats_pid")
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$np") 2>/dev/null && break; sleep 0.05; done
     "${pin[@]}" "$TW" serve --listen "127.0.0.1:$tp" --workers 64 \
-        --cluster-nats-url "nats://127.0.0.1:$np" --cluster-node n1 >>"$dir/taskwire.log" 2>&1 &
+        --cluster-nats-url "nats://127.0.0.1:$np" --cluster-node n1 "${node_flags[@]}" >>"$dir/taskwire.log" 2>&1 &
     local node_pid=$!; pids+=("$node_pid")
     for _ in $(seq 400); do curl -fs "http://127.0.0.1:$tp/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
     local url="ws://127.0.0.1:$tp/v1/ws"
@@ -65,4 +70,5 @@ PY
 for _ in $(seq "$ROUNDS"); do
     one none
     one 0
+    one threads
 done

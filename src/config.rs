@@ -27,6 +27,10 @@ pub struct Overrides {
     /// Tasks running at once (default: CPU count).
     #[arg(long, env = "TASKWIRE_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
+    /// Threads the server's own work runs on: connections, scheduling,
+    /// the cluster link (default: CPU count).
+    #[arg(long, env = "TASKWIRE_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
     /// Tasks waiting to run, not counting running ones (default 1024).
     #[arg(long, env = "TASKWIRE_QUEUE_CAPACITY", value_name = "N")]
     pub queue_capacity: Option<usize>,
@@ -172,6 +176,7 @@ struct FileConfig {
     /// the pool size.
     workers: Option<toml::Value>,
     builtin_workers: Option<usize>,
+    threads: Option<usize>,
     queue_capacity: Option<usize>,
     result_ttl_s: Option<u64>,
     auth_timeout_s: Option<u64>,
@@ -291,6 +296,8 @@ pub enum KeySource {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The async runtime's worker threads.
+    pub threads: usize,
     /// `[[schedules]]`, checked.
     pub schedules: Vec<crate::schedules::Schedule>,
     pub limits: Limits,
@@ -487,6 +494,12 @@ impl Config {
             value
         };
         let workers = check("workers", pick(o.workers, pool_size, cpus) as u64, 1, 4096);
+        let threads = check(
+            "threads",
+            pick(o.threads, file.threads, cpus) as u64,
+            1,
+            1024,
+        );
         let queue_capacity = check(
             "queue_capacity",
             pick(o.queue_capacity, file.queue_capacity, 1024) as u64,
@@ -790,6 +803,7 @@ impl Config {
         let secs = Duration::from_secs;
         Ok(Config {
             listen,
+            threads: threads as usize,
             schedules,
             limits: Limits {
                 workers: workers as usize,
@@ -849,6 +863,7 @@ impl Config {
         #[derive(Serialize)]
         struct Shown<'a> {
             listen: String,
+            threads: usize,
             workers: usize,
             queue_capacity: usize,
             result_ttl_s: u64,
@@ -894,6 +909,7 @@ impl Config {
         }
         let shown = Shown {
             listen: self.listen.to_string(),
+            threads: self.threads,
             workers: self.limits.workers,
             queue_capacity: self.limits.queue_capacity,
             result_ttl_s: self.limits.result_ttl.as_secs(),
@@ -1131,17 +1147,24 @@ mod tests {
     fn flags_win_over_the_file() {
         let overrides = Overrides {
             workers: Some(3),
+            threads: Some(1),
             ..Overrides::default()
         };
-        let config = Config::from_toml("workers = 7\nqueue_capacity = 5", &overrides).expect("ok");
+        let text = "workers = 7\nthreads = 4\nqueue_capacity = 5";
+        let config = Config::from_toml(text, &overrides).expect("ok");
         assert_eq!(config.limits.workers, 3);
+        assert_eq!(config.threads, 1);
         assert_eq!(config.limits.queue_capacity, 5);
+        let config = Config::from_toml("threads = 4", &Overrides::default()).expect("ok");
+        assert_eq!(config.threads, 4);
+        assert!(config.to_toml().contains("threads = 4"));
     }
 
     #[test]
     fn problems_name_their_key() {
         assert!(invalid("wrokers = 2").contains("wrokers"));
         assert!(invalid("workers = 0").contains("workers: 0 is out of range"));
+        assert!(invalid("threads = 0").contains("threads: 0 is out of range"));
         assert!(invalid("workers = \"two\"").contains("workers"));
         assert!(invalid("listen = \"nowhere\"").contains("listen"));
         assert!(invalid("allowed_origins = [\"*\"]").contains("allowed_origins"));

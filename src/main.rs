@@ -162,6 +162,7 @@ fn serve(overrides: &Overrides) -> ExitCode {
         None
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
         .enable_all()
         .build()
     {
